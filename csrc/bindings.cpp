@@ -1,0 +1,149 @@
+// Python bindings: convert arguments, release the GIL, call. No logic lives here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "dispatch.h"
+#include "ops.h"
+
+namespace py = pybind11;
+using namespace qrt;
+
+namespace {
+
+// The array's data as T*, or a TypeError/ValueError naming the argument.
+template <class T>
+T* data_of(const py::array& a, const char* name) {
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(name) + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                         ", got " + py::str(a.dtype()).cast<std::string>());
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
+
+template <class T>
+py::array_t<T> empty(const Shape& s) { return py::array_t<T>(std::vector<py::ssize_t>(s.begin(), s.end())); }
+
+py::array gemm_py(const py::array& A, py::object a_scale, py::object a_zp, const PackedWeight& W,
+               std::optional<py::array> bias, bool gelu, std::optional<py::array> residual,
+               const std::string& out_dtype, float out_scale, int32_t out_zp) {
+  GemmCall c;
+  c.A = data_of<uint8_t>(A, "A");
+  c.a_shape = shape_of(A);
+  c.W = &W;
+  float scale_scalar;
+  int32_t zp_scalar;
+  py::array scale_arr, zp_arr;
+  if (py::isinstance<py::array>(a_scale) || py::isinstance<py::array>(a_zp)) {
+    scale_arr = py::array::ensure(a_scale);
+    zp_arr = py::array::ensure(a_zp);
+    c.a_scale = data_of<float>(scale_arr, "a_scale");
+    c.a_zp = data_of<int32_t>(zp_arr, "a_zp");
+    c.q_shape = shape_of(scale_arr);
+    if (shape_of(zp_arr) != c.q_shape) throw py::value_error("a_scale and a_zp must have the same shape");
+    if (c.q_shape.size() != 1) throw py::value_error("per-row a_scale/a_zp must be 1-D");
+  } else {
+    scale_scalar = a_scale.cast<float>();
+    zp_scalar = a_zp.cast<int32_t>();
+    c.a_scale = &scale_scalar;
+    c.a_zp = &zp_scalar;
+  }
+  if (bias) { c.bias = data_of<float>(*bias, "bias"); c.bias_shape = shape_of(*bias); }
+  c.gelu = gelu;
+  if (residual) { c.residual = data_of<float>(*residual, "residual"); c.residual_shape = shape_of(*residual); }
+  const Shape out_shape = {c.a_shape.size() == 2 ? c.a_shape[0] : 0, W.N()};
+  py::array out;
+  if (out_dtype == "float32") { out = empty<float>(out_shape); c.out_kind = OutKind::F32; }
+  else if (out_dtype == "uint8") { out = empty<uint8_t>(out_shape); c.out_kind = OutKind::U8; }
+  else if (out_dtype == "int32") { out = empty<int32_t>(out_shape); c.out_kind = OutKind::S32; }
+  else throw py::value_error("out_dtype must be 'float32', 'uint8' or 'int32'");
+  c.out = out.mutable_data();
+  c.out_shape = out_shape;
+  c.out_scale = out_scale;
+  c.out_zp = out_zp;
+  py::gil_scoped_release nogil;
+  qrt::gemm(c);
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "qualam_rt native kernels";
+  m.def("isa", [] { return std::string(kernels().name); }, "The active kernel path.");
+  m.def("supported_isas", &supported_isas, "Kernel paths this CPU can run, best last.");
+  m.def("set_isa", &set_isa, py::arg("name"), "Force a kernel path (ref, avx2, avx512vnni).");
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("num_threads", &num_threads);
+  m.def("int8_peak_macs_per_s", [](double seconds) {
+    py::gil_scoped_release nogil;
+    return kernels().int8_peak_macs_per_s(seconds);
+  }, py::arg("seconds") = 0.5, "Measured peak int8 MAC/s of the active path (register-only loop).");
+
+  py::class_<PackedWeight>(m, "PackedWeight", "Int8 [N, K] weights packed for the GEMM kernels.")
+      .def(py::init([](const py::array& w, const py::array& scales) {
+             const Shape ws = shape_of(w);
+             if (ws.size() != 2) throw py::value_error("weight must be 2-D [N, K]");
+             if (shape_of(scales) != Shape{ws[0]}) throw py::value_error("scales must have shape (N,)");
+             return new PackedWeight(data_of<int8_t>(w, "weight"), ws[0], ws[1], data_of<float>(scales, "scales"));
+           }),
+           py::arg("weight"), py::arg("scales"))
+      .def_property_readonly("K", &PackedWeight::K)
+      .def_property_readonly("N", &PackedWeight::N)
+      .def("unpack", [](const PackedWeight& w) {
+        auto out = empty<int8_t>({w.N(), w.K()});
+        const auto v = w.unpack();
+        std::copy(v.begin(), v.end(), out.mutable_data());
+        return out;
+      });
+
+  m.def("gemm", &gemm_py, py::arg("A"), py::arg("a_scale"), py::arg("a_zp"), py::arg("weight"),
+        py::arg("bias") = py::none(), py::arg("gelu") = false, py::arg("residual") = py::none(),
+        py::arg("out_dtype") = "float32", py::arg("out_scale") = 1.f, py::arg("out_zp") = 0,
+        "u8 x packed s8 GEMM with fused epilogue (see csrc/types.h GemmArgs).");
+
+  m.def("quantize", [](const py::array& x, float scale, int32_t zp) {
+    const float* xp = data_of<float>(x, "x");
+    auto out = empty<uint8_t>(shape_of(x));
+    uint8_t* op = out.mutable_data();
+    const Shape s = shape_of(x);
+    py::gil_scoped_release nogil;
+    quantize(xp, s, scale, zp, op);
+    return out;
+  }, py::arg("x"), py::arg("scale"), py::arg("zp"));
+
+  m.def("quantize_per_row", [](const py::array& x) {
+    const float* xp = data_of<float>(x, "x");
+    const Shape s = shape_of(x);
+    auto out = empty<uint8_t>(s);
+    auto scales = empty<float>({s.empty() ? 0 : s[0]});
+    auto zps = empty<int32_t>({s.empty() ? 0 : s[0]});
+    uint8_t* op = out.mutable_data();
+    float* sp = scales.mutable_data();
+    int32_t* zp = zps.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      quantize_per_row(xp, s, op, sp, zp);
+    }
+    return py::make_tuple(out, scales, zps);
+  }, py::arg("x"));
+
+  m.def("layernorm", [](const py::array& x, const py::array& gamma, const py::array& beta, float eps,
+                        std::optional<py::array> residual) {
+    const float* xp = data_of<float>(x, "x");
+    const float* rp = residual ? data_of<float>(*residual, "residual") : nullptr;
+    const Shape rs = residual ? shape_of(*residual) : Shape{};
+    const float* gp = data_of<float>(gamma, "gamma");
+    const float* bp = data_of<float>(beta, "beta");
+    const Shape xs = shape_of(x), gs = shape_of(gamma), bs = shape_of(beta);
+    auto out = empty<float>(xs);
+    float* op = out.mutable_data();
+    py::gil_scoped_release nogil;
+    layernorm(xp, xs, rp, rs, gp, gs, bp, bs, eps, op);
+    return out;
+  }, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps") = 1e-12f,
+     py::arg("residual") = py::none(), "LayerNorm(x + residual) * gamma + beta over the last axis.");
+}

@@ -1,0 +1,281 @@
+// The kernels, written once against the primitives of one vec_<isa>.h (VecF, gemm_tile,
+// kActShift, kTileRows). Included only by kernels_<isa>.cpp, inside namespace
+// qrt::cpu::QRT_ISA_NS, so each ISA gets its own copy compiled with its own flags.
+// No STL containers here (see types.h).
+#include <omp.h>
+
+#include <cmath>
+
+namespace qrt::cpu::QRT_ISA_NS {
+
+using R = VecF::reg;
+constexpr int W = VecF::width;
+
+// erf: Abramowitz-Stegun 7.1.26 (|err| < 1.5e-7) in SIMD; a VecF may provide an exact one.
+static inline R erf_approx(R x) {
+  const R ax = VecF::abs(x);
+  const R t = VecF::rcp(VecF::fma(VecF::set1(0.3275911f), ax, VecF::set1(1.f)));
+  R p = VecF::set1(1.061405429f);
+  p = VecF::fma(p, t, VecF::set1(-1.453152027f));
+  p = VecF::fma(p, t, VecF::set1(1.421413741f));
+  p = VecF::fma(p, t, VecF::set1(-0.284496736f));
+  p = VecF::fma(p, t, VecF::set1(0.254829592f));
+  p = VecF::mul(p, t);
+  const R e = VecF::exp(VecF::sub(VecF::zero(), VecF::mul(ax, ax)));
+  return VecF::copysign(VecF::sub(VecF::set1(1.f), VecF::mul(p, e)), x);
+}
+template <class V>
+static inline auto erf_vec(typename V::reg x, int) -> decltype(V::erf(x)) { return V::erf(x); }
+template <class V>
+static inline R erf_vec(R x, long) { return erf_approx(x); }
+
+static inline R gelu_vec(R x) {
+  const R e = erf_vec<VecF>(VecF::mul(x, VecF::set1(0.70710678118654752f)), 0);
+  return VecF::mul(VecF::mul(VecF::set1(0.5f), x), VecF::add(VecF::set1(1.f), e));
+}
+
+// Exact int32 correction of one tile row, then the float epilogue.
+static void epilogue_row(const GemmArgs& a, const int32_t* acc, int64_t m, int64_t n0, int ncols) {
+  const int64_t qi = a.a_per_row ? m : 0;
+  const int32_t corr = kActShift - a.a_zp[qi];
+  const int32_t* colsum = a.W.col_sums + n0;
+  if (a.out_kind == OutKind::S32) {
+    int32_t* out = static_cast<int32_t*>(a.out) + m * a.ldo + n0;
+    for (int c = 0; c < ncols; ++c) out[c] = acc[c] + corr * colsum[c];
+    return;
+  }
+  int32_t fixed[kPanel];
+  for (int c = 0; c < kPanel; ++c) fixed[c] = acc[c] + corr * colsum[c];  // vectorizes
+  const R sa = VecF::set1(a.a_scale[qi]);
+  const R inv_out = VecF::set1(1.f / a.out_scale);
+  const R out_zp = VecF::set1((float)a.out_zp);
+  for (int c = 0; c < ncols; c += W) {
+    const int n = ncols - c < W ? ncols - c : W;
+    R v = VecF::mul(VecF::from_i32(fixed + c), VecF::mul(sa, VecF::load(a.W.scales + n0 + c)));
+    if (a.bias) v = VecF::add(v, VecF::load(a.bias + n0 + c, n));
+    if (a.gelu) v = gelu_vec(v);
+    if (a.residual) v = VecF::add(v, VecF::load(a.residual + m * a.ldr + n0 + c, n));
+    if (a.out_kind == OutKind::F32) {
+      VecF::store(static_cast<float*>(a.out) + m * a.ldo + n0 + c, v, n);
+    } else {
+      VecF::store_u8(static_cast<uint8_t*>(a.out) + m * a.ldo + n0 + c,
+                     VecF::fma(v, inv_out, out_zp), n);
+    }
+  }
+}
+
+template <int MR>
+static void tile_and_epilogue(const GemmArgs& a, int64_t m0, int64_t p) {
+  alignas(64) int32_t acc[MR * kPanel];
+  gemm_tile<MR>(a.A + m0 * a.lda, a.lda, a.W.K, a.W.data + p * a.W.Kg * 4 * kPanel, acc);
+  const int64_t n0 = p * kPanel;
+  const int ncols = (int)(a.W.N - n0 < kPanel ? a.W.N - n0 : kPanel);
+  for (int r = 0; r < MR; ++r) epilogue_row(a, acc + r * kPanel, m0 + r, n0, ncols);
+}
+
+template <int MR>
+static void tail_tile(const GemmArgs& a, int64_t m0, int rows, int64_t p) {
+  if constexpr (MR > 0) {
+    if (rows == MR) tile_and_epilogue<MR>(a, m0, p);
+    else tail_tile<MR - 1>(a, m0, rows, p);
+  }
+}
+
+void gemm_u8s8(const GemmArgs& a) {
+  // Tasks are (row block, panel) pairs; a block of 48 rows and one weight panel stay in
+  // L2 while the tile kernel streams over K.
+  constexpr int64_t kBlockRows = 12 * kTileRows;
+  const int64_t panels = a.W.Np / kPanel;
+  const int64_t blocks = (a.M + kBlockRows - 1) / kBlockRows;
+  const int64_t tasks = blocks * panels;
+  const bool parallel = a.M * a.W.Np * a.W.K > (int64_t)1 << 18 && tasks > 1;
+#pragma omp parallel for schedule(static) num_threads(thread_count()) if (parallel)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t b = t / panels, p = t % panels;
+    const int64_t m_end = (b + 1) * kBlockRows < a.M ? (b + 1) * kBlockRows : a.M;
+    int64_t m = b * kBlockRows;
+    for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, m, p);
+    if (m < m_end) tail_tile<kTileRows - 1>(a, m, (int)(m_end - m), p);
+  }
+}
+
+void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_t zp,
+                 uint8_t* out) {
+  const int64_t total = rows * cols;
+  const R s = VecF::set1(scale), z = VecF::set1((float)zp);
+  // Division (not multiplication by 1/scale) so results match round(x / scale) exactly.
+#pragma omp parallel for schedule(static) num_threads(thread_count()) if (total > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; c += W) {
+      const int n = cols - c < W ? (int)(cols - c) : W;
+      R v = VecF::load(x + r * cols + c, n);
+      VecF::store_u8(out + r * cols + c, VecF::add(VecF::round(VecF::div(v, s)), z), n);
+    }
+}
+
+void quantize_u8_per_row(const float* x, int64_t rows, int64_t cols, uint8_t* out, float* scales,
+                         int32_t* zps) {
+#pragma omp parallel for schedule(static) num_threads(thread_count()) if (rows * cols > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    R lo = VecF::zero(), hi = VecF::zero();  // the range always contains 0
+    for (int64_t c = 0; c + W <= cols; c += W) {
+      const R v = VecF::load(xr + c);
+      lo = VecF::min(lo, v);
+      hi = VecF::max(hi, v);
+    }
+    float mn = -VecF::reduce_max(VecF::sub(VecF::zero(), lo)), mx = VecF::reduce_max(hi);
+    for (int64_t c = cols / W * W; c < cols; ++c) {
+      mn = xr[c] < mn ? xr[c] : mn;
+      mx = xr[c] > mx ? xr[c] : mx;
+    }
+    float scale = (mx - mn) / 255.f;
+    if (!(scale > 0.f)) scale = 1.f;
+    int32_t zp = (int32_t)std::nearbyint(-mn / scale);
+    zp = zp < 0 ? 0 : (zp > 255 ? 255 : zp);
+    scales[r] = scale;
+    zps[r] = zp;
+    const R s = VecF::set1(scale), z = VecF::set1((float)zp);
+    for (int64_t c = 0; c < cols; c += W) {
+      const int n = cols - c < W ? (int)(cols - c) : W;
+      VecF::store_u8(out + r * cols + c, VecF::add(VecF::round(VecF::div(VecF::load(xr + c, n), s)), z), n);
+    }
+  }
+}
+
+void layernorm(const float* x, const float* residual, const float* gamma, const float* beta,
+               float eps, int64_t rows, int64_t cols, float* out) {
+#pragma omp parallel for schedule(static) num_threads(thread_count()) if (rows * cols > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    const float* rr = residual ? residual + r * cols : nullptr;
+    float* o = out + r * cols;
+    R sum = VecF::zero();
+    for (int64_t c = 0; c < cols; c += W) {
+      const int n = cols - c < W ? (int)(cols - c) : W;
+      R v = VecF::load(xr + c, n);
+      if (rr) v = VecF::add(v, VecF::load(rr + c, n));
+      VecF::store(o + c, v, n);
+      sum = VecF::add(sum, v);
+    }
+    const float mean = VecF::reduce_add(sum) / (float)cols;
+    const R mv = VecF::set1(mean);
+    R sq = VecF::zero();
+    for (int64_t c = 0; c < cols; c += W) {
+      const int n = cols - c < W ? (int)(cols - c) : W;
+      const R d = VecF::sub(VecF::load(o + c, n), mv);
+      sq = VecF::fma(d, VecF::keep(d, n), sq);
+    }
+    const float inv_std = 1.f / std::sqrt(VecF::reduce_add(sq) / (float)cols + eps);
+    const R is = VecF::set1(inv_std);
+    for (int64_t c = 0; c < cols; c += W) {
+      const int n = cols - c < W ? (int)(cols - c) : W;
+      const R d = VecF::mul(VecF::sub(VecF::load(o + c, n), mv), is);
+      VecF::store(o + c, VecF::fma(d, VecF::load(gamma + c, n), VecF::load(beta + c, n)), n);
+    }
+  }
+}
+
+// One (sequence, head): scores for blocks of 4 query rows against K^T, stable softmax,
+// significance partials, then probabilities x V.
+static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
+  const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
+  const int64_t d = a.head_dim, H = a.num_heads * d, ld = 3 * H;
+  const int64_t np = (a.max_len + 15) / 16 * 16;
+  float* kt = work;            // [d][np]
+  float* prob = work + d * np;  // [4][np]
+  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;  // this head's partials
+  const float* q = a.qkv + off * ld + h * d;
+  const float* k = q + H;
+  const float* v = q + 2 * H;
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < d; ++c) kt[c * np + j] = k[j * ld + c];
+  for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
+  const float scale = 1.f / std::sqrt((float)d);
+  for (int64_t i0 = 0; i0 < n; i0 += 4) {
+    const int rows = n - i0 < 4 ? (int)(n - i0) : 4;
+    for (int64_t j = 0; j < n; j += W) {
+      const int cnt = n - j < W ? (int)(n - j) : W;
+      R acc[4] = {VecF::zero(), VecF::zero(), VecF::zero(), VecF::zero()};
+      for (int64_t c = 0; c < d; ++c) {
+        const R kv = VecF::load(kt + c * np + j, cnt);
+        for (int r = 0; r < rows; ++r)
+          acc[r] = VecF::fma(VecF::set1(q[(i0 + r) * ld + c]), kv, acc[r]);
+      }
+      for (int r = 0; r < rows; ++r) VecF::store(prob + r * np + j, VecF::mul(acc[r], VecF::set1(scale)), cnt);
+    }
+    for (int r = 0; r < rows; ++r) {
+      float* pr = prob + r * np;
+      R mx = VecF::set1(-INFINITY);
+      for (int64_t j = 0; j + W <= n; j += W) mx = VecF::max(mx, VecF::load(pr + j));
+      float m = VecF::reduce_max(mx);
+      for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
+      R sum = VecF::zero();
+      const R mv = VecF::set1(m);
+      for (int64_t j = 0; j < n; j += W) {
+        const int cnt = n - j < W ? (int)(n - j) : W;
+        const R e = VecF::keep(VecF::exp(VecF::sub(VecF::load(pr + j, cnt), mv)), cnt);
+        VecF::store(pr + j, e, cnt);
+        sum = VecF::add(sum, e);
+      }
+      const R inv = VecF::set1(1.f / VecF::reduce_add(sum));
+      for (int64_t j = 0; j < n; j += W) {
+        const int cnt = n - j < W ? (int)(n - j) : W;
+        const R p = VecF::mul(VecF::load(pr + j, cnt), inv);
+        VecF::store(pr + j, p, cnt);
+        VecF::store(sig + j, VecF::add(VecF::load(sig + j, cnt), p), cnt);
+      }
+    }
+    float* ctx = a.context + (off + i0) * H + h * d;
+    for (int64_t c = 0; c < d; c += W) {
+      const int cnt = d - c < W ? (int)(d - c) : W;
+      R acc[4] = {VecF::zero(), VecF::zero(), VecF::zero(), VecF::zero()};
+      for (int64_t j = 0; j < n; ++j) {
+        const R vv = VecF::load(v + j * ld + c, cnt);
+        for (int r = 0; r < rows; ++r) acc[r] = VecF::fma(VecF::set1(prob[r * np + j]), vv, acc[r]);
+      }
+      for (int r = 0; r < rows; ++r) VecF::store(ctx + r * H + c, acc[r], cnt);
+    }
+  }
+}
+
+void attention(const AttentionArgs& a) {
+  const int64_t tasks = a.num_seqs * a.num_heads;
+  const int64_t T = a.offsets[a.num_seqs];
+  float* sig_parts = a.scratch + a.num_workers * attention_worker_floats(a.max_len, a.head_dim);
+  AttentionArgs local = a;
+  local.significance = sig_parts;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(a.num_workers) if (a.num_workers > 1 && tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    float* work = a.scratch + omp_get_thread_num() * attention_worker_floats(a.max_len, a.head_dim);
+    attention_head(local, t / a.num_heads, t % a.num_heads, work);
+  }
+  // Sum the heads in a fixed order: the result does not depend on the thread count.
+  for (int64_t t = 0; t < T; ++t) {
+    float s = 0.f;
+    for (int64_t h = 0; h < a.num_heads; ++h) s += sig_parts[h * T + t];
+    a.significance[t] = s;
+  }
+}
+
+// Peak multiply-accumulates per second of this path's int8 instruction, all threads
+// running the register-only loop at once.
+double int8_peak_macs_per_s(double seconds) {
+  const int threads = thread_count();
+  double total = 0.0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    int64_t iters = 1 << 12, macs = 0;
+    int8_peak_loop(iters);  // warm-up (clock ramp)
+    const double t0 = omp_get_wtime();
+    double t = 0.0;
+    while ((t = omp_get_wtime() - t0) < seconds) {
+      macs += int8_peak_loop(iters);
+      iters *= 2;
+    }
+    total += (double)macs / t;
+  }
+  return total;
+}
+
+}  // namespace qrt::cpu::QRT_ISA_NS

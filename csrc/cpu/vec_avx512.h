@@ -1,0 +1,125 @@
+// AVX-512 (F/BW/VL/DQ + VNNI) primitives for kernels_impl.h.
+#pragma once
+#include <immintrin.h>
+#include <cstdint>
+#include <cstring>
+
+namespace qrt::cpu::QRT_ISA_NS {
+
+struct VecF {
+  using reg = __m512;
+  static constexpr int width = 16;
+  static inline __mmask16 tail_mask(int n) { return (__mmask16)((1u << n) - 1u); }
+  static inline reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static inline reg load(const float* p, int n) { return _mm512_maskz_loadu_ps(tail_mask(n), p); }
+  static inline void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
+  static inline void store(float* p, reg v, int n) { _mm512_mask_storeu_ps(p, tail_mask(n), v); }
+  // Round half to even, as numpy's rint.
+  static inline reg round(reg v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // Lanes n.. set to zero.
+  static inline reg keep(reg v, int n) { return _mm512_maskz_mov_ps(tail_mask(n), v); }
+  // 1/x to ~1e-7 relative (one Newton step on the hardware estimate).
+  static inline reg rcp(reg x) { const reg r = _mm512_rcp14_ps(x); return _mm512_mul_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(2.f))); }
+  static inline reg set1(float x) { return _mm512_set1_ps(x); }
+  static inline reg zero() { return _mm512_setzero_ps(); }
+  static inline reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static inline reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
+  static inline reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static inline reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static inline reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
+  static inline reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
+  static inline float reduce_add(reg v) { return _mm512_reduce_add_ps(v); }
+  static inline float reduce_max(reg v) { return _mm512_reduce_max_ps(v); }
+  static inline reg from_i32(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_loadu_si512(p)); }
+  // Round to nearest even, clamp to [0, 255], store n bytes.
+  static inline void store_u8(uint8_t* p, reg v, int n = width) {
+    __m512i i = _mm512_cvtps_epi32(v);
+    i = _mm512_min_epi32(_mm512_max_epi32(i, _mm512_setzero_si512()), _mm512_set1_epi32(255));
+    _mm_mask_storeu_epi8(p, tail_mask(n), _mm512_cvtepi32_epi8(i));
+  }
+  static inline reg exp(reg x) {
+    // exp(x) = 2^n * exp(r), r = x - n*ln2 in [-ln2/2, ln2/2]; degree-7 Taylor, rel err ~2e-8.
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+    reg n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    reg r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    reg p = _mm512_set1_ps(1.f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    return _mm512_scalef_ps(p, n);
+  }
+  static inline reg abs(reg x) { return _mm512_abs_ps(x); }
+  static inline reg copysign(reg mag, reg sign) {
+    const __m512 sign_bit = _mm512_set1_ps(-0.0f);
+    return _mm512_or_ps(_mm512_andnot_ps(sign_bit, mag), _mm512_and_ps(sign_bit, sign));
+  }
+  static inline reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
+};
+
+// Activations enter vpdpbusd unshifted: acc = sum_k A * W.
+constexpr int32_t kActShift = 0;
+
+// Raw int32 tile: C[r][0..64) = sum over K of A[r, k] * W[panel col, k], for MR rows.
+template <int MR>
+inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp, int32_t* C) {
+  __m512i acc[MR][4];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_si512();
+  // The last group of 4 k may be partial: its activations come from a zero-padded copy.
+  const int64_t Kfull = K / 4, tail = K % 4;
+  alignas(64) uint8_t tail_a[MR * 4] = {};
+  for (int r = 0; r < MR && tail; ++r) std::memcpy(tail_a + 4 * r, A + r * lda + 4 * Kfull, tail);
+  const int64_t Kg = Kfull + (tail ? 1 : 0);
+  for (int64_t g = 0; g < Kg; ++g) {
+    const int8_t* w = Wp + g * 256;
+    const __m512i w0 = _mm512_load_si512(w), w1 = _mm512_load_si512(w + 64);
+    const __m512i w2 = _mm512_load_si512(w + 128), w3 = _mm512_load_si512(w + 192);
+    const uint8_t* a = g < Kfull ? A + 4 * g : tail_a;
+    const int64_t stride = g < Kfull ? lda : 4;
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      int32_t a4;
+      std::memcpy(&a4, a + r * stride, 4);
+      const __m512i av = _mm512_set1_epi32(a4);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, w0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
+      acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], av, w2);
+      acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], av, w3);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < 4; ++v) _mm512_storeu_si512(C + r * 64 + v * 16, acc[r][v]);
+}
+constexpr int kTileRows = 6;
+
+// Register-only vpdpbusd loop (12 independent chains, named so each stays in a register)
+// for measuring the INT8 peak.
+inline int64_t int8_peak_loop(int64_t iters) {
+  __m512i c0 = _mm512_set1_epi32(0), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+  __m512i c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+  __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(2);
+  __asm__ volatile("" : "+v"(a), "+v"(b));
+  for (int64_t it = 0; it < iters; ++it) {
+    c0 = _mm512_dpbusd_epi32(c0, a, b); c1 = _mm512_dpbusd_epi32(c1, a, b);
+    c2 = _mm512_dpbusd_epi32(c2, a, b); c3 = _mm512_dpbusd_epi32(c3, a, b);
+    c4 = _mm512_dpbusd_epi32(c4, a, b); c5 = _mm512_dpbusd_epi32(c5, a, b);
+    c6 = _mm512_dpbusd_epi32(c6, a, b); c7 = _mm512_dpbusd_epi32(c7, a, b);
+    c8 = _mm512_dpbusd_epi32(c8, a, b); c9 = _mm512_dpbusd_epi32(c9, a, b);
+    c10 = _mm512_dpbusd_epi32(c10, a, b); c11 = _mm512_dpbusd_epi32(c11, a, b);
+  }
+  __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
+                               _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+  s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11)));
+  __asm__ volatile("" : : "v"(s));
+  return iters * 12 * 64;  // MACs
+}
+
+}  // namespace qrt::cpu::QRT_ISA_NS

@@ -1,0 +1,70 @@
+// Portable scalar primitives for kernels_impl.h: width-1 "vectors", plain C++ loops.
+// This is the reference every ISA path is tested against; it runs on any x86-64.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace qrt::cpu::QRT_ISA_NS {
+
+struct VecF {
+  using reg = float;
+  static constexpr int width = 1;
+  static inline reg load(const float* p) { return *p; }
+  static inline reg load(const float* p, int) { return *p; }
+  static inline void store(float* p, reg v) { *p = v; }
+  static inline void store(float* p, reg v, int) { *p = v; }
+  // Round half to even, as numpy's rint.
+  static inline reg round(reg v) { return std::nearbyint(v); }
+  // Lanes n.. set to zero.
+  static inline reg keep(reg v, int n) { (void)n; return v; }
+  // 1/x to ~1e-7 relative (one Newton step on the hardware estimate).
+  static inline reg rcp(reg x) { return 1.f / x; }
+  static inline reg set1(float x) { return x; }
+  static inline reg zero() { return 0.f; }
+  static inline reg add(reg a, reg b) { return a + b; }
+  static inline reg sub(reg a, reg b) { return a - b; }
+  static inline reg mul(reg a, reg b) { return a * b; }
+  static inline reg fma(reg a, reg b, reg c) { return a * b + c; }
+  static inline reg max(reg a, reg b) { return a > b ? a : b; }
+  static inline reg min(reg a, reg b) { return a < b ? a : b; }
+  static inline reg div(reg a, reg b) { return a / b; }
+  static inline float reduce_add(reg v) { return v; }
+  static inline float reduce_max(reg v) { return v; }
+  static inline reg from_i32(const int32_t* p) { return (float)*p; }
+  static inline void store_u8(uint8_t* p, reg v, int = 1) {
+    float r = std::nearbyint(v);
+    *p = (uint8_t)(r < 0.f ? 0.f : (r > 255.f ? 255.f : r));
+  }
+  static inline reg exp(reg x) { return std::exp(x); }
+  static inline reg erf(reg x) { return std::erf(x); }
+  static inline reg abs(reg x) { return std::fabs(x); }
+  static inline reg copysign(reg mag, reg sign) { return std::copysign(mag, sign); }
+};
+
+constexpr int32_t kActShift = 0;
+
+template <int MR>
+inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp, int32_t* C) {
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < 64; ++c) {
+      int32_t acc = 0;
+      for (int64_t k = 0; k < K; ++k)
+        acc += (int32_t)A[r * lda + k] * (int32_t)Wp[((k / 4) * 64 + c) * 4 + (k % 4)];
+      C[r * 64 + c] = acc;
+    }
+}
+constexpr int kTileRows = 4;
+
+// Scalar multiply-add loop: the "peak" of the reference path.
+inline int64_t int8_peak_loop(int64_t iters) {
+  int32_t acc[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 8; ++i) {
+      acc[i] += 3 * (int32_t)(it & 127);
+      __asm__ volatile("" : "+r"(acc[i]));
+    }
+  return iters * 8;
+}
+
+}  // namespace qrt::cpu::QRT_ISA_NS

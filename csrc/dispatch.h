@@ -1,0 +1,29 @@
+// Run-time choice of the kernel path: detected once from CPUID, overridable with the
+// QUALAM_ISA environment variable (ref | avx2 | avx512vnni) or set_isa().
+#pragma once
+#include <string>
+#include <vector>
+
+#include "cpu/kernels.h"
+
+namespace qrt {
+
+struct KernelTable {
+  const char* name;
+  void (*gemm_u8s8)(const GemmArgs&);
+  void (*quantize_u8)(const float*, int64_t, int64_t, float, int32_t, uint8_t*);
+  void (*quantize_u8_per_row)(const float*, int64_t, int64_t, uint8_t*, float*, int32_t*);
+  void (*layernorm)(const float*, const float*, const float*, const float*, float, int64_t,
+                    int64_t, float*);
+  void (*attention)(const AttentionArgs&);
+  double (*int8_peak_macs_per_s)(double);
+};
+
+const KernelTable& kernels();                 // the active path
+std::vector<std::string> supported_isas();    // best last
+void set_isa(const std::string& name);        // throws std::invalid_argument
+
+void set_num_threads(int n);                  // throws std::invalid_argument for n < 1
+int num_threads();
+
+}  // namespace qrt

@@ -1,0 +1,52 @@
+// Plain data shared by the dispatcher, the per-ISA kernels and the encoder.
+// Kept free of STL containers: this header is included by translation units compiled
+// with different -m flags, and identical inline/template code built for different ISAs
+// must never be merged by the linker.
+#pragma once
+#include <cstdint>
+
+namespace qrt {
+
+// Int32 accumulation bound: K * 255 * 128 must stay below 2^31.
+constexpr int64_t kMaxGemmK = 65793;
+// Packed weight layout: panels of kPanel output columns; inside a panel, groups of 4
+// consecutive k for each column ("VNNI layout"): byte ((p*Kg + g)*kPanel + c)*4 + b
+// holds W[p*kPanel + c, 4*g + b] (zero where out of range).
+constexpr int64_t kPanel = 64;
+
+struct PackedView {
+  const int8_t* data = nullptr;     // Np * Kg * 4 bytes, 64-byte aligned
+  const int32_t* col_sums = nullptr;  // [Np] sum_k W[n, k]
+  const float* scales = nullptr;      // [Np] per-output-channel weight scale
+  int64_t K = 0, N = 0, Kg = 0, Np = 0;
+};
+
+// Threads every parallel kernel uses (dispatch.cpp; settable from Python). A global
+// rather than OpenMP's per-thread setting, so calls from any Python thread agree.
+int thread_count();
+
+enum class OutKind : int { F32 = 0, U8 = 1, S32 = 2 };
+
+// C[m, n] = sum_k (A[m, k] - a_zp[m]) * W[n, k], then the epilogue:
+//   S32: store C;  F32/U8: v = C * a_scale[m] * w_scale[n] + bias[n]; gelu(v); v += residual[m, n];
+//   F32: store v;  U8: store clamp(round(v / out_scale) + out_zp, 0, 255).
+struct GemmArgs {
+  int64_t M = 0;
+  const uint8_t* A = nullptr;
+  int64_t lda = 0;
+  const float* a_scale = nullptr;   // [M] if a_per_row else [1]
+  const int32_t* a_zp = nullptr;    // [M] if a_per_row else [1]
+  bool a_per_row = false;
+  PackedView W;
+  const float* bias = nullptr;      // [N] or null
+  bool gelu = false;
+  const float* residual = nullptr;  // [M, ldr] or null
+  int64_t ldr = 0;
+  OutKind out_kind = OutKind::F32;
+  void* out = nullptr;
+  int64_t ldo = 0;
+  float out_scale = 1.f;
+  int32_t out_zp = 0;
+};
+
+}  // namespace qrt

@@ -1,0 +1,2 @@
+"""qualam_rt: length-adaptive INT8 extractive question answering on CPUs."""
+from qualam_rt._C import isa, num_threads, set_isa, set_num_threads, supported_isas  # noqa: F401

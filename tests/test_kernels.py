@@ -1,0 +1,217 @@
+"""Every native kernel, on every ISA path this machine supports, against qualam_rt.reference."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qualam_rt import _C
+from qualam_rt import reference as ref
+
+EDGE_DIMS = [1, 3, 17, 383, 384, 1152, 1536]
+dims = st.one_of(st.sampled_from(EDGE_DIMS), st.integers(1, 700))
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def random_problem(rng, M, K, N):
+    A = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    W = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    w_scale = (rng.random(N, dtype=np.float32) * 0.01 + 1e-4).astype(np.float32)
+    return A, W, w_scale
+
+
+@SETTINGS
+@given(M=st.integers(1, 512), K=dims, N=dims, seed=st.integers(0, 2**31), per_row=st.booleans())
+def test_gemm_int32_exact(isa, M, K, N, seed, per_row):
+    if isa == "ref":
+        M = min(M, 64)  # the scalar path is slow; its shapes still cover every tail
+    rng = np.random.default_rng(seed)
+    A, W, w_scale = random_problem(rng, M, K, N)
+    pw = _C.PackedWeight(W, w_scale)
+    if per_row:
+        zp = rng.integers(0, 256, M, dtype=np.int32)
+        scale = np.ones(M, np.float32)
+    else:
+        zp, scale = int(rng.integers(0, 256)), 1.0
+    got = _C.gemm(A, scale, zp, pw, out_dtype="int32")
+    np.testing.assert_array_equal(got, ref.gemm_s32(A, zp, W))
+
+
+@pytest.mark.parametrize("K", [1, 3, 17, 64, 383, 1536])
+@pytest.mark.parametrize("N", [1, 5, 63, 64, 65, 130])
+def test_packing_round_trip(K, N):
+    W = np.random.default_rng(K * N).integers(-127, 128, (N, K), dtype=np.int8)
+    pw = _C.PackedWeight(W, np.ones(N, np.float32))
+    assert (pw.K, pw.N) == (K, N)
+    np.testing.assert_array_equal(pw.unpack(), W)
+
+
+@SETTINGS
+@given(M=st.integers(1, 200), K=dims, N=dims, seed=st.integers(0, 2**31),
+       bias=st.booleans(), gelu=st.booleans(), residual=st.booleans(), per_row=st.booleans())
+def test_gemm_float_epilogue(isa, M, K, N, seed, bias, gelu, residual, per_row):
+    if isa == "ref":
+        M = min(M, 32)
+    rng = np.random.default_rng(seed)
+    A, W, w_scale = random_problem(rng, M, K, N)
+    if per_row:
+        a_scale = (rng.random(M, dtype=np.float32) * 0.05 + 0.001).astype(np.float32)
+        a_zp = rng.integers(0, 256, M, dtype=np.int32)
+    else:
+        a_scale, a_zp = 0.02, int(rng.integers(0, 256))
+    b = rng.standard_normal(N).astype(np.float32) if bias else None
+    r = rng.standard_normal((M, N)).astype(np.float32) if residual else None
+    got = _C.gemm(A, a_scale, a_zp, _C.PackedWeight(W, w_scale), bias=b, gelu=gelu, residual=r)
+    want = ref.gemm(A, a_scale, a_zp, W, w_scale, bias=b, gelu_=gelu, residual=r)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * (1 + np.abs(want).max()))
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_gemm_requantized_u8_output(isa, gelu):
+    rng = np.random.default_rng(7)
+    M, K, N = 37, 384, 130
+    A, W, w_scale = random_problem(rng, M, K, N)
+    b = rng.standard_normal(N).astype(np.float32)
+    kw = dict(bias=b, out_dtype="uint8", out_scale=0.05, out_zp=40)
+    got = _C.gemm(A, 0.02, 128, _C.PackedWeight(W, w_scale), gelu=gelu, **kw)
+    want = ref.gemm(A, 0.02, 128, W, w_scale, gelu_=gelu, **kw)
+    # Only values that land on a rounding tie may differ, and then by one step.
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_gemm_results_do_not_depend_on_thread_count(isa):
+    rng = np.random.default_rng(3)
+    A, W, w_scale = random_problem(rng, 300, 384, 1152)
+    pw = _C.PackedWeight(W, w_scale)
+    before = _C.num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            _C.set_num_threads(n)
+            outs.append(_C.gemm(A, 0.01, 5, pw, gelu=True))
+    finally:
+        _C.set_num_threads(before)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+@SETTINGS
+@given(rows=st.integers(1, 300), cols=dims, seed=st.integers(0, 2**31))
+def test_quantize_matches_reference_exactly(isa, rows, cols, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, cols)) * 3).astype(np.float32)
+    np.testing.assert_array_equal(_C.quantize(x, 0.037, 121), ref.quantize(x, 0.037, 121))
+    q, s, z = _C.quantize_per_row(x)
+    q_ref, s_ref, z_ref = ref.quantize_per_row(x)
+    np.testing.assert_array_equal(s, s_ref)
+    np.testing.assert_array_equal(z, z_ref)
+    np.testing.assert_array_equal(q, q_ref)
+
+
+def test_quantize_per_row_handles_constant_rows(isa):
+    x = np.zeros((3, 5), np.float32)
+    x[1] = 2.0
+    q, s, z = _C.quantize_per_row(x)
+    assert np.all(s > 0)
+    deq = (q.astype(np.float32) - z[:, None]) * s[:, None]
+    np.testing.assert_allclose(deq, x, atol=1e-6)
+
+
+@SETTINGS
+@given(rows=st.integers(1, 100), cols=st.sampled_from([1, 2, 7, 17, 384, 385]), seed=st.integers(0, 2**31),
+       with_residual=st.booleans())
+def test_layernorm(isa, rows, cols, seed, with_residual):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, cols)).astype(np.float32) * 4 + 1
+    r = rng.standard_normal((rows, cols)).astype(np.float32) if with_residual else None
+    g = rng.standard_normal(cols).astype(np.float32)
+    b = rng.standard_normal(cols).astype(np.float32)
+    got = _C.layernorm(x, g, b, 1e-12, r)
+    np.testing.assert_allclose(got, ref.layernorm(x, g, b, 1e-12, r), rtol=1e-4, atol=1e-4)
+
+
+def test_peak_probe_reports_a_positive_rate(isa):
+    assert _C.int8_peak_macs_per_s(0.01) > 0
+
+
+# ---- bad input: Python exceptions, never a crash --------------------------------------
+
+@pytest.fixture
+def small():
+    rng = np.random.default_rng(0)
+    A, W, s = random_problem(rng, 4, 8, 3)
+    return A, _C.PackedWeight(W, s)
+
+
+def test_wrong_dtypes_raise_type_error(small):
+    A, pw = small
+    with pytest.raises(TypeError, match="uint8"):
+        _C.gemm(A.astype(np.int8), 1.0, 0, pw)
+    with pytest.raises(TypeError, match="uint8"):
+        _C.gemm(A.astype(np.float64), 1.0, 0, pw)
+    with pytest.raises(TypeError, match="int8"):
+        _C.PackedWeight(np.zeros((3, 8), np.int16), np.ones(3, np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        _C.gemm(A, 1.0, 0, pw, bias=np.zeros(3, np.float64))
+    with pytest.raises(TypeError):
+        _C.gemm(A, 1.0, 0, "not a weight")
+    with pytest.raises(TypeError, match="float32"):
+        _C.quantize(np.zeros((2, 2), np.float64), 1.0, 0)
+
+
+def test_non_contiguous_input_raises(small):
+    A, pw = small
+    wide = np.zeros((4, 16), np.uint8)
+    with pytest.raises(ValueError, match="contiguous"):
+        _C.gemm(wide[:, ::2], 1.0, 0, pw)
+
+
+def test_mismatched_shapes_raise(small):
+    A, pw = small
+    with pytest.raises(ValueError, match="K"):
+        _C.gemm(np.zeros((4, 9), np.uint8), 1.0, 0, pw)
+    with pytest.raises(ValueError, match="2-D"):
+        _C.gemm(np.zeros(8, np.uint8), 1.0, 0, pw)
+    with pytest.raises(ValueError, match="bias"):
+        _C.gemm(A, 1.0, 0, pw, bias=np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="residual"):
+        _C.gemm(A, 1.0, 0, pw, residual=np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="per-row"):
+        _C.gemm(A, np.ones(3, np.float32), np.zeros(3, np.int32), pw)
+    with pytest.raises(ValueError, match="scales"):
+        _C.PackedWeight(np.zeros((3, 8), np.int8), np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="gamma"):
+        _C.layernorm(np.zeros((2, 4), np.float32), np.ones(3, np.float32), np.ones(4, np.float32))
+
+
+def test_bad_values_raise(small):
+    A, pw = small
+    with pytest.raises(ValueError, match="scale"):
+        _C.gemm(A, 0.0, 0, pw)
+    with pytest.raises(ValueError, match="zero point"):
+        _C.gemm(A, 1.0, 300, pw)
+    with pytest.raises(ValueError, match="out_dtype"):
+        _C.gemm(A, 1.0, 0, pw, out_dtype="float16")
+    with pytest.raises(ValueError, match="raw accumulator"):
+        _C.gemm(A, 1.0, 0, pw, gelu=True, out_dtype="int32")
+    with pytest.raises(ValueError, match="-128"):
+        _C.PackedWeight(np.full((2, 4), -128, np.int8), np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="overflow"):
+        _C.PackedWeight(np.zeros((1, 65794), np.int8), np.ones(1, np.float32))
+    with pytest.raises(ValueError):
+        _C.set_num_threads(0)
+    with pytest.raises(ValueError, match="unknown ISA"):
+        _C.set_isa("sse9")
+
+
+def test_the_largest_allowed_k_does_not_overflow():
+    K = 65793
+    A = np.full((2, K), 255, np.uint8)
+    W = np.full((1, K), -127, np.int8)
+    got = _C.gemm(A, 1.0, 0, _C.PackedWeight(W, np.ones(1, np.float32)), out_dtype="int32")
+    assert got[0, 0] == 255 * -127 * K
+
+
+def test_empty_batch_returns_empty_output(small):
+    _, pw = small
+    assert _C.gemm(np.zeros((0, 8), np.uint8), 1.0, 0, pw).shape == (0, 3)
