@@ -1,0 +1,58 @@
+"""Shared helpers for the benchmarks: timing, machine description, result files."""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_call(fn, warmup: int = 3, repeats: int = 15, min_time: float = 0.0) -> dict:
+    """Median and min wall time (seconds) of fn() over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_time:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
+
+
+def header(threads: int) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_model(),
+        "threads": threads,
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "python": platform.python_version(),
+        "commit": commit,
+    }
+
+
+def write_results(name: str, meta: dict, rows: list[dict], markdown: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [f"# {name}", "", f"- command: `{meta['command']}`", f"- cpu: {meta['cpu']}",
+             f"- threads: {meta['threads']}", f"- date: {meta['date']}", f"- commit: {meta['commit']}", "",
+             markdown]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,109 @@
+"""INT8 GEMM microbenchmark on the encoder's shapes.
+
+For each M and (K, N): GOP/s of qualam_rt's fused GEMM (u8 x s8 -> bias [+ GELU] -> fp32),
+of its raw int32 GEMM, of torch's dynamically quantized Linear (every quantized engine torch
+offers here), of torch._int_mm (raw int32, no epilogue), and of fp32 torch.matmul; and the
+fraction of the measured int8 peak (a register-only loop of the path's dot-product
+instruction). All systems are timed in the same run, with the same thread count.
+
+    python bench/gemm_bench.py --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import header, time_call, write_results  # noqa: E402
+
+import qualam_rt  # noqa: E402
+from qualam_rt import _C  # noqa: E402
+
+SHAPES = [(384, 1152), (384, 384), (384, 1536), (1536, 384)]
+ROWS = [1, 8, 32, 384, 1024, 4096, 12288]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rows", type=int, nargs="*", default=ROWS)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--name", default="gemm")
+    args = ap.parse_args()
+
+    warnings.filterwarnings("ignore")  # torch.ao deprecation notices
+    qualam_rt.set_num_threads(args.threads)
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            print("torch not installed: skipping the torch baselines")
+    peak = _C.int8_peak_macs_per_s(1.0)
+    print(f"path {_C.isa()}, measured int8 peak {2 * peak / 1e9:.0f} GOP/s ({peak / 1e9:.0f} GMAC/s)")
+    rng = np.random.default_rng(0)
+    rows_out = []
+    for K, N in SHAPES:
+        W = rng.integers(-127, 128, (N, K), dtype=np.int8)
+        w_scale = np.full(N, 0.01, np.float32)
+        bias = rng.standard_normal(N).astype(np.float32)
+        packed = _C.PackedWeight(W, w_scale)
+        gelu = (K, N) == (384, 1536)
+        engines = []
+        if torch is not None:
+            lin = torch.nn.Linear(K, N)
+            engines = [e for e in ("fbgemm", "onednn", "x86") if e in torch.backends.quantized.supported_engines]
+            wt = torch.from_numpy(W.astype(np.float32))
+        for M in args.rows:
+            A = rng.integers(0, 256, (M, K), dtype=np.uint8)
+            ops = 2 * M * K * N
+            repeats = args.repeats if M >= 32 else args.repeats * 20
+            row = {"M": M, "K": K, "N": N, "epilogue": "bias+gelu" if gelu else "bias"}
+            t = time_call(lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu), repeats=repeats)
+            row["qualam_fused"] = ops / t["median"] / 1e9
+            t = time_call(lambda: _C.gemm(A, 0.02, 7, packed, out_dtype="int32"), repeats=repeats)
+            row["qualam_int32"] = ops / t["median"] / 1e9
+            if torch is not None:
+                x = torch.randn(M, K)
+                for eng in engines:
+                    torch.backends.quantized.engine = eng
+                    q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
+                    with torch.inference_mode():
+                        t = time_call(lambda: q(x), repeats=repeats)
+                    row[f"torch_dynamic_{eng}"] = ops / t["median"] / 1e9
+                a8 = torch.randint(-128, 127, (max(M, 17), K), dtype=torch.int8)
+                b8 = torch.randint(-128, 127, (K, N), dtype=torch.int8)
+                try:
+                    t = time_call(lambda: torch._int_mm(a8, b8), repeats=repeats)
+                    row["torch_int_mm"] = 2 * a8.shape[0] * K * N / t["median"] / 1e9
+                except RuntimeError as e:  # shape limits of _int_mm on some builds
+                    print("torch._int_mm unavailable:", e)
+                with torch.inference_mode():
+                    t = time_call(lambda: torch.matmul(x, wt.T), repeats=repeats)
+                row["torch_fp32"] = ops / t["median"] / 1e9
+            row["qualam_fused_peak_frac"] = row["qualam_fused"] / (2 * peak / 1e9)
+            rows_out.append(row)
+            print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+    cols = [c for c in rows_out[0] if c not in ("M", "K", "N", "epilogue")]
+    md = [f"Path `{_C.isa()}`; measured int8 peak {2 * peak / 1e9:.0f} GOP/s. Values in GOP/s "
+          "(2 x M x K x N / median time); `peak_frac` = fused / peak. torch_int_mm has no epilogue and "
+          "runs at least 17 rows.", "",
+          "| M | K x N | epilogue | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
+    for r in rows_out:
+        md.append(f"| {r['M']} | {r['K']}x{r['N']} | {r['epilogue']} | " +
+                  " | ".join(f"{r.get(c, float('nan')):.2f}" if "frac" in c else f"{r.get(c, float('nan')):.0f}" for c in cols) + " |")
+    meta = header(args.threads) | {"isa": _C.isa(), "int8_peak_gops": 2 * peak / 1e9,
+                                   "torch": getattr(torch, "__version__", None)}
+    write_results(f"{args.name}_{_C.isa()}", meta, rows_out, "\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
