@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "dispatch.h"
+#include "encoder.h"
 #include "ops.h"
 
 namespace py = pybind11;
@@ -69,6 +70,80 @@ py::array gemm_py(const py::array& A, py::object a_scale, py::object a_zp, const
   return out;
 }
 
+EncoderConfig config_from(const py::dict& d) {
+  EncoderConfig c;
+  for (auto item : d) {
+    const std::string k = py::str(item.first);
+    if (k == "hidden") c.hidden = item.second.cast<int64_t>();
+    else if (k == "heads") c.heads = item.second.cast<int64_t>();
+    else if (k == "intermediate") c.intermediate = item.second.cast<int64_t>();
+    else if (k == "layers") c.layers = item.second.cast<int64_t>();
+    else if (k == "vocab_size") c.vocab_size = item.second.cast<int64_t>();
+    else if (k == "max_position") c.max_position = item.second.cast<int64_t>();
+    else if (k == "type_vocab_size") c.type_vocab_size = item.second.cast<int64_t>();
+    else if (k == "layer_norm_eps") c.layer_norm_eps = item.second.cast<float>();
+    else if (k == "min_keep") c.min_keep = item.second.cast<int64_t>();
+    else throw py::value_error("unknown architecture key '" + k + "'");
+  }
+  return c;
+}
+
+Encoder* make_encoder(const py::dict& config, const py::dict& tensors) {
+  TensorMap map;
+  std::vector<py::array> keep_alive;
+  for (auto item : tensors) {
+    const std::string name = py::str(item.first);
+    py::array a = py::array::ensure(item.second);
+    if (!a) throw py::type_error("tensor '" + name + "' is not an array");
+    if (!(a.flags() & py::array::c_style)) a = py::array::ensure(a, py::array::c_style);
+    TensorView v;
+    v.data = a.data();
+    v.dtype = py::str(a.dtype());
+    v.shape = shape_of(a);
+    map[name] = v;
+    keep_alive.push_back(a);
+  }
+  const EncoderConfig c = config_from(config);
+  py::gil_scoped_release nogil;
+  return new Encoder(c, map);
+}
+
+py::object encoder_forward(const Encoder& e, const py::array& ids, const py::array& types, const py::array& offsets,
+                           std::optional<std::vector<float>> ratios, bool return_kept, bool profile) {
+  const int32_t* ip = data_of<int32_t>(ids, "input_ids");
+  const int32_t* tp = data_of<int32_t>(types, "token_type_ids");
+  const int64_t* op = data_of<int64_t>(offsets, "offsets");
+  if (ids.ndim() != 1 || types.ndim() != 1 || offsets.ndim() != 1 || offsets.size() < 1)
+    throw py::value_error("input_ids, token_type_ids and offsets must be 1-D; offsets holds num_seqs + 1 entries");
+  const int64_t B = offsets.size() - 1;
+  if (ids.size() != types.size()) throw py::value_error("input_ids and token_type_ids differ in length");
+  for (int64_t s = 0; s < B; ++s)
+    if (op[s + 1] < op[s]) throw py::value_error("offsets must be non-decreasing");
+  if (op[0] != 0 || op[B] != ids.size()) throw py::value_error("offsets must run from 0 to len(input_ids)");
+  ForwardResult r;
+  {
+    py::gil_scoped_release nogil;
+    e.forward(ip, tp, op, B, ratios.value_or(std::vector<float>{}), return_kept, profile, r);
+  }
+  auto logits = empty<float>({(int64_t)r.logits.size() / 2, 2});
+  std::copy(r.logits.begin(), r.logits.end(), logits.mutable_data());
+  py::dict out;
+  out["logits"] = logits;
+  if (return_kept) {
+    py::list kept;
+    for (size_t l = 0; l < r.kept.size(); ++l)
+      kept.append(py::make_tuple(py::array_t<int32_t>(r.kept[l].size(), r.kept[l].data()),
+                                 py::array_t<int64_t>(r.kept_offsets[l].size(), r.kept_offsets[l].data())));
+    out["kept"] = kept;
+  }
+  if (profile) {
+    py::dict t;
+    for (int i = 0; i < kNumOps; ++i) t[kOpNames[i]] = r.op_seconds[i];
+    out["op_seconds"] = t;
+  }
+  return std::move(out);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -104,6 +179,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("bias") = py::none(), py::arg("gelu") = false, py::arg("residual") = py::none(),
         py::arg("out_dtype") = "float32", py::arg("out_scale") = 1.f, py::arg("out_zp") = 0,
         "u8 x packed s8 GEMM with fused epilogue (see csrc/types.h GemmArgs).");
+
+  py::class_<Encoder>(m, "Encoder", "The INT8 length-adaptive encoder + QA head (csrc/encoder.h).")
+      .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"))
+      .def("forward", &encoder_forward, py::arg("input_ids"), py::arg("token_type_ids"), py::arg("offsets"),
+           py::arg("keep_ratios") = py::none(), py::arg("return_kept") = false, py::arg("profile") = false,
+           "Packed batch forward; returns {'logits': [T, 2], 'kept'?: [(positions, offsets)] per layer, 'op_seconds'?}.");
+  m.def("layer_lengths", &layer_lengths, py::arg("n"), py::arg("keep_ratios"), py::arg("min_keep") = 2);
 
   m.def("quantize", [](const py::array& x, float scale, int32_t zp) {
     const float* xp = data_of<float>(x, "x");

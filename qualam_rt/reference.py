@@ -84,3 +84,82 @@ def layernorm(x, gamma, beta, eps=1e-12, residual=None) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
     return ((x - mean) / np.sqrt(var + eps) * gamma + beta).astype(np.float32)
+
+
+# ---- the encoder ---------------------------------------------------------------------
+
+def layer_lengths(n: int, keep_ratios, min_keep: int = 2) -> list[int]:
+    """Tokens kept by each layer of a length-n sequence: l_i = min(l_{i-1}, max(min_keep, ceil(r_i n)))."""
+    out, prev = [], n
+    for r in keep_ratios:
+        want = math.ceil(float(np.float32(r)) * n - 1e-6)
+        prev = min(prev, max(min_keep, want))
+        out.append(prev)
+    return out
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def top_k_positions(significance: np.ndarray, k: int) -> np.ndarray:
+    """The k most significant positions (ties: lower position first), in position order."""
+    order = np.lexsort((np.arange(len(significance)), -significance))
+    return np.sort(order[:k])
+
+
+class ReferenceEncoder:
+    """The forward pass of csrc/encoder.cpp, one sequence at a time, in numpy.
+
+    mode "int8": every GEMM input quantized exactly as the native engine does (static
+    `input_quant` or per-row), integer GEMM, float epilogue. mode "fp32": the same weights
+    dequantized, no activation quantization. `observer(name, x)`, if given, sees every GEMM
+    input in fp32 (used for calibration).
+    """
+
+    def __init__(self, config: dict, tensors: dict, mode: str = "int8", observer=None):
+        if mode not in ("int8", "fp32"):
+            raise ValueError("mode must be 'int8' or 'fp32'")
+        self.c, self.t, self.mode, self.observer = config, tensors, mode, observer
+
+    def linear(self, x, name, gelu_=False):
+        t = self.t
+        w, ws, b = t[f"{name}.weight"], t[f"{name}.scale"], t[f"{name}.bias"]
+        if self.observer is not None:
+            self.observer(name, x)
+        if self.mode == "fp32":
+            v = np.asarray(x, np.float64) @ (w.astype(np.float64) * ws[:, None]).T + b
+            return gelu(v) if gelu_ else v
+        iq = t.get(f"{name}.input_quant")
+        if iq is not None:
+            scale, zp = float(iq[0]), int(iq[1])
+            q = quantize(x, scale, zp)
+        else:
+            q, scale, zp = quantize_per_row(x)
+        return gemm(q, scale, zp, w, ws, bias=b, gelu_=gelu_).astype(np.float64)
+
+    def sequence(self, ids, types, keep_ratios=None):
+        """Start/end logits [n, 2] of one sequence and the kept positions of every layer."""
+        c, t = self.c, self.t
+        n, H, heads = len(ids), c["hidden"], c["heads"]
+        d, eps = H // heads, c.get("layer_norm_eps", 1e-12)
+        x = t["embeddings.word"][ids] + t["embeddings.position"][:n] + t["embeddings.token_type"][types]
+        x = layernorm(x, t["embeddings.ln.weight"], t["embeddings.ln.bias"], eps).astype(np.float64)
+        full, pos, kept = x.copy(), np.arange(n), []
+        lengths = layer_lengths(n, keep_ratios, c.get("min_keep", 2)) if keep_ratios is not None else [n] * c["layers"]
+        for layer in range(c["layers"]):
+            p = f"layers.{layer}."
+            qkv = self.linear(x, p + "qkv")
+            q, k, v = (qkv[:, i * H:(i + 1) * H].reshape(-1, heads, d).transpose(1, 0, 2) for i in range(3))
+            probs = softmax(q @ k.transpose(0, 2, 1) / math.sqrt(d))  # [heads, rows, cols]
+            ctx = (probs @ v).transpose(1, 0, 2).reshape(-1, H)
+            keep = top_k_positions(probs.sum(axis=(0, 1)), min(lengths[layer], len(x)))
+            h = layernorm(self.linear(ctx[keep], p + "out") + x[keep], t[p + "ln1.weight"], t[p + "ln1.bias"], eps)
+            f = self.linear(h, p + "ffn1", gelu_=True)
+            x = layernorm(self.linear(f, p + "ffn2") + h, t[p + "ln2.weight"], t[p + "ln2.bias"], eps).astype(np.float64)
+            pos = pos[keep]
+            full[pos] = x
+            kept.append(pos.copy())
+        logits = full @ t["qa.weight"].T.astype(np.float64) + t["qa.bias"]
+        return logits.astype(np.float32), kept

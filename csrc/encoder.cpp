@@ -1,0 +1,370 @@
+#include "encoder.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+
+#include "dispatch.h"
+
+namespace qrt {
+
+const char* const kOpNames[kNumOps] = {"embeddings", "quantize", "qkv", "attention", "significance+gather",
+                                       "o_proj", "ffn1", "ffn2", "layernorm", "restore", "qa_head"};
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+const TensorView& require(const TensorMap& t, const std::string& name, const char* dtype,
+                          const std::vector<int64_t>& shape) {
+  auto it = t.find(name);
+  if (it == t.end()) throw std::invalid_argument("missing tensor '" + name + "'");
+  if (it->second.dtype != dtype)
+    throw std::invalid_argument("tensor '" + name + "' has dtype " + it->second.dtype + ", expected " + dtype);
+  if (it->second.shape != shape)
+    throw std::invalid_argument("tensor '" + name + "' has shape " + shape_str(it->second.shape) +
+                                ", expected " + shape_str(shape));
+  return it->second;
+}
+
+std::vector<float> copy_f32(const TensorMap& t, const std::string& name, const std::vector<int64_t>& shape) {
+  const TensorView& v = require(t, name, "float32", shape);
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  const float* p = static_cast<const float*>(v.data);
+  return std::vector<float>(p, p + n);
+}
+
+QLinear load_linear(const TensorMap& t, const std::string& name, int64_t out, int64_t in) {
+  QLinear q;
+  const TensorView& w = require(t, name + ".weight", "int8", {out, in});
+  const std::vector<float> scale = copy_f32(t, name + ".scale", {out});
+  for (float s : scale)
+    if (!(s > 0.f) || !std::isfinite(s)) throw std::invalid_argument("tensor '" + name + ".scale' must be positive and finite");
+  q.weight = std::make_unique<PackedWeight>(static_cast<const int8_t*>(w.data), out, in, scale.data());
+  q.bias = copy_f32(t, name + ".bias", {out});
+  if (t.count(name + ".input_quant")) {
+    const std::vector<float> iq = copy_f32(t, name + ".input_quant", {2});
+    if (!(iq[0] > 0.f) || !std::isfinite(iq[0]) || iq[1] < 0.f || iq[1] > 255.f || iq[1] != std::nearbyint(iq[1]))
+      throw std::invalid_argument("tensor '" + name + ".input_quant' must hold (scale > 0, integer zero point in [0, 255])");
+    q.static_input = true;
+    q.in_scale = iq[0];
+    q.in_zp = (int32_t)iq[1];
+  }
+  return q;
+}
+
+// Working memory of one forward call, kept per calling thread and only ever grown.
+struct Workspace {
+  std::vector<float> full, cur, nxt, qkv, ctx, ctx_k, resid_k, h1, ffn_f32, sig, att_scratch, a_scale;
+  std::vector<uint8_t> a_u8, ffn_u8;
+  std::vector<int32_t> a_zp, pos_cur, pos_nxt, order;
+  std::vector<int64_t> off_cur, off_nxt;
+  template <class V>
+  static void fit(V& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+  }
+};
+
+thread_local Workspace tls_workspace;
+
+struct Timer {
+  bool on;
+  double* slots;
+  double t0 = 0;
+  Timer(bool on_, double* slots_) : on(on_), slots(slots_) { if (on) t0 = omp_get_wtime(); }
+  void lap(Op op) {
+    if (!on) return;
+    const double t = omp_get_wtime();
+    slots[op] += t - t0;
+    t0 = t;
+  }
+};
+
+}  // namespace
+
+void check_keep_ratios(const std::vector<float>& r, int64_t layers) {
+  if (r.empty()) return;
+  if ((int64_t)r.size() != layers)
+    throw std::invalid_argument("length configuration has " + std::to_string(r.size()) + " ratios; the model has " +
+                                std::to_string(layers) + " layers");
+  for (size_t i = 0; i < r.size(); ++i) {
+    if (!(r[i] > 0.f && r[i] <= 1.f))
+      throw std::invalid_argument("keep ratio " + std::to_string(r[i]) + " of layer " + std::to_string(i) + " is outside (0, 1]");
+    if (i && r[i] > r[i - 1])
+      throw std::invalid_argument("keep ratios must be non-increasing (layer " + std::to_string(i) + ")");
+  }
+}
+
+std::vector<int64_t> layer_lengths(int64_t n, const std::vector<float>& r, int64_t min_keep) {
+  std::vector<int64_t> out;
+  int64_t prev = n;
+  for (float ri : r) {
+    // The 1e-6 guards ratios such as 315/384 against float rounding just above an integer.
+    const int64_t want = (int64_t)std::ceil((double)ri * (double)n - 1e-6);
+    prev = std::min(prev, std::max(min_keep, want));
+    out.push_back(prev);
+  }
+  return out;
+}
+
+Encoder::Encoder(const EncoderConfig& c, const TensorMap& t) : cfg_(c) {
+  if (c.hidden < 1 || c.heads < 1 || c.hidden % c.heads || c.intermediate < 1 || c.layers < 1 ||
+      c.vocab_size < 1 || c.max_position < 1 || c.type_vocab_size < 1 || !(c.layer_norm_eps > 0.f) || c.min_keep < 1)
+    throw std::invalid_argument("invalid encoder architecture (hidden must be a multiple of heads; all sizes >= 1)");
+  const int64_t H = c.hidden, I = c.intermediate;
+  word_ = copy_f32(t, "embeddings.word", {c.vocab_size, H});
+  position_ = copy_f32(t, "embeddings.position", {c.max_position, H});
+  token_type_ = copy_f32(t, "embeddings.token_type", {c.type_vocab_size, H});
+  emb_ln_g_ = copy_f32(t, "embeddings.ln.weight", {H});
+  emb_ln_b_ = copy_f32(t, "embeddings.ln.bias", {H});
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    EncoderLayer L;
+    L.qkv = load_linear(t, p + "qkv", 3 * H, H);
+    L.out = load_linear(t, p + "out", H, H);
+    L.ffn1 = load_linear(t, p + "ffn1", I, H);
+    L.ffn2 = load_linear(t, p + "ffn2", H, I);
+    L.ln1_g = copy_f32(t, p + "ln1.weight", {H});
+    L.ln1_b = copy_f32(t, p + "ln1.bias", {H});
+    L.ln2_g = copy_f32(t, p + "ln2.weight", {H});
+    L.ln2_b = copy_f32(t, p + "ln2.bias", {H});
+    layers_.push_back(std::move(L));
+  }
+  qa_w_ = copy_f32(t, "qa.weight", {2, H});
+  qa_b_ = copy_f32(t, "qa.bias", {2});
+}
+
+namespace {
+
+// Quantizes x [rows, cols] for `lin`'s GEMM and fills the activation part of `args`.
+void quantize_input(const QLinear& lin, const float* x, int64_t rows, int64_t cols, Workspace& ws, GemmArgs& a) {
+  a.M = rows;
+  a.A = ws.a_u8.data();
+  a.lda = cols;
+  a.W = lin.weight->view();
+  a.bias = lin.bias.data();
+  if (lin.static_input) {
+    kernels().quantize_u8(x, rows, cols, lin.in_scale, lin.in_zp, ws.a_u8.data());
+    a.a_scale = &lin.in_scale;
+    a.a_zp = &lin.in_zp;
+    a.a_per_row = false;
+  } else {
+    kernels().quantize_u8_per_row(x, rows, cols, ws.a_u8.data(), ws.a_scale.data(), ws.a_zp.data());
+    a.a_scale = ws.a_scale.data();
+    a.a_zp = ws.a_zp.data();
+    a.a_per_row = true;
+  }
+}
+
+}  // namespace
+
+void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
+                      const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res) const {
+  const EncoderConfig& c = cfg_;
+  const int64_t H = c.hidden, I = c.intermediate;
+  check_keep_ratios(ratios, c.layers);
+  if (B < 0 || offsets[0] != 0) throw std::invalid_argument("offsets must start at 0");
+  int64_t max_len = 0;
+  for (int64_t s = 0; s < B; ++s) {
+    const int64_t n = offsets[s + 1] - offsets[s];
+    if (n < 1) throw std::invalid_argument("sequence " + std::to_string(s) + " is empty");
+    if (n > c.max_position)
+      throw std::invalid_argument("sequence " + std::to_string(s) + " has " + std::to_string(n) +
+                                  " tokens; the model's maximum is " + std::to_string(c.max_position));
+    max_len = std::max(max_len, n);
+  }
+  const int64_t T = offsets[B];
+  for (int64_t t = 0; t < T; ++t) {
+    if (ids[t] < 0 || ids[t] >= c.vocab_size)
+      throw std::invalid_argument("token id " + std::to_string(ids[t]) + " outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+    if (types[t] < 0 || types[t] >= c.type_vocab_size)
+      throw std::invalid_argument("token type id " + std::to_string(types[t]) + " out of range");
+  }
+  res.logits.assign(T * 2, 0.f);
+  res.kept.clear();
+  res.kept_offsets.clear();
+  std::fill(res.op_seconds, res.op_seconds + kNumOps, 0.0);
+  if (T == 0) return;
+
+  Workspace& ws = tls_workspace;
+  const int workers = thread_count();
+  for (auto* v : {&ws.full, &ws.cur, &ws.nxt, &ws.ctx, &ws.ctx_k, &ws.resid_k, &ws.h1}) Workspace::fit(*v, T * H);
+  Workspace::fit(ws.qkv, T * 3 * H);
+  Workspace::fit(ws.ffn_f32, T * I);
+  Workspace::fit(ws.ffn_u8, T * I);
+  Workspace::fit(ws.a_u8, T * std::max(H, I));
+  Workspace::fit(ws.a_scale, T);
+  Workspace::fit(ws.a_zp, T);
+  Workspace::fit(ws.sig, T);
+  Workspace::fit(ws.pos_cur, T);
+  Workspace::fit(ws.pos_nxt, T);
+  Workspace::fit(ws.order, T);
+  Workspace::fit(ws.off_cur, B + 1);
+  Workspace::fit(ws.off_nxt, B + 1);
+  Workspace::fit(ws.att_scratch, attention_scratch_floats(max_len, c.heads, H / c.heads, T, workers));
+  const KernelTable& K = kernels();
+  Timer timer(profile, res.op_seconds);
+
+  // Embeddings: word + position (within the sequence) + token type, then LayerNorm.
+  for (int64_t s = 0; s < B; ++s)
+    for (int64_t t = offsets[s]; t < offsets[s + 1]; ++t) {
+      float* o = ws.cur.data() + t * H;
+      const float* w = word_.data() + (int64_t)ids[t] * H;
+      const float* p = position_.data() + (t - offsets[s]) * H;
+      const float* y = token_type_.data() + (int64_t)types[t] * H;
+      for (int64_t h = 0; h < H; ++h) o[h] = w[h] + p[h] + y[h];
+    }
+  K.layernorm(ws.cur.data(), nullptr, emb_ln_g_.data(), emb_ln_b_.data(), c.layer_norm_eps, T, H, ws.cur.data());
+  std::memcpy(ws.full.data(), ws.cur.data(), sizeof(float) * T * H);
+  for (int64_t t = 0; t < T; ++t) ws.pos_cur[t] = (int32_t)t;
+  std::copy(offsets, offsets + B + 1, ws.off_cur.begin());
+  timer.lap(kEmbed);
+
+  // Per-sequence target lengths of every layer.
+  std::vector<std::vector<int64_t>> target(B);
+  for (int64_t s = 0; s < B; ++s)
+    target[s] = ratios.empty() ? std::vector<int64_t>(c.layers, offsets[s + 1] - offsets[s])
+                               : layer_lengths(offsets[s + 1] - offsets[s], ratios, c.min_keep);
+
+  int64_t Tc = T;
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const EncoderLayer& L = layers_[l];
+    // 1. QKV projection of the current rows.
+    GemmArgs a;
+    quantize_input(L.qkv, ws.cur.data(), Tc, H, ws, a);
+    timer.lap(kQuantize);
+    a.out_kind = OutKind::F32;
+    a.out = ws.qkv.data();
+    a.ldo = 3 * H;
+    K.gemm_u8s8(a);
+    timer.lap(kQKV);
+
+    // 2. Attention per sequence, with each token's significance.
+    AttentionArgs att;
+    att.qkv = ws.qkv.data();
+    att.num_seqs = B;
+    att.offsets = ws.off_cur.data();
+    att.num_heads = c.heads;
+    att.head_dim = H / c.heads;
+    att.context = ws.ctx.data();
+    att.significance = ws.sig.data();
+    att.max_len = max_len;
+    att.num_workers = workers;
+    att.scratch = ws.att_scratch.data();
+    K.attention(att);
+    timer.lap(kAttention);
+
+    // 3. Keep the most significant tokens of each sequence (ties: lower position first),
+    //    in position order; gather their context vectors and residual rows.
+    int64_t Tk = 0;
+    ws.off_nxt[0] = 0;
+    for (int64_t s = 0; s < B; ++s) {
+      const int64_t o = ws.off_cur[s], n = ws.off_cur[s + 1] - o, keep = std::min(n, target[s][l]);
+      int32_t* idx = ws.order.data() + o;
+      std::iota(idx, idx + n, 0);
+      if (keep < n) {
+        const float* sig = ws.sig.data() + o;
+        std::partial_sort(idx, idx + keep, idx + n, [sig](int32_t x, int32_t y) {
+          return sig[x] > sig[y] || (sig[x] == sig[y] && x < y);
+        });
+        std::sort(idx, idx + keep);
+      }
+      for (int64_t k = 0; k < keep; ++k) {
+        const int64_t src = o + idx[k], dst = Tk + k;
+        std::memcpy(ws.ctx_k.data() + dst * H, ws.ctx.data() + src * H, sizeof(float) * H);
+        std::memcpy(ws.resid_k.data() + dst * H, ws.cur.data() + src * H, sizeof(float) * H);
+        ws.pos_nxt[dst] = ws.pos_cur[src];
+      }
+      Tk += keep;
+      ws.off_nxt[s + 1] = Tk;
+    }
+    if (record_kept) {
+      res.kept.emplace_back(ws.pos_nxt.begin(), ws.pos_nxt.begin() + Tk);
+      res.kept_offsets.emplace_back(ws.off_nxt.begin(), ws.off_nxt.begin() + B + 1);
+    }
+    timer.lap(kSelect);
+
+    // 4. O-projection + residual, LayerNorm.
+    quantize_input(L.out, ws.ctx_k.data(), Tk, H, ws, a);
+    timer.lap(kQuantize);
+    a.residual = ws.resid_k.data();
+    a.ldr = H;
+    a.out_kind = OutKind::F32;
+    a.out = ws.h1.data();
+    a.ldo = H;
+    K.gemm_u8s8(a);
+    timer.lap(kOProj);
+    K.layernorm(ws.h1.data(), nullptr, L.ln1_g.data(), L.ln1_b.data(), c.layer_norm_eps, Tk, H, ws.h1.data());
+    timer.lap(kLayerNorm);
+
+    // 5. FFN: GELU fused into the first GEMM, whose output goes straight to uint8 when the
+    //    second GEMM's input quantization is static.
+    quantize_input(L.ffn1, ws.h1.data(), Tk, H, ws, a);
+    timer.lap(kQuantize);
+    a.residual = nullptr;
+    a.gelu = true;
+    a.ldo = I;
+    GemmArgs f2;
+    if (L.ffn2.static_input) {
+      a.out_kind = OutKind::U8;
+      a.out = ws.ffn_u8.data();
+      a.out_scale = L.ffn2.in_scale;
+      a.out_zp = L.ffn2.in_zp;
+      K.gemm_u8s8(a);
+      timer.lap(kFFN1);
+      f2.M = Tk; f2.A = ws.ffn_u8.data(); f2.lda = I;
+      f2.a_scale = &L.ffn2.in_scale; f2.a_zp = &L.ffn2.in_zp; f2.a_per_row = false;
+      f2.W = L.ffn2.weight->view();
+      f2.bias = L.ffn2.bias.data();
+    } else {
+      a.out_kind = OutKind::F32;
+      a.out = ws.ffn_f32.data();
+      K.gemm_u8s8(a);
+      timer.lap(kFFN1);
+      quantize_input(L.ffn2, ws.ffn_f32.data(), Tk, I, ws, f2);
+      timer.lap(kQuantize);
+    }
+    f2.residual = ws.h1.data();
+    f2.ldr = H;
+    f2.out_kind = OutKind::F32;
+    f2.out = ws.nxt.data();
+    f2.ldo = H;
+    K.gemm_u8s8(f2);
+    timer.lap(kFFN2);
+    K.layernorm(ws.nxt.data(), nullptr, L.ln2_g.data(), L.ln2_b.data(), c.layer_norm_eps, Tk, H, ws.nxt.data());
+    timer.lap(kLayerNorm);
+
+    // 6. Restore: kept tokens' outputs go back to their original rows.
+    for (int64_t k = 0; k < Tk; ++k)
+      std::memcpy(ws.full.data() + (int64_t)ws.pos_nxt[k] * H, ws.nxt.data() + k * H, sizeof(float) * H);
+    std::swap(ws.cur, ws.nxt);
+    std::swap(ws.pos_cur, ws.pos_nxt);
+    std::swap(ws.off_cur, ws.off_nxt);
+    Tc = Tk;
+    timer.lap(kRestore);
+  }
+
+  // QA head on every position of the restored sequence (fp32).
+  for (int64_t t = 0; t < T; ++t) {
+    const float* h = ws.full.data() + t * H;
+    float s0 = qa_b_[0], s1 = qa_b_[1];
+    for (int64_t j = 0; j < H; ++j) {
+      s0 += h[j] * qa_w_[j];
+      s1 += h[j] * qa_w_[H + j];
+    }
+    res.logits[2 * t] = s0;
+    res.logits[2 * t + 1] = s1;
+  }
+  timer.lap(kHead);
+}
+
+}  // namespace qrt

@@ -1,0 +1,75 @@
+"""Random-weight models in the engine's tensor layout, for tests and speed benchmarks."""
+from __future__ import annotations
+
+import numpy as np
+
+from qualam_rt import reference as ref
+
+MINILM_L6_H384 = dict(hidden=384, heads=12, intermediate=1536, layers=6, vocab_size=30522,
+                      max_position=512, type_vocab_size=2, layer_norm_eps=1e-12)
+LINEARS = ("qkv", "out", "ffn1", "ffn2")
+
+
+def linear_shapes(config: dict) -> dict[str, tuple[int, int]]:
+    H, I = config["hidden"], config["intermediate"]
+    return {"qkv": (3 * H, H), "out": (H, H), "ffn1": (I, H), "ffn2": (H, I)}
+
+
+def random_tensors(config: dict, seed: int = 0, std: float = 0.05) -> dict[str, np.ndarray]:
+    """BERT-like random weights, int8-quantized per output channel, without input quantization."""
+    rng = np.random.default_rng(seed)
+    H = config["hidden"]
+
+    def normal(*shape, s=std):
+        return (rng.standard_normal(shape) * s).astype(np.float32)
+
+    t = {
+        "embeddings.word": normal(config["vocab_size"], H, s=0.5),
+        "embeddings.position": normal(config["max_position"], H, s=0.5),
+        "embeddings.token_type": normal(config["type_vocab_size"], H, s=0.5),
+        "embeddings.ln.weight": (1 + normal(H, s=0.1)),
+        "embeddings.ln.bias": normal(H, s=0.1),
+        "qa.weight": normal(2, H, s=0.5),
+        "qa.bias": normal(2),
+    }
+    for layer in range(config["layers"]):
+        p = f"layers.{layer}."
+        for name, (n_out, n_in) in linear_shapes(config).items():
+            # Larger QK weights give peaked attention, so significance is not flat.
+            w = normal(n_out, n_in, s=(0.25 if name == "qkv" else 1.0) / np.sqrt(n_in))
+            t[p + name + ".weight"], t[p + name + ".scale"] = ref.quantize_weight(w)
+            t[p + name + ".bias"] = normal(n_out)
+        for ln in ("ln1", "ln2"):
+            t[p + ln + ".weight"] = 1 + normal(H, s=0.1)
+            t[p + ln + ".bias"] = normal(H, s=0.1)
+    return t
+
+
+def calibrate_minmax(config: dict, tensors: dict, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Adds static `input_quant` (scale, zero point) to every linear from the fp32 ranges
+    its input takes on the given (ids, types) sequences."""
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+
+    def observe(name, x):
+        lo[name] = min(lo.get(name, 0.0), float(np.min(x)))
+        hi[name] = max(hi.get(name, 0.0), float(np.max(x)))
+
+    enc = ref.ReferenceEncoder(config, tensors, mode="fp32", observer=observe)
+    for ids, types in batches:
+        enc.sequence(ids, types)
+    out = dict(tensors)
+    for name in lo:
+        scale = max(hi[name] - lo[name], 1e-8) / 255.0
+        zp = float(np.clip(np.rint(-lo[name] / scale), 0, 255))
+        out[name + ".input_quant"] = np.array([scale, zp], np.float32)
+    return out
+
+
+def random_batch(config: dict, lengths, seed: int = 0):
+    """Packed (input_ids, token_type_ids, offsets) for sequences of the given lengths."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, config["vocab_size"], int(sum(lengths)), dtype=np.int32)
+    types = np.concatenate([(np.arange(n) >= n // 3).astype(np.int32) for n in lengths]) if len(lengths) else np.zeros(0, np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return ids, types, offsets
