@@ -1,0 +1,203 @@
+"""The native drop-and-restore encoder against the numpy reference (qualam_rt.reference)."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qualam_rt import _C
+from qualam_rt import reference as ref
+from qualam_rt import synthetic as syn
+
+CFG = dict(hidden=64, heads=4, intermediate=96, layers=3, vocab_size=120, max_position=512, type_vocab_size=2)
+RATIOS = [0.8, 0.55, 0.3]
+
+
+def assert_close_to_int8_reference(got, want):
+    """Native vs INT8-simulated logits. Float rounding differences (1e-6) now and then push
+    a value across a quantization rounding boundary, moving one uint8 input by one step;
+    through attention that perturbs every token of a long sequence a little. Short
+    sequences match to float precision; every sequence within a small error."""
+    scale = 1 + np.abs(want).max()
+    err = np.abs(got - want).max(axis=1)
+    tight = 1e-4 if len(want) <= 8 else 0.02
+    assert err.max() <= tight * scale, f"max error {err.max()} (scale {scale})"
+    assert err.mean() <= 3e-3 * scale, f"mean error {err.mean()} (scale {scale})"
+
+
+def split(ids, types, offsets, s):
+    return ids[offsets[s]:offsets[s + 1]], types[offsets[s]:offsets[s + 1]]
+
+
+@pytest.fixture(scope="module", params=["per_row", "static"])
+def model(request):
+    """A tiny random model, with run-time per-row or calibrated static activation quantization."""
+    tensors = syn.random_tensors(CFG, seed=1)
+    if request.param == "static":
+        ids, types, off = syn.random_batch(CFG, [30, 12, 50], seed=9)
+        tensors = syn.calibrate_minmax(CFG, tensors, [split(ids, types, off, s) for s in range(3)])
+    return tensors, _C.Encoder(CFG, tensors)
+
+
+@pytest.mark.parametrize("ratios", [None, RATIOS, [0.5, 0.5, 0.1]])
+def test_logits_and_kept_positions_match_the_reference(isa, model, ratios):
+    tensors, enc = model
+    ids, types, off = syn.random_batch(CFG, [17, 1, 40, 2, 64], seed=3)
+    out = enc.forward(ids, types, off, ratios, return_kept=True)
+    int8_ref = ref.ReferenceEncoder(CFG, tensors, "int8")
+    fp32_ref = ref.ReferenceEncoder(CFG, tensors, "fp32")
+    for s in range(len(off) - 1):
+        want, kept = int8_ref.sequence(*split(ids, types, off, s), ratios)
+        got = out["logits"][off[s]:off[s + 1]]
+        assert_close_to_int8_reference(got, want)
+        loose, _ = fp32_ref.sequence(*split(ids, types, off, s), ratios)
+        assert np.abs(got - loose).max() < 0.05 * (1 + np.abs(loose).max())
+        for layer, (positions, offsets) in enumerate(out["kept"]):
+            np.testing.assert_array_equal(positions[offsets[s]:offsets[s + 1]] - off[s], kept[layer])
+
+
+def test_keep_counts_follow_the_length_rule(model):
+    _, enc = model
+    lengths = [1, 2, 3, 10, 77]
+    ids, types, off = syn.random_batch(CFG, lengths, seed=4)
+    out = enc.forward(ids, types, off, RATIOS, return_kept=True)
+    for s, n in enumerate(lengths):
+        counts = [int(o[s + 1] - o[s]) for _, o in out["kept"]]
+        assert counts == ref.layer_lengths(n, RATIOS) == _C.layer_lengths(n, RATIOS, 2)
+
+
+def test_paper_configuration_lengths_at_384():
+    ratios = [x / 384 for x in (315, 251, 242, 159, 142, 33)]
+    assert _C.layer_lengths(384, ratios, 2) == [315, 251, 242, 159, 142, 33]
+
+
+def test_all_ones_configuration_equals_the_no_drop_path(isa, model):
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, [5, 33, 8], seed=5)
+    full = enc.forward(ids, types, off)["logits"]
+    ones = enc.forward(ids, types, off, [1.0] * CFG["layers"])["logits"]
+    np.testing.assert_array_equal(full, ones)
+
+
+def test_a_dropped_token_keeps_its_last_computed_state(model):
+    """A token dropped at layer i ends with its layer i-1 output: its logits equal those of
+    the same model truncated to i layers (the QA head is linear)."""
+    tensors, enc = model
+    ids, types, off = syn.random_batch(CFG, [60], seed=6)
+    out = enc.forward(ids, types, off, RATIOS, return_kept=True)
+    kept_sets = [set(p.tolist()) for p, _ in out["kept"]]
+    previous = set(range(60))
+    for i in range(1, CFG["layers"]):
+        dropped_here = sorted(kept_sets[i - 1] - kept_sets[i])
+        assert dropped_here, "the configuration must drop tokens at every layer"
+        truncated_cfg = dict(CFG, layers=i)
+        truncated = {k: v for k, v in tensors.items()
+                     if not k.startswith("layers.") or int(k.split(".")[1]) < i}
+        short = _C.Encoder(truncated_cfg, truncated).forward(ids, types, off, RATIOS[:i])["logits"]
+        np.testing.assert_array_equal(out["logits"][dropped_here], short[dropped_here])
+        previous = kept_sets[i]
+    assert previous
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(1, 90), min_size=2, max_size=6), seed=st.integers(0, 1000))
+def test_a_sequence_does_not_depend_on_its_batch(model, lengths, seed):
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, lengths, seed=seed)
+    batch = enc.forward(ids, types, off, RATIOS)["logits"]
+    for s in range(len(lengths)):
+        i, t = split(ids, types, off, s)
+        alone = enc.forward(i, t, np.array([0, len(i)], np.int64), RATIOS)["logits"]
+        np.testing.assert_array_equal(batch[off[s]:off[s + 1]], alone)
+
+
+def test_results_do_not_depend_on_thread_count(isa, model):
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, [100, 3, 250, 31], seed=7)
+    before = _C.num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            _C.set_num_threads(n)
+            results.append(enc.forward(ids, types, off, RATIOS)["logits"])
+    finally:
+        _C.set_num_threads(before)
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+
+
+def test_sequence_lengths_from_1_to_512(isa, model):
+    tensors, enc = model
+    lengths = [1, 2, 3, 511, 512]
+    ids, types, off = syn.random_batch(CFG, lengths, seed=8)
+    assert np.isfinite(enc.forward(ids, types, off, RATIOS)["logits"]).all()
+    # Compared without dropping: over 512 tokens a near-tie in significance can swap one
+    # kept token between float orders; kept sets are compared above at other sizes.
+    out = enc.forward(ids, types, off)["logits"]
+    assert out.shape == (sum(lengths), 2)
+    r = ref.ReferenceEncoder(CFG, tensors, "int8")
+    for s in range(len(lengths)):
+        want, _ = r.sequence(*split(ids, types, off, s))
+        assert_close_to_int8_reference(out[off[s]:off[s + 1]], want)
+
+
+def test_empty_batch(model):
+    _, enc = model
+    out = enc.forward(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
+    assert out["logits"].shape == (0, 2)
+
+
+@pytest.mark.parametrize("ratios, message", [
+    ([0.5, 0.8, 0.3], "non-increasing"),
+    ([0.5, 0.3], "layers"),
+    ([0.5, 0.3, 0.2, 0.1], "layers"),
+    ([1.5, 1.0, 0.5], r"\(0, 1\]"),
+    ([0.5, 0.3, 0.0], r"\(0, 1\]"),
+    ([0.5, 0.3, -0.1], r"\(0, 1\]"),
+    ([float("nan"), 0.3, 0.1], r"\(0, 1\]"),
+])
+def test_bad_length_configurations_raise(model, ratios, message):
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, [5], seed=0)
+    with pytest.raises(ValueError, match=message):
+        enc.forward(ids, types, off, ratios)
+
+
+def test_bad_inputs_raise(model):
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, [5, 6], seed=0)
+    with pytest.raises(ValueError, match="vocabulary"):
+        enc.forward(np.full(11, 999, np.int32), types, off)
+    with pytest.raises(ValueError, match="type"):
+        enc.forward(ids, np.full(11, 5, np.int32), off)
+    with pytest.raises(ValueError, match="empty"):
+        enc.forward(ids, types, np.array([0, 0, 11], np.int64))
+    with pytest.raises(ValueError, match="offsets"):
+        enc.forward(ids, types, np.array([0, 5, 10], np.int64))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        enc.forward(ids, types, np.array([0, 7, 5, 11], np.int64))
+    with pytest.raises(TypeError, match="int32"):
+        enc.forward(ids.astype(np.int64), types, off)
+    long_ids, long_types, long_off = syn.random_batch(CFG, [513], seed=0)
+    with pytest.raises(ValueError, match="maximum"):
+        enc.forward(long_ids, long_types, long_off)
+
+
+def test_invalid_model_tensors_raise():
+    tensors = syn.random_tensors(CFG, seed=2)
+    bad = dict(tensors)
+    del bad["layers.1.ffn2.bias"]
+    with pytest.raises(ValueError, match="missing tensor 'layers.1.ffn2.bias'"):
+        _C.Encoder(CFG, bad)
+    bad = dict(tensors, **{"layers.0.qkv.weight": tensors["layers.0.qkv.weight"][:10]})
+    with pytest.raises(ValueError, match="shape"):
+        _C.Encoder(CFG, bad)
+    bad = dict(tensors, **{"qa.weight": tensors["qa.weight"].astype(np.float64)})
+    with pytest.raises(ValueError, match="dtype"):
+        _C.Encoder(CFG, bad)
+    bad = dict(tensors, **{"layers.0.out.input_quant": np.array([0.0, 3.0], np.float32)})
+    with pytest.raises(ValueError, match="input_quant"):
+        _C.Encoder(CFG, bad)
+    with pytest.raises(ValueError, match="architecture"):
+        _C.Encoder(dict(CFG, heads=5), tensors)
+    with pytest.raises(ValueError, match="unknown architecture key"):
+        _C.Encoder(dict(CFG, hiden=3), tensors)
