@@ -32,9 +32,10 @@ struct AttentionArgs {
   int num_workers = 1;       // threads the call may use; scratch is sized for them
   float* scratch = nullptr;  // attention_scratch_floats(...) floats
 };
-// Per worker a K^T copy and a block of probability rows; per head one significance row.
+// Per worker contiguous copies of one head's K^T and V and a block of probability rows;
+// per head one significance row.
 inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
-  return (head_dim + 4) * ((max_len + 15) / 16 * 16) + 64;
+  return (2 * head_dim + 4) * ((max_len + 15) / 16 * 16) + 64;
 }
 inline int64_t attention_scratch_floats(int64_t max_len, int64_t num_heads, int64_t head_dim,
                                         int64_t total_rows, int num_workers) {

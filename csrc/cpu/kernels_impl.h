@@ -3,6 +3,7 @@
 // qrt::cpu::QRT_ISA_NS, so each ISA gets its own copy compiled with its own flags.
 // No STL containers here (see types.h).
 #include <omp.h>
+#include <xmmintrin.h>
 
 #include <cmath>
 
@@ -176,66 +177,101 @@ void layernorm(const float* x, const float* residual, const float* gamma, const 
   }
 }
 
+// Scores of 4 query rows against all n keys: prob[r][j] = q_r . K^T[:, j]. Kept out of
+// line with few live values so the accumulators and pointers stay in registers.
+__attribute__((noinline)) static void qk_block(const float* kt, int64_t np, int64_t n, int64_t d,
+                                               const float* q0, const float* q1, const float* q2,
+                                               const float* q3, float* prob) {
+  for (int64_t j = 0; j < n; j += W) {
+    const int cnt = n - j < W ? (int)(n - j) : W;
+    R s0 = VecF::zero(), s1 = VecF::zero(), s2 = VecF::zero(), s3 = VecF::zero();
+    const float* kp = kt + j;
+    for (int64_t c = 0; c < d; ++c, kp += np) {
+      const R kv = VecF::load(kp);  // rows of kt are padded to np: full loads are in bounds
+      s0 = VecF::fma(VecF::set1(q0[c]), kv, s0);
+      s1 = VecF::fma(VecF::set1(q1[c]), kv, s1);
+      s2 = VecF::fma(VecF::set1(q2[c]), kv, s2);
+      s3 = VecF::fma(VecF::set1(q3[c]), kv, s3);
+    }
+    VecF::store(prob + j, s0, cnt);
+    VecF::store(prob + np + j, s1, cnt);
+    VecF::store(prob + 2 * np + j, s2, cnt);
+    VecF::store(prob + 3 * np + j, s3, cnt);
+  }
+}
+
+// Context of 4 query rows: ctx[r] = sum_j prob[r][j] * V[j]; only `rows` rows are stored.
+__attribute__((noinline)) static void pv_block(const float* vc, int64_t n, int64_t d, const float* prob,
+                                               int64_t np, float* ctx, int64_t ldc, int rows) {
+  for (int64_t c = 0; c < d; c += W) {
+    const int cnt = d - c < W ? (int)(d - c) : W;
+    R c0 = VecF::zero(), c1 = VecF::zero(), c2 = VecF::zero(), c3 = VecF::zero();
+    const float* vp = vc + c;
+    for (int64_t j = 0; j < n; ++j, vp += d) {
+      const R vv = VecF::load(vp, cnt);
+      c0 = VecF::fma(VecF::set1(prob[j]), vv, c0);
+      c1 = VecF::fma(VecF::set1(prob[np + j]), vv, c1);
+      c2 = VecF::fma(VecF::set1(prob[2 * np + j]), vv, c2);
+      c3 = VecF::fma(VecF::set1(prob[3 * np + j]), vv, c3);
+    }
+    VecF::store(ctx + c, c0, cnt);
+    if (rows > 1) VecF::store(ctx + ldc + c, c1, cnt);
+    if (rows > 2) VecF::store(ctx + 2 * ldc + c, c2, cnt);
+    if (rows > 3) VecF::store(ctx + 3 * ldc + c, c3, cnt);
+  }
+}
+
+// In-place stable softmax of one score row; adds the probabilities to sig (significance).
+__attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float* sig) {
+  R mx = VecF::set1(-INFINITY);
+  for (int64_t j = 0; j + W <= n; j += W) mx = VecF::max(mx, VecF::load(pr + j));
+  float m = VecF::reduce_max(mx);
+  for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
+  R sum = VecF::zero();
+  const R mv = VecF::set1(m);
+  for (int64_t j = 0; j < n; j += W) {
+    const int cnt = n - j < W ? (int)(n - j) : W;
+    const R e = VecF::keep(VecF::exp(VecF::sub(VecF::load(pr + j, cnt), mv)), cnt);
+    VecF::store(pr + j, e, cnt);
+    sum = VecF::add(sum, e);
+  }
+  const R inv = VecF::set1(1.f / VecF::reduce_add(sum));
+  for (int64_t j = 0; j < n; j += W) {
+    const int cnt = n - j < W ? (int)(n - j) : W;
+    const R p = VecF::mul(VecF::load(pr + j, cnt), inv);
+    VecF::store(pr + j, p, cnt);
+    VecF::store(sig + j, VecF::add(VecF::load(sig + j, cnt), p), cnt);
+  }
+}
+
 // One (sequence, head): scores for blocks of 4 query rows against K^T, stable softmax,
-// significance partials, then probabilities x V.
+// significance partials, then probabilities x V. Blocks always hold 4 rows (the last one
+// repeats its final row) so the accumulators are fixed registers; extra rows are not stored.
 static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
   const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
   const int64_t d = a.head_dim, H = a.num_heads * d, ld = 3 * H;
   const int64_t np = (a.max_len + 15) / 16 * 16;
-  float* kt = work;            // [d][np]
-  float* prob = work + d * np;  // [4][np]
+  float* kt = work;                 // [d][np], K^T scaled by 1/sqrt(d)
+  float* vc = work + d * np;        // [n][d], this head's V rows, contiguous
+  float* prob = work + 2 * d * np;  // [4][np]
   float* sig = a.significance + h * a.offsets[a.num_seqs] + off;  // this head's partials
   const float* q = a.qkv + off * ld + h * d;
   const float* k = q + H;
-  const float* v = q + 2 * H;
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t c = 0; c < d; ++c) kt[c * np + j] = k[j * ld + c];
-  for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   const float scale = 1.f / std::sqrt((float)d);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < d; ++c) kt[c * np + j] = k[j * ld + c] * scale;
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < d; ++c) vc[j * d + c] = k[j * ld + H + c];
+  for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   for (int64_t i0 = 0; i0 < n; i0 += 4) {
     const int rows = n - i0 < 4 ? (int)(n - i0) : 4;
-    for (int64_t j = 0; j < n; j += W) {
-      const int cnt = n - j < W ? (int)(n - j) : W;
-      R acc[4] = {VecF::zero(), VecF::zero(), VecF::zero(), VecF::zero()};
-      for (int64_t c = 0; c < d; ++c) {
-        const R kv = VecF::load(kt + c * np + j, cnt);
-        for (int r = 0; r < rows; ++r)
-          acc[r] = VecF::fma(VecF::set1(q[(i0 + r) * ld + c]), kv, acc[r]);
-      }
-      for (int r = 0; r < rows; ++r) VecF::store(prob + r * np + j, VecF::mul(acc[r], VecF::set1(scale)), cnt);
-    }
-    for (int r = 0; r < rows; ++r) {
-      float* pr = prob + r * np;
-      R mx = VecF::set1(-INFINITY);
-      for (int64_t j = 0; j + W <= n; j += W) mx = VecF::max(mx, VecF::load(pr + j));
-      float m = VecF::reduce_max(mx);
-      for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
-      R sum = VecF::zero();
-      const R mv = VecF::set1(m);
-      for (int64_t j = 0; j < n; j += W) {
-        const int cnt = n - j < W ? (int)(n - j) : W;
-        const R e = VecF::keep(VecF::exp(VecF::sub(VecF::load(pr + j, cnt), mv)), cnt);
-        VecF::store(pr + j, e, cnt);
-        sum = VecF::add(sum, e);
-      }
-      const R inv = VecF::set1(1.f / VecF::reduce_add(sum));
-      for (int64_t j = 0; j < n; j += W) {
-        const int cnt = n - j < W ? (int)(n - j) : W;
-        const R p = VecF::mul(VecF::load(pr + j, cnt), inv);
-        VecF::store(pr + j, p, cnt);
-        VecF::store(sig + j, VecF::add(VecF::load(sig + j, cnt), p), cnt);
-      }
-    }
-    float* ctx = a.context + (off + i0) * H + h * d;
-    for (int64_t c = 0; c < d; c += W) {
-      const int cnt = d - c < W ? (int)(d - c) : W;
-      R acc[4] = {VecF::zero(), VecF::zero(), VecF::zero(), VecF::zero()};
-      for (int64_t j = 0; j < n; ++j) {
-        const R vv = VecF::load(v + j * ld + c, cnt);
-        for (int r = 0; r < rows; ++r) acc[r] = VecF::fma(VecF::set1(prob[r * np + j]), vv, acc[r]);
-      }
-      for (int r = 0; r < rows; ++r) VecF::store(ctx + r * H + c, acc[r], cnt);
-    }
+    const float* q0 = q + (i0 + 0) * ld;
+    const float* q1 = q + (i0 + (rows > 1 ? 1 : 0)) * ld;
+    const float* q2 = q + (i0 + (rows > 2 ? 2 : 0)) * ld;
+    const float* q3 = q + (i0 + (rows > 3 ? 3 : 0)) * ld;
+    qk_block(kt, np, n, d, q0, q1, q2, q3, prob);
+    for (int r = 0; r < rows; ++r) softmax_row(prob + r * np, n, sig);
+    pv_block(vc, n, d, prob, np, a.context + (off + i0) * H + h * d, H, rows);
   }
 }
 
@@ -245,10 +281,18 @@ void attention(const AttentionArgs& a) {
   float* sig_parts = a.scratch + a.num_workers * attention_worker_floats(a.max_len, a.head_dim);
   AttentionArgs local = a;
   local.significance = sig_parts;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(a.num_workers) if (a.num_workers > 1 && tasks > 1)
-  for (int64_t t = 0; t < tasks; ++t) {
-    float* work = a.scratch + omp_get_thread_num() * attention_worker_floats(a.max_len, a.head_dim);
-    attention_head(local, t / a.num_heads, t % a.num_heads, work);
+#pragma omp parallel num_threads(a.num_workers) if (a.num_workers > 1 && tasks > 1)
+  {
+    // Tiny probabilities would be denormal numbers, which cost ~100 cycles per operation:
+    // flush them to zero (FTZ/DAZ) on every worker for the duration of the call.
+    const unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      float* work = a.scratch + omp_get_thread_num() * attention_worker_floats(a.max_len, a.head_dim);
+      attention_head(local, t / a.num_heads, t % a.num_heads, work);
+    }
+    _mm_setcsr(csr);
   }
   // Sum the heads in a fixed order: the result does not depend on the thread count.
   for (int64_t t = 0; t < T; ++t) {
