@@ -177,17 +177,36 @@ void layernorm(const float* x, const float* residual, const float* gamma, const 
   }
 }
 
-// Scores of 4 query rows against all n keys: prob[r][j] = q_r . K^T[:, j]. Kept out of
-// line with few live values so the accumulators and pointers stay in registers.
+// Scores of 4 query rows against all n keys: prob[r][j] = q_r . K^T[:, j], two key vectors
+// at a time (8 independent FMA chains). Kept out of line with few live values so the
+// accumulators and pointers stay in registers. Rows of kt are padded to np (a multiple
+// of 16 >= n), so full-width loads stay in bounds; lanes past n are never stored.
 __attribute__((noinline)) static void qk_block(const float* kt, int64_t np, int64_t n, int64_t d,
                                                const float* q0, const float* q1, const float* q2,
                                                const float* q3, float* prob) {
-  for (int64_t j = 0; j < n; j += W) {
+  int64_t j = 0;
+  for (; j + 2 * W <= n; j += 2 * W) {
+    R a0 = VecF::zero(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    const float* kp = kt + j;
+    for (int64_t c = 0; c < d; ++c, kp += np) {
+      const R ka = VecF::load(kp), kb = VecF::load(kp + W);
+      const R x0 = VecF::set1(q0[c]), x1 = VecF::set1(q1[c]), x2 = VecF::set1(q2[c]), x3 = VecF::set1(q3[c]);
+      a0 = VecF::fma(x0, ka, a0); b0 = VecF::fma(x0, kb, b0);
+      a1 = VecF::fma(x1, ka, a1); b1 = VecF::fma(x1, kb, b1);
+      a2 = VecF::fma(x2, ka, a2); b2 = VecF::fma(x2, kb, b2);
+      a3 = VecF::fma(x3, ka, a3); b3 = VecF::fma(x3, kb, b3);
+    }
+    VecF::store(prob + j, a0); VecF::store(prob + j + W, b0);
+    VecF::store(prob + np + j, a1); VecF::store(prob + np + j + W, b1);
+    VecF::store(prob + 2 * np + j, a2); VecF::store(prob + 2 * np + j + W, b2);
+    VecF::store(prob + 3 * np + j, a3); VecF::store(prob + 3 * np + j + W, b3);
+  }
+  for (; j < n; j += W) {
     const int cnt = n - j < W ? (int)(n - j) : W;
     R s0 = VecF::zero(), s1 = VecF::zero(), s2 = VecF::zero(), s3 = VecF::zero();
     const float* kp = kt + j;
     for (int64_t c = 0; c < d; ++c, kp += np) {
-      const R kv = VecF::load(kp);  // rows of kt are padded to np: full loads are in bounds
+      const R kv = VecF::load(kp);
       s0 = VecF::fma(VecF::set1(q0[c]), kv, s0);
       s1 = VecF::fma(VecF::set1(q1[c]), kv, s1);
       s2 = VecF::fma(VecF::set1(q2[c]), kv, s2);
@@ -200,10 +219,29 @@ __attribute__((noinline)) static void qk_block(const float* kt, int64_t np, int6
   }
 }
 
-// Context of 4 query rows: ctx[r] = sum_j prob[r][j] * V[j]; only `rows` rows are stored.
+// Context of 4 query rows: ctx[r] = sum_j prob[r][j] * V[j], two value vectors at a time
+// where the head is wide enough; only `rows` rows are stored.
 __attribute__((noinline)) static void pv_block(const float* vc, int64_t n, int64_t d, const float* prob,
                                                int64_t np, float* ctx, int64_t ldc, int rows) {
-  for (int64_t c = 0; c < d; c += W) {
+  int64_t c = 0;
+  for (; c + 2 * W <= d; c += 2 * W) {
+    R a0 = VecF::zero(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    const float* vp = vc + c;
+    for (int64_t j = 0; j < n; ++j, vp += d) {
+      const R va = VecF::load(vp), vb = VecF::load(vp + W);
+      const R p0 = VecF::set1(prob[j]), p1 = VecF::set1(prob[np + j]);
+      const R p2 = VecF::set1(prob[2 * np + j]), p3 = VecF::set1(prob[3 * np + j]);
+      a0 = VecF::fma(p0, va, a0); b0 = VecF::fma(p0, vb, b0);
+      a1 = VecF::fma(p1, va, a1); b1 = VecF::fma(p1, vb, b1);
+      a2 = VecF::fma(p2, va, a2); b2 = VecF::fma(p2, vb, b2);
+      a3 = VecF::fma(p3, va, a3); b3 = VecF::fma(p3, vb, b3);
+    }
+    VecF::store(ctx + c, a0); VecF::store(ctx + c + W, b0);
+    if (rows > 1) { VecF::store(ctx + ldc + c, a1); VecF::store(ctx + ldc + c + W, b1); }
+    if (rows > 2) { VecF::store(ctx + 2 * ldc + c, a2); VecF::store(ctx + 2 * ldc + c + W, b2); }
+    if (rows > 3) { VecF::store(ctx + 3 * ldc + c, a3); VecF::store(ctx + 3 * ldc + c + W, b3); }
+  }
+  for (; c < d; c += W) {
     const int cnt = d - c < W ? (int)(d - c) : W;
     R c0 = VecF::zero(), c1 = VecF::zero(), c2 = VecF::zero(), c3 = VecF::zero();
     const float* vp = vc + c;
