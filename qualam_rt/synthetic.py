@@ -73,3 +73,40 @@ def random_batch(config: dict, lengths, seed: int = 0):
     types = np.concatenate([(np.arange(n) >= n // 3).astype(np.int32) for n in lengths]) if len(lengths) else np.zeros(0, np.int32)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     return ids, types, offsets
+
+
+def tiny_tokenizer(text: str):
+    """A BERT-style WordPiece tokenizer (lower case, [CLS] q [SEP] c [SEP]) whose vocabulary is
+    the words and characters of `text`, for tests."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pre = pre_tokenizers.BertPreTokenizer()
+    norm = normalizers.BertNormalizer(lowercase=True)
+    words = sorted({w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text))})
+    chars = sorted({c for w in words for c in w})
+    vocab = {t: i for i, t in enumerate(specials + words + [c for c in chars if c not in words] + ["##" + c for c in chars])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = norm
+    tok.pre_tokenizer = pre
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return tok
+
+
+def write_random_model(path, text: str, config: dict | None = None, seed: int = 0, calibrate: bool = True,
+                       frontier=None, default_config=None) -> dict:
+    """A random-weight .qrt file whose tokenizer covers `text`; returns its metadata."""
+    from qualam_rt.model_file import write_model
+    tok = tiny_tokenizer(text)
+    cfg = dict(hidden=32, heads=4, intermediate=64, layers=3, max_position=512, type_vocab_size=2,
+               layer_norm_eps=1e-12) | (config or {}) | {"vocab_size": tok.get_vocab_size()}
+    tensors = random_tensors(cfg, seed)
+    if calibrate:
+        ids, types, off = random_batch(cfg, [40, 80], seed=seed + 1)
+        tensors = calibrate_minmax(cfg, tensors, [(ids[off[i]:off[i + 1]], types[off[i]:off[i + 1]]) for i in range(2)])
+    meta = {"architecture": cfg, "tokenizer": tok.to_str(), "frontier": frontier or [],
+            "default_config": default_config, "quantization": {"weights": "int8 per channel", "activations": "static minmax" if calibrate else "per row"},
+            "provenance": {"source": "qualam_rt.synthetic random weights", "seed": seed}}
+    write_model(path, tensors, meta)
+    return meta

@@ -1,0 +1,146 @@
+"""qualam-rt: answer questions, inspect, evaluate and benchmark .qrt models.
+
+    qualam-rt answer "Who wrote it?" "It was written by Ada."      (bundled default model)
+    qualam-rt answer --model m.qrt "Who wrote it?" --context-file doc.txt
+    echo '{"question": "...", "context": "..."}' | qualam-rt answer -
+    qualam-rt info m.qrt
+    qualam-rt eval m.qrt dev-v1.1.json --out report.json
+    qualam-rt bench m.qrt --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qualam_rt import squad
+from qualam_rt.engine import Engine
+from qualam_rt.errors import QualamError
+
+
+def _length_config(s: str | None):
+    if s is None or s in ("default", "full"):
+        return s or "default"
+    return tuple(float(x) for x in s.replace("(", "").replace(")", "").split(","))
+
+
+def _engine(args) -> Engine:
+    return Engine(args.model, threads=args.threads, length_config=_length_config(args.length_config))
+
+
+def cmd_answer(args) -> dict:
+    if args.question == "-":
+        blob = json.loads(sys.stdin.read())
+        question, context = blob.get("question"), blob.get("context")
+    else:
+        question = args.question
+        if args.context_file:
+            context = Path(args.context_file).read_text(encoding="utf-8")
+        elif args.context is not None:
+            context = sys.stdin.read() if args.context == "-" else args.context
+        else:
+            raise QualamError("give the context as an argument, with --context-file, or '-' for stdin")
+    return _engine(args).answer(question, context, top_k=args.top_k, max_answer_len=args.max_answer_len)
+
+
+def cmd_info(args) -> dict:
+    return _engine(args).info()
+
+
+def cmd_eval(args) -> dict:
+    from tqdm import tqdm
+    engine = _engine(args)
+    examples = squad.load_examples(args.data)
+    if args.limit:
+        examples = examples[:args.limit]
+    preds, t0 = {}, time.perf_counter()
+    for i in tqdm(range(0, len(examples), args.batch), desc="eval", unit_scale=args.batch):
+        chunk = examples[i:i + args.batch]
+        for ex, r in zip(chunk, engine.answer_batch([(e.question, e.context) for e in chunk])):
+            preds[ex.id] = r["answer"]
+    report = squad.evaluate(examples, preds) | {"seconds": time.perf_counter() - t0, "model": str(engine.path),
+                                                 "length_config": engine.length_config, "data": str(args.data)}
+    if args.out:
+        Path(args.out).write_text(json.dumps({"report": report, "predictions": preds}, indent=1))
+    return report
+
+
+def cmd_bench(args) -> dict:
+    """Encoder latency per length configuration on synthetic windows of the given lengths."""
+    engine = _engine(args)
+    rng = np.random.default_rng(0)
+    vocab = engine.architecture["vocab_size"]
+    configs = [("full", None)] + [(f"frontier {i}", tuple(p["ratios"])) for i, p in enumerate(engine.frontier)]
+    if engine.meta.get("default_config"):
+        configs.append(("default", tuple(engine.meta["default_config"])))
+    out = []
+    for n in args.lengths:
+        windows = [squad.Window(0, rng.integers(1000, vocab, n, dtype=np.int32), np.zeros(n, np.int32),
+                                np.full((n, 2), -1), np.zeros(n, bool)) for _ in range(args.batch)]
+        for name, ratios in configs:
+            run = lambda: engine.logits(windows, "full" if ratios is None else ratios)  # noqa: E731
+            run()
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t)
+            out.append({"n": n, "batch": args.batch, "config": name, "ratios": ratios,
+                        "ms_per_sequence": 1e3 * float(np.median(times)) / args.batch})
+    return {"isa": engine.info()["isa"], "threads": engine.info()["threads"], "results": out}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="qualam-rt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p, model_positional=False):
+        if model_positional:
+            p.add_argument("model", nargs="?", default=None, help=".qrt file (default: the bundled model)")
+        else:
+            p.add_argument("--model", default=None, help=".qrt file (default: the bundled model)")
+        p.add_argument("--threads", type=int, default=None)
+        p.add_argument("--length-config", default=None, help="default | full | r1,r2,... keep ratios")
+
+    p = sub.add_parser("answer", help="answer one question (JSON on stdout)")
+    p.add_argument("question", help="the question, or '-' to read {'question', 'context'} JSON from stdin")
+    p.add_argument("context", nargs="?", default=None, help="the context, or '-' for stdin")
+    p.add_argument("--context-file")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--max-answer-len", type=int, default=30)
+    common(p)
+    p.set_defaults(fn=cmd_answer)
+    p = sub.add_parser("info", help="describe a model file")
+    common(p, model_positional=True)
+    p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("eval", help="EM/F1 on a SQuAD v1.1 json file")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--out", help="write the report and predictions here (JSON)")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--length-config", default=None)
+    p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("bench", help="latency per length configuration")
+    common(p, model_positional=True)
+    p.add_argument("--lengths", type=int, nargs="+", default=[128, 384])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=10)
+    p.set_defaults(fn=cmd_bench)
+    args = ap.parse_args(argv)
+    try:
+        result = args.fn(args)
+    except (QualamError, OSError, json.JSONDecodeError) as e:
+        print(f"qualam-rt: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

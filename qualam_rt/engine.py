@@ -1,0 +1,147 @@
+"""Engine: load a .qrt file once, answer questions about contexts."""
+from __future__ import annotations
+
+import threading
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from qualam_rt import _C, squad
+from qualam_rt.cost import encoder_macs
+from qualam_rt.errors import InputError, LengthConfigError, ModelFileError, ModelNotFoundError
+from qualam_rt.model_file import ARCH_KEYS, engine_tensors, read_model
+
+
+def default_model_path() -> Path:
+    """The model bundled with the package (qualam_rt/models/default.qrt)."""
+    return Path(str(resources.files("qualam_rt") / "models" / "default.qrt"))
+
+
+class Engine:
+    """Extractive QA with a length-adaptive INT8 model.
+
+    path: a .qrt file (None: the bundled default model). threads: kernel threads (None: all
+    cores). length_config: "default" (the model's), "full" (no token dropping), or a tuple of
+    per-layer keep ratios. max_macs / max_latency_ms: instead, the most accurate configuration
+    of the model's frontier within that budget (MACs at n=384; measured latency at n=384).
+    Thread-safe: several threads may call answer() on one Engine.
+    """
+
+    def __init__(self, path: str | Path | None = None, threads: int | None = None,
+                 length_config="default", max_macs: float | None = None, max_latency_ms: float | None = None):
+        if path is None:
+            path = default_model_path()
+            if not path.is_file():
+                raise ModelNotFoundError("this build of qualam_rt has no bundled default model; pass the path "
+                                         "of a .qrt file (train one with the pipeline in training/)")
+        self.path = Path(path)
+        self.meta, tensors = read_model(self.path)
+        self.architecture = {k: self.meta["architecture"][k] for k in ARCH_KEYS}
+        try:
+            self._encoder = _C.Encoder(self.architecture, engine_tensors(tensors))
+            self._tokenizer = Tokenizer.from_str(self.meta["tokenizer"])
+        except (ValueError, TypeError, Exception) as e:  # tokenizers raises a plain Exception
+            raise ModelFileError(f"{self.path}: {e}") from e
+        self._tokenize_lock = threading.Lock()
+        if threads is not None:
+            if not isinstance(threads, int) or threads < 1:
+                raise ValueError("threads must be a positive integer")
+            _C.set_num_threads(threads)
+        self.frontier = list(self.meta.get("frontier", []))
+        self.length_config = self._resolve(length_config, max_macs, max_latency_ms)
+
+    # ---- configuration -----------------------------------------------------------------
+    def _resolve(self, length_config, max_macs, max_latency_ms):
+        if max_macs is not None or max_latency_ms is not None:
+            key, budget = ("macs", max_macs) if max_macs is not None else ("latency_ms", max_latency_ms)
+            fits = [p for p in self.frontier if p.get(key) is not None and p[key] <= budget]
+            if not fits:
+                raise LengthConfigError(f"no configuration of this model's frontier has {key} <= {budget}; "
+                                        f"the smallest has {min((p.get(key) or np.inf) for p in self.frontier) if self.frontier else 'none (empty frontier)'}")
+            return tuple(max(fits, key=lambda p: p.get("f1", 0.0))["ratios"])
+        if isinstance(length_config, str):
+            if length_config == "full":
+                return None
+            if length_config == "default":
+                d = self.meta.get("default_config")
+                return None if d is None else self._check(d)
+            raise LengthConfigError(f"length_config must be 'default', 'full' or a tuple of keep ratios, not {length_config!r}")
+        return self._check(length_config)
+
+    def _check(self, ratios):
+        try:
+            ratios = tuple(float(r) for r in ratios)
+        except (TypeError, ValueError) as e:
+            raise LengthConfigError(f"a length configuration is a sequence of keep ratios, got {ratios!r}") from e
+        L = self.architecture["layers"]
+        if len(ratios) != L:
+            raise LengthConfigError(f"length configuration has {len(ratios)} ratios; the model has {L} layers")
+        if not all(0.0 < r <= 1.0 for r in ratios):
+            raise LengthConfigError(f"keep ratios must lie in (0, 1], got {ratios}")
+        if any(b > a for a, b in zip(ratios, ratios[1:])):
+            raise LengthConfigError(f"keep ratios must be non-increasing, got {ratios}")
+        return ratios
+
+    # ---- answering ---------------------------------------------------------------------
+    @staticmethod
+    def _validate(question, context):
+        for name, value in (("question", question), ("context", context)):
+            if not isinstance(value, str):
+                raise InputError(f"{name} must be a str, got {type(value).__name__}")
+            if not value.strip():
+                raise InputError(f"{name} is empty; pass some text")
+
+    def logits(self, windows: list[squad.Window], length_config="same") -> list[np.ndarray]:
+        """Start/end logits [n, 2] of each window (one packed native call)."""
+        ratios = self.length_config if length_config == "same" else self._resolve(length_config, None, None)
+        ids, types, offsets = squad.pack(windows)
+        out = self._encoder.forward(ids, types, offsets, None if ratios is None else list(ratios))["logits"]
+        return [out[offsets[i]:offsets[i + 1]] for i in range(len(windows))]
+
+    def windows(self, pairs: list[tuple[str, str]]) -> list[squad.Window]:
+        with self._tokenize_lock:
+            return squad.make_windows(self._tokenizer, pairs)
+
+    def answer_batch(self, pairs, batch_size: int = 32, top_k: int = 1, max_answer_len: int = 30):
+        """answer() for each (question, context) pair; windows run `batch_size` at a time."""
+        if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+            raise InputError("pairs must be a list of (question, context) tuples")
+        pairs = list(pairs)
+        for p in pairs:
+            if not isinstance(p, (tuple, list)) or len(p) != 2:
+                raise InputError(f"each pair must be (question, context), got {p!r:.80}")
+            self._validate(*p)
+        if not isinstance(top_k, int) or top_k < 1 or not isinstance(max_answer_len, int) or max_answer_len < 1:
+            raise InputError("top_k and max_answer_len must be positive integers")
+        windows = self.windows([(q, c) for q, c in pairs])
+        logits: list[np.ndarray] = []
+        for i in range(0, len(windows), batch_size):
+            logits += self.logits(windows[i:i + batch_size])
+        by_pair: dict[int, list[int]] = {}
+        for i, w in enumerate(windows):
+            by_pair.setdefault(w.example, []).append(i)
+        results = []
+        for k, (_, context) in enumerate(pairs):
+            idx = by_pair.get(k, [])
+            spans = squad.best_spans(context, [windows[i] for i in idx], [logits[i] for i in idx],
+                                     top_k=top_k, max_answer_len=max_answer_len)
+            found = [{"answer": s.text, "score": s.score, "start": s.start, "end": s.end} for s in spans]
+            if not found:
+                found = [{"answer": "", "score": float("-inf"), "start": 0, "end": 0}]
+            results.append(found[0] if top_k == 1 else found)
+        return results
+
+    def answer(self, question: str, context: str, top_k: int = 1, max_answer_len: int = 30):
+        """{"answer", "score", "start", "end"} (character offsets into context); a list of
+        them, best first, when top_k > 1."""
+        self._validate(question, context)
+        return self.answer_batch([(question, context)], top_k=top_k, max_answer_len=max_answer_len)[0]
+
+    def info(self) -> dict:
+        return {"path": str(self.path), "architecture": self.architecture,
+                "quantization": self.meta.get("quantization"), "isa": _C.isa(), "threads": _C.num_threads(),
+                "length_config": self.length_config, "default_config": self.meta.get("default_config"),
+                "frontier": self.frontier, "provenance": self.meta.get("provenance"),
+                "macs_at_384": encoder_macs(self.architecture, 384, self.length_config)}

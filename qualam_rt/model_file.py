@@ -1,0 +1,128 @@
+"""The .qrt model file: a safetensors container (8-byte little-endian header length, JSON
+header, raw little-endian tensors) whose `__metadata__["qualam_rt"]` holds our JSON metadata.
+
+The reader checks the container byte by byte (header bounds, every tensor's dtype, shape and
+data range), the metadata (format name and version, architecture), and a CRC32 of the
+tensor data, then memory-maps the tensors.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from qualam_rt.errors import FormatVersionError, ModelFileError, ModelNotFoundError
+
+FORMAT = "qualam-rt"
+FORMAT_VERSION = 1
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I8": np.int8, "U8": np.uint8, "I32": np.int32, "I64": np.int64}
+_CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+ARCH_KEYS = ("hidden", "heads", "intermediate", "layers", "vocab_size", "max_position", "type_vocab_size", "layer_norm_eps")
+
+
+def write_model(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict) -> None:
+    """Writes tensors and metadata (must hold "architecture" and "tokenizer")."""
+    for key in ("architecture", "tokenizer"):
+        if key not in metadata:
+            raise ValueError(f"metadata needs '{key}'")
+    names = sorted(tensors)
+    arrays = [np.ascontiguousarray(tensors[n]) for n in names]
+    header, offset = {}, 0
+    for name, a in zip(names, arrays):
+        if a.dtype not in _CODES:
+            raise ValueError(f"tensor '{name}' has unsupported dtype {a.dtype}")
+        header[name] = {"dtype": _CODES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes(), crc)
+    meta = dict(metadata, format=FORMAT, format_version=FORMAT_VERSION, data_crc32=crc)
+    header["__metadata__"] = {"qualam_rt": json.dumps(meta)}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # align the data to 8 bytes
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for a in arrays:
+            f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+def read_model(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """(metadata, tensors) of a .qrt file; tensors are read-only views of a memory map."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"model file not found: {path}")
+    size = path.stat().st_size
+    hint = f"{path} is not a valid .qrt model file"
+    if size < 8:
+        raise ModelFileError(f"{hint}: only {size} bytes (truncated?)")
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > min(size - 8, 100_000_000):
+            raise ModelFileError(f"{hint}: header length {n} exceeds the file (truncated, or not a .qrt file)")
+        try:
+            header = json.loads(f.read(n))
+            meta = json.loads(header.pop("__metadata__")["qualam_rt"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelFileError(f"{hint}: unreadable header or metadata ({e}); re-export the model") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{hint}: it was not written by qualam_rt")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise FormatVersionError(f"{path} has format version {meta.get('format_version')}; this qualam_rt reads "
+                                 f"version {FORMAT_VERSION}: re-export the model with this version")
+    data_len = size - 8 - n
+    spans = []
+    for name, info in header.items():
+        try:
+            dtype = np.dtype(_DTYPES[info["dtype"]])
+            shape = tuple(int(d) for d in info["shape"])
+            start, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFileError(f"{hint}: bad entry for tensor '{name}'") from e
+        if min(shape, default=1) < 0 or end - start != dtype.itemsize * int(np.prod(shape)) or start < 0 or end > data_len:
+            raise ModelFileError(f"{hint}: tensor '{name}' does not fit the file (truncated or corrupted)")
+        spans.append((start, end, name, dtype, shape))
+    spans.sort()
+    if spans and (spans[0][0] != 0 or any(a[1] != b[0] for a, b in zip(spans, spans[1:])) or spans[-1][1] != data_len):
+        raise ModelFileError(f"{hint}: tensor data ranges overlap or leave gaps (corrupted)")
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    data = memoryview(mm)[8 + n:]
+    if verify and zlib.crc32(data) != meta.get("data_crc32"):
+        raise ModelFileError(f"{hint}: tensor data checksum mismatch (corrupted); re-export or re-download it")
+    tensors = {name: np.frombuffer(data[start:end], dtype=dtype.newbyteorder("<")).reshape(shape)
+               for start, end, name, dtype, shape in spans}
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict) or any(k not in arch for k in ARCH_KEYS):
+        raise ModelFileError(f"{hint}: metadata lacks the architecture ({', '.join(ARCH_KEYS)})")
+    return meta, tensors
+
+
+def engine_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Tensors as the native Encoder takes them: compact embeddings (int8 rows with
+    `<name>.scale`, or float16) expanded to float32."""
+    out = {}
+    for name, a in tensors.items():
+        if name.endswith(".scale") and name[:-6] in tensors and name.startswith("embeddings."):
+            continue
+        if name.startswith("embeddings.") and a.dtype == np.int8:
+            scale = tensors.get(name + ".scale")
+            if scale is None or scale.shape != (a.shape[0],):
+                raise ModelFileError(f"int8 embedding '{name}' needs '{name}.scale' of shape ({a.shape[0]},)")
+            out[name] = a.astype(np.float32) * scale.astype(np.float32)[:, None]
+        elif a.dtype == np.float16:
+            out[name] = a.astype(np.float32)
+        else:
+            out[name] = a
+    return out
+
+
+def quantize_embedding_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row, for a compact file."""
+    amax = np.abs(w).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    return np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8), scale

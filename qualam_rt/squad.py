@@ -1,0 +1,190 @@
+"""SQuAD v1.1: reading the json, windows over long contexts, span post-processing and the
+official EM/F1. One implementation shared by the runtime (`Engine`, `qualam-rt eval`) and the
+training pipeline; numpy and `tokenizers` only.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MAX_SEQ_LEN = 384
+DOC_STRIDE = 128  # tokens shared by consecutive windows of one context
+MAX_QUERY_LEN = 64
+
+
+# ---- data --------------------------------------------------------------------------------
+
+@dataclass
+class Example:
+    id: str
+    question: str
+    context: str
+    answers: list[str] = field(default_factory=list)
+    answer_starts: list[int] = field(default_factory=list)
+    title: str = ""
+
+
+def load_examples(path: str | Path, articles: slice | None = None) -> list[Example]:
+    """Examples of a SQuAD v1.1 json file, optionally of a slice of its articles."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
+    if articles is not None:
+        data = data[articles]
+    out = []
+    for article in data:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                out.append(Example(qa["id"], qa["question"], para["context"],
+                                   [a["text"] for a in qa["answers"]],
+                                   [a["answer_start"] for a in qa["answers"]], article.get("title", "")))
+    return out
+
+
+# ---- windows -----------------------------------------------------------------------------
+
+@dataclass
+class Window:
+    """One [CLS] question [SEP] context-part [SEP] input and how it maps back to the text."""
+    example: int                 # index of the (question, context) pair
+    input_ids: np.ndarray        # int32 [n]
+    token_type_ids: np.ndarray   # int32 [n]
+    char_spans: np.ndarray       # int64 [n, 2]: context character span of each token, (-1, -1) outside the context
+    max_context: np.ndarray      # bool [n]: this window is the one where the token has the most context
+
+
+def truncate_question(tokenizer, question: str, max_query_len: int = MAX_QUERY_LEN) -> str:
+    enc = tokenizer.encode(question, add_special_tokens=False)
+    if len(enc.ids) <= max_query_len:
+        return question
+    return question[:enc.offsets[max_query_len - 1][1]]
+
+
+def make_windows(tokenizer, pairs: list[tuple[str, str]], max_seq_len: int = MAX_SEQ_LEN,
+                 doc_stride: int = DOC_STRIDE, max_query_len: int = MAX_QUERY_LEN) -> list[Window]:
+    """Tokenizes (question, context) pairs into windows of at most max_seq_len tokens; a
+    context longer than one window is split into windows sharing doc_stride tokens."""
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
+    questions = [truncate_question(tokenizer, q, max_query_len) for q, _ in pairs]
+    encodings = tokenizer.encode_batch(list(zip(questions, [c for _, c in pairs])))
+    windows = []
+    for i, enc in enumerate(encodings):
+        parts = [enc] + list(enc.overflowing)
+        spans_per_part = []
+        for part in parts:
+            seq = np.array([-1 if s is None else s for s in part.sequence_ids])
+            spans = np.array(part.offsets, dtype=np.int64)
+            spans[seq != 1] = -1
+            spans_per_part.append(spans)
+        # For each context character start, the window where its token is most central.
+        best: dict[int, tuple[float, int]] = {}
+        for w, spans in enumerate(spans_per_part):
+            ctx = np.nonzero(spans[:, 0] >= 0)[0]
+            if len(ctx) == 0:
+                continue
+            first, last = ctx[0], ctx[-1]
+            for t in ctx:
+                score = min(t - first, last - t) + 0.01 * (last - first)
+                key = int(spans[t, 0])
+                if key not in best or score > best[key][0]:
+                    best[key] = (score, w)
+        for w, (part, spans) in enumerate(zip(parts, spans_per_part)):
+            max_ctx = np.array([s >= 0 and best.get(int(s), (0, -1))[1] == w for s in spans[:, 0]])
+            windows.append(Window(i, np.array(part.ids, np.int32), np.array(part.type_ids, np.int32), spans, max_ctx))
+    return windows
+
+
+def pack(windows: list[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenated (input_ids, token_type_ids, offsets) of windows, as the engine takes them."""
+    ids = np.concatenate([w.input_ids for w in windows]) if windows else np.zeros(0, np.int32)
+    types = np.concatenate([w.token_type_ids for w in windows]) if windows else np.zeros(0, np.int32)
+    offsets = np.concatenate([[0], np.cumsum([len(w.input_ids) for w in windows])]).astype(np.int64)
+    return ids, types, offsets
+
+
+def answer_token_span(window: Window, start_char: int, end_char: int) -> tuple[int, int] | None:
+    """Token indices (start, end) of the answer characters [start_char, end_char) in this
+    window, or None if the answer is not wholly inside it (training labels)."""
+    spans = window.char_spans
+    inside = np.nonzero(spans[:, 0] >= 0)[0]
+    if len(inside) == 0 or spans[inside[0], 0] > start_char or spans[inside[-1], 1] < end_char:
+        return None
+    start = inside[np.nonzero(spans[inside, 1] > start_char)[0][0]]
+    end = inside[np.nonzero(spans[inside, 0] < end_char)[0][-1]]
+    return int(start), int(end)
+
+
+# ---- post-processing ---------------------------------------------------------------------
+
+@dataclass
+class Span:
+    score: float
+    start: int  # character offsets into the context
+    end: int
+    text: str
+
+
+def best_spans(context: str, windows: list[Window], logits: list[np.ndarray], top_k: int = 1,
+               n_best: int = 20, max_answer_len: int = 30) -> list[Span]:
+    """The standard SQuAD post-processing across the windows of one context: the n_best
+    start and end candidates of each window, spans inside the context with start <= end,
+    at most max_answer_len tokens, start token maximally in context in this window; score
+    = start logit + end logit. Returns the top_k distinct spans, best first."""
+    candidates: dict[tuple[int, int], float] = {}
+    for w, lg in zip(windows, logits):
+        start_logits, end_logits = lg[:, 0], lg[:, 1]
+        spans = w.char_spans
+        starts = np.argsort(-start_logits, kind="stable")[:n_best]
+        ends = np.argsort(-end_logits, kind="stable")[:n_best]
+        for s in starts:
+            if spans[s, 0] < 0 or not w.max_context[s]:
+                continue
+            for e in ends:
+                if spans[e, 0] < 0 or e < s or e - s + 1 > max_answer_len:
+                    continue
+                key = (int(spans[s, 0]), int(spans[e, 1]))
+                score = float(start_logits[s] + end_logits[e])
+                if score > candidates.get(key, -np.inf):
+                    candidates[key] = score
+    ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+    return [Span(score, a, b, context[a:b]) for (a, b), score in ranked]
+
+
+# ---- official v1.1 metric ----------------------------------------------------------------
+
+def normalize_answer(s: str) -> str:
+    """Lower case, strip punctuation, articles and extra whitespace (official v1.1 script)."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def f1_score(prediction: str, truth: str) -> float:
+    pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    common = collections.Counter(pred) & collections.Counter(gold)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(prediction: str, truth: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(truth))
+
+
+def evaluate(examples: list[Example], predictions: dict[str, str]) -> dict[str, float]:
+    """EM and F1 in percent, each the max over an example's reference answers."""
+    em = f1 = 0.0
+    for ex in examples:
+        pred = predictions.get(ex.id, "")
+        em += max(exact_match(pred, a) for a in ex.answers)
+        f1 += max(f1_score(pred, a) for a in ex.answers)
+    n = max(len(examples), 1)
+    return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "count": len(examples)}

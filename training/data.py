@@ -1,0 +1,110 @@
+"""SQuAD features for training and evaluation: windows with start/end labels, length-bucketed
+batches with dynamic padding, and F1/EM of a model on a set of examples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from qualam_rt import squad
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """tokenizer.json of a checkpoint directory (or the file itself)."""
+    path = Path(path)
+    return Tokenizer.from_file(str(path / "tokenizer.json" if path.is_dir() else path))
+
+
+def split_articles(path: str | Path, held_out: int) -> tuple[list[squad.Example], list[squad.Example]]:
+    """(train, held-out) examples of a SQuAD training file: the last `held_out` articles are
+    kept apart for the length search and calibration (the dev set is only for the final report)."""
+    return squad.load_examples(path, slice(None, -held_out)), squad.load_examples(path, slice(-held_out, None))
+
+
+class Features:
+    """Windows of a list of examples, with the token span of the first answer as label
+    ((0, 0), the [CLS] token, when the answer is not inside a window)."""
+
+    def __init__(self, tokenizer, examples, max_seq_len=squad.MAX_SEQ_LEN, doc_stride=squad.DOC_STRIDE,
+                 max_query_len=squad.MAX_QUERY_LEN):
+        self.examples = examples
+        self.windows = squad.make_windows(tokenizer, [(e.question, e.context) for e in examples],
+                                          max_seq_len, doc_stride, max_query_len)
+        labels = []
+        for w in self.windows:
+            ex = examples[w.example]
+            span = None
+            if ex.answers:
+                start = ex.answer_starts[0]
+                span = squad.answer_token_span(w, start, start + len(ex.answers[0]))
+            labels.append(span or (0, 0))
+        self.labels = np.array(labels, dtype=np.int64).reshape(-1, 2)
+        self.lengths = np.array([len(w.input_ids) for w in self.windows])
+
+    def __len__(self):
+        return len(self.windows)
+
+    def batches(self, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None,
+                bucket: int = 64):
+        """Index lists of batches of windows of similar length (less padding). With shuffle,
+        windows are shuffled, sorted by length inside chunks of bucket*batch_size, and the
+        batches are shuffled."""
+        idx = np.arange(len(self))
+        if shuffle:
+            idx = rng.permutation(idx)
+            chunk = bucket * batch_size
+            idx = np.concatenate([c[np.argsort(self.lengths[c], kind="stable")] for c in np.array_split(idx, max(1, len(idx) // chunk))]) if len(idx) else idx
+        else:
+            idx = idx[np.argsort(self.lengths, kind="stable")]
+        out = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+        if shuffle:
+            out = [out[i] for i in rng.permutation(len(out))]
+        return out
+
+    def collate(self, index) -> dict[str, torch.Tensor]:
+        L = int(self.lengths[index].max())
+        ids = torch.zeros(len(index), L, dtype=torch.long)
+        types = torch.zeros(len(index), L, dtype=torch.long)
+        mask = torch.zeros(len(index), L, dtype=torch.bool)
+        for row, i in enumerate(index):
+            w = self.windows[i]
+            n = len(w.input_ids)
+            ids[row, :n] = torch.from_numpy(w.input_ids.astype(np.int64))
+            types[row, :n] = torch.from_numpy(w.token_type_ids.astype(np.int64))
+            mask[row, :n] = True
+        labels = torch.from_numpy(self.labels[index])
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+                "start": labels[:, 0], "end": labels[:, 1]}
+
+
+def predict(features: Features, logits_fn, batch_size: int = 64, desc: str = "eval", top_k: int = 1) -> dict[str, str]:
+    """Answer text per example id. logits_fn(batch) -> (start [B, L], end [B, L])."""
+    per_window: list[np.ndarray | None] = [None] * len(features)
+    for index in tqdm(features.batches(batch_size, shuffle=False), desc=desc, leave=False):
+        batch = features.collate(index)
+        start, end = logits_fn(batch)
+        for row, i in enumerate(index):
+            n = features.lengths[i]
+            per_window[i] = np.stack([start[row, :n].float().numpy(), end[row, :n].float().numpy()], axis=1)
+    by_example: dict[int, list[int]] = {}
+    for i, w in enumerate(features.windows):
+        by_example.setdefault(w.example, []).append(i)
+    preds = {}
+    for e, wins in by_example.items():
+        ex = features.examples[e]
+        spans = squad.best_spans(ex.context, [features.windows[i] for i in wins], [per_window[i] for i in wins], top_k=top_k)
+        preds[ex.id] = spans[0].text if spans else ""
+    return preds
+
+
+@torch.no_grad()
+def evaluate_model(model, features: Features, length_config=None, batch_size: int = 64, desc="eval") -> dict:
+    model.eval()
+
+    def logits_fn(b):
+        return model(b["input_ids"], b["token_type_ids"], b["attention_mask"], length_config)
+
+    return squad.evaluate(features.examples, predict(features, logits_fn, batch_size, desc))

