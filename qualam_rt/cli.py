@@ -79,8 +79,8 @@ def cmd_bench(args) -> dict:
         configs.append(("default", tuple(engine.meta["default_config"])))
     out = []
     for n in args.lengths:
-        windows = [squad.Window(0, rng.integers(1000, vocab, n, dtype=np.int32), np.zeros(n, np.int32),
-                                np.full((n, 2), -1), np.zeros(n, bool)) for _ in range(args.batch)]
+        windows = [squad.Window(0, rng.integers(min(1000, vocab - 1), vocab, n, dtype=np.int32), np.zeros(n, np.int32),
+                                np.full((n, 2), -1)) for _ in range(args.batch)]
         for name, ratios in configs:
             run = lambda: engine.logits(windows, "full" if ratios is None else ratios)  # noqa: E731
             run()

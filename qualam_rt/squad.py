@@ -54,7 +54,6 @@ class Window:
     input_ids: np.ndarray        # int32 [n]
     token_type_ids: np.ndarray   # int32 [n]
     char_spans: np.ndarray       # int64 [n, 2]: context character span of each token, (-1, -1) outside the context
-    max_context: np.ndarray      # bool [n]: this window is the one where the token has the most context
 
 
 def truncate_question(tokenizer, question: str, max_query_len: int = MAX_QUERY_LEN) -> str:
@@ -69,8 +68,9 @@ def make_windows(tokenizer, pairs: list[tuple[str, str]], max_seq_len: int = MAX
     """Tokenizes (question, context) pairs into windows of at most max_seq_len tokens; a
     context longer than one window is split into windows sharing doc_stride tokens."""
     tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
+    tokenizer.no_truncation()
     questions = [truncate_question(tokenizer, q, max_query_len) for q, _ in pairs]
+    tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
     encodings = tokenizer.encode_batch(list(zip(questions, [c for _, c in pairs])))
     windows = []
     for i, enc in enumerate(encodings):
@@ -81,21 +81,8 @@ def make_windows(tokenizer, pairs: list[tuple[str, str]], max_seq_len: int = MAX
             spans = np.array(part.offsets, dtype=np.int64)
             spans[seq != 1] = -1
             spans_per_part.append(spans)
-        # For each context character start, the window where its token is most central.
-        best: dict[int, tuple[float, int]] = {}
-        for w, spans in enumerate(spans_per_part):
-            ctx = np.nonzero(spans[:, 0] >= 0)[0]
-            if len(ctx) == 0:
-                continue
-            first, last = ctx[0], ctx[-1]
-            for t in ctx:
-                score = min(t - first, last - t) + 0.01 * (last - first)
-                key = int(spans[t, 0])
-                if key not in best or score > best[key][0]:
-                    best[key] = (score, w)
-        for w, (part, spans) in enumerate(zip(parts, spans_per_part)):
-            max_ctx = np.array([s >= 0 and best.get(int(s), (0, -1))[1] == w for s in spans[:, 0]])
-            windows.append(Window(i, np.array(part.ids, np.int32), np.array(part.type_ids, np.int32), spans, max_ctx))
+        for part, spans in zip(parts, spans_per_part):
+            windows.append(Window(i, np.array(part.ids, np.int32), np.array(part.type_ids, np.int32), spans))
     return windows
 
 
@@ -133,8 +120,8 @@ def best_spans(context: str, windows: list[Window], logits: list[np.ndarray], to
                n_best: int = 20, max_answer_len: int = 30) -> list[Span]:
     """The standard SQuAD post-processing across the windows of one context: the n_best
     start and end candidates of each window, spans inside the context with start <= end,
-    at most max_answer_len tokens, start token maximally in context in this window; score
-    = start logit + end logit. Returns the top_k distinct spans, best first."""
+    at most max_answer_len tokens; score = start logit + end logit (a span found in several
+    overlapping windows keeps its best score). Returns the top_k distinct spans, best first."""
     candidates: dict[tuple[int, int], float] = {}
     for w, lg in zip(windows, logits):
         start_logits, end_logits = lg[:, 0], lg[:, 1]
@@ -142,7 +129,7 @@ def best_spans(context: str, windows: list[Window], logits: list[np.ndarray], to
         starts = np.argsort(-start_logits, kind="stable")[:n_best]
         ends = np.argsort(-end_logits, kind="stable")[:n_best]
         for s in starts:
-            if spans[s, 0] < 0 or not w.max_context[s]:
+            if spans[s, 0] < 0:
                 continue
             for e in ends:
                 if spans[e, 0] < 0 or e < s or e - s + 1 > max_answer_len:

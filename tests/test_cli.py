@@ -1,0 +1,60 @@
+"""The qualam-rt command line."""
+import json
+
+import pytest
+
+from qualam_rt import cli
+from qualam_rt import synthetic as syn
+
+TEXT = "Ada Lovelace wrote the first program in 1843 . Who wrote it ?"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "m.qrt"
+    syn.write_random_model(path, TEXT, frontier=[{"ratios": [0.9, 0.7, 0.5], "macs": 1.0, "f1": 1.0}])
+    return str(path)
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_answer_from_arguments_file_and_stdin(capsys, model, tmp_path, monkeypatch):
+    code, out, _ = run(capsys, "answer", "--model", model, "Who wrote it?", TEXT)
+    assert code == 0 and set(json.loads(out)) == {"answer", "score", "start", "end"}
+    (tmp_path / "c.txt").write_text(TEXT)
+    code, out2, _ = run(capsys, "answer", "--model", model, "Who wrote it?", "--context-file", str(tmp_path / "c.txt"))
+    assert code == 0 and json.loads(out2) == json.loads(out)
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"question": "Who wrote it?", "context": TEXT})))
+    code, out3, _ = run(capsys, "answer", "--model", model, "-")
+    assert code == 0 and json.loads(out3) == json.loads(out)
+
+
+def test_info_and_bench(capsys, model):
+    code, out, _ = run(capsys, "info", model)
+    assert code == 0 and json.loads(out)["architecture"]["layers"] == 3
+    code, out, _ = run(capsys, "bench", model, "--lengths", "16", "--repeats", "2")
+    res = json.loads(out)["results"]
+    assert code == 0 and {r["config"] for r in res} == {"full", "frontier 0"}
+
+
+def test_eval_reports_em_f1(capsys, model, tmp_path):
+    data = {"data": [{"title": "t", "paragraphs": [{"context": TEXT, "qas": [
+        {"id": "a", "question": "Who wrote it?", "answers": [{"text": "Ada Lovelace", "answer_start": 0}]},
+        {"id": "b", "question": "When?", "answers": [{"text": "1843", "answer_start": TEXT.index("1843")}]}]}]}]}
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    code, out, _ = run(capsys, "eval", model, str(tmp_path / "d.json"), "--out", str(tmp_path / "r.json"))
+    report = json.loads(out)
+    assert code == 0 and report["count"] == 2 and 0 <= report["f1"] <= 100
+    assert set(json.loads((tmp_path / "r.json").read_text())["predictions"]) == {"a", "b"}
+
+
+def test_errors_exit_with_a_message(capsys, model, tmp_path):
+    code, _, err = run(capsys, "answer", "--model", str(tmp_path / "none.qrt"), "q", "c")
+    assert code == 2 and "not found" in err
+    code, _, err = run(capsys, "answer", "--model", model, "", TEXT)
+    assert code == 2 and "question is empty" in err

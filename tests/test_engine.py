@@ -1,0 +1,132 @@
+"""Engine: answers equal the numpy reference forward, configurations, threads, bad input."""
+import threading
+
+import numpy as np
+import pytest
+
+from qualam_rt import Engine, squad
+from qualam_rt import reference as ref
+from qualam_rt import synthetic as syn
+from qualam_rt.errors import InputError, LengthConfigError, ModelNotFoundError
+from qualam_rt.model_file import engine_tensors, read_model
+
+TEXT = ("Ada Lovelace wrote the first program in 1843 for the analytical engine designed by Charles Babbage . "
+        "The engine was never finished , but her notes describe loops and variables . Who wrote the notes ? "
+        "When was the program written ? What did Babbage design ? Café Zürich naïve")
+QUESTIONS = ["Who wrote the first program?", "When was the program written?", "What did Babbage design?"]
+FRONTIER = [{"ratios": [0.9, 0.7, 0.5], "macs": 3.0e6, "f1": 60.0, "latency_ms": 2.0},
+            {"ratios": [0.6, 0.4, 0.2], "macs": 1.5e6, "f1": 40.0, "latency_ms": 1.0}]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("engine") / "tiny.qrt"
+    syn.write_random_model(path, TEXT, frontier=FRONTIER, default_config=[0.9, 0.7, 0.5])
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(model_path):
+    return Engine(model_path)
+
+
+@pytest.mark.parametrize("config", ["full", "default", (0.5, 0.5, 0.25)])
+def test_logits_and_answers_equal_the_reference_forward(model_path, config):
+    eng = Engine(model_path, length_config=config)
+    meta, tensors = read_model(model_path)
+    reference = ref.ReferenceEncoder(meta["architecture"], engine_tensors(tensors), "int8")
+    long_context = " ".join([TEXT] * 6)  # several windows
+    for question, context in [(QUESTIONS[0], TEXT), (QUESTIONS[1], long_context)]:
+        windows = eng.windows([(question, context)])
+        got = eng.logits(windows)
+        want = [reference.sequence(w.input_ids, w.token_type_ids, eng.length_config)[0] for w in windows]
+        for g, w in zip(got, want):
+            scale = 1 + np.abs(w).max()
+            assert np.abs(g - w).max() <= 0.02 * scale and np.abs(g - w).mean() <= 3e-3 * scale
+        answer = eng.answer(question, context)
+        expected = squad.best_spans(context, windows, want)[0]
+        assert (answer["start"], answer["end"]) == (expected.start, expected.end)
+        assert answer["answer"] == context[answer["start"]:answer["end"]]
+
+
+def test_answer_shape_and_top_k(engine):
+    a = engine.answer(QUESTIONS[0], TEXT)
+    assert set(a) == {"answer", "score", "start", "end"} and TEXT[a["start"]:a["end"]] == a["answer"]
+    top = engine.answer(QUESTIONS[0], TEXT, top_k=4)
+    assert len(top) == 4 and top[0] == a and all(x["score"] >= y["score"] for x, y in zip(top, top[1:]))
+    assert engine.answer(QUESTIONS[0], TEXT, max_answer_len=1)["answer"].count(" ") == 0
+
+
+def test_answer_batch_equals_single_answers(engine):
+    pairs = [(q, TEXT) for q in QUESTIONS] + [(QUESTIONS[0], " ".join([TEXT] * 5))]
+    assert engine.answer_batch(pairs, batch_size=2) == [engine.answer(q, c) for q, c in pairs]
+
+
+def test_huge_context_is_answered(engine):
+    context = " ".join([TEXT] * 300)  # ~10k tokens, ~100 windows
+    a = engine.answer(QUESTIONS[2], context)
+    assert context[a["start"]:a["end"]] == a["answer"]
+
+
+def test_concurrent_calls_match_serial_calls(engine):
+    pairs = [(QUESTIONS[i % 3], " ".join([TEXT] * (1 + i % 4))) for i in range(16)]
+    serial = [engine.answer(q, c) for q, c in pairs]
+    results = [None] * len(pairs)
+
+    def work(k):
+        for i in range(k, len(pairs), 8):
+            results[i] = engine.answer(*pairs[i])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == serial
+
+
+def test_length_configuration_choices(model_path):
+    assert Engine(model_path).length_config == (0.9, 0.7, 0.5)
+    assert Engine(model_path, length_config="full").length_config is None
+    assert Engine(model_path, max_macs=2e6).length_config == (0.6, 0.4, 0.2)
+    assert Engine(model_path, max_macs=1e9).length_config == (0.9, 0.7, 0.5)
+    assert Engine(model_path, max_latency_ms=1.5).length_config == (0.6, 0.4, 0.2)
+    with pytest.raises(LengthConfigError, match="frontier"):
+        Engine(model_path, max_macs=10)
+    for bad, msg in [((0.5, 0.6, 0.1), "non-increasing"), ((0.5, 0.4), "layers"), ((1.2, 1.0, 0.5), r"\(0, 1\]"),
+                     ((0.5, 0.0, 0.0), r"\(0, 1\]"), ("fastest", "length_config"), (("a", "b", "c"), "keep ratios")]:
+        with pytest.raises(LengthConfigError, match=msg):
+            Engine(model_path, length_config=bad)
+
+
+def test_bad_questions_and_contexts(engine):
+    for q, c, msg in [("", TEXT, "question is empty"), ("   \n", TEXT, "question is empty"),
+                      (QUESTIONS[0], "", "context is empty"), (QUESTIONS[0], " \t ", "context is empty"),
+                      (None, TEXT, "question must be a str"), (QUESTIONS[0], 42, "context must be a str"),
+                      (b"bytes?", TEXT, "must be a str")]:
+        with pytest.raises(InputError, match=msg):
+            engine.answer(q, c)
+    with pytest.raises(InputError):
+        engine.answer_batch("not pairs")
+    with pytest.raises(InputError):
+        engine.answer_batch([("only one",)])
+    with pytest.raises(InputError):
+        engine.answer(QUESTIONS[0], TEXT, top_k=0)
+
+
+def test_bad_thread_count(model_path):
+    with pytest.raises(ValueError):
+        Engine(model_path, threads=0)
+
+
+def test_no_bundled_model_gives_a_clear_error(monkeypatch, tmp_path):
+    import qualam_rt.engine as engine_module
+    monkeypatch.setattr(engine_module, "default_model_path", lambda: tmp_path / "absent.qrt")
+    with pytest.raises(ModelNotFoundError, match="pass the path"):
+        Engine()
+
+
+def test_info(engine):
+    info = engine.info()
+    assert info["architecture"]["layers"] == 3 and info["frontier"] == FRONTIER
+    assert info["isa"] in ("ref", "avx2", "avx512vnni") and info["macs_at_384"] > 0

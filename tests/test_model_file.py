@@ -1,0 +1,131 @@
+"""The .qrt container: round trip and every kind of damage giving a specific exception."""
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from qualam_rt import Engine
+from qualam_rt import synthetic as syn
+from qualam_rt.errors import FormatVersionError, ModelFileError, ModelNotFoundError
+from qualam_rt.model_file import engine_tensors, quantize_embedding_rows, read_model, write_model
+
+TEXT = "Ada Lovelace wrote the first program in 1843 for the analytical engine of Charles Babbage."
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "model.qrt"
+    syn.write_random_model(path, TEXT)
+    return path
+
+
+def test_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = {"a": rng.standard_normal((3, 5)).astype(np.float32), "b": np.arange(7, dtype=np.int8),
+               "c": rng.integers(0, 9, (2, 2, 2)).astype(np.int32), "d": np.zeros((0, 4), np.float16)}
+    meta = {"architecture": {"hidden": 1}, "tokenizer": "{}", "frontier": [{"ratios": [1.0], "f1": 1.5}]}
+    write_model(tmp_path / "x.qrt", tensors, meta)
+    with pytest.raises(ModelFileError, match="architecture"):
+        read_model(tmp_path / "x.qrt")  # architecture incomplete: checked last
+    arch = dict(syn.MINILM_L6_H384)
+    write_model(tmp_path / "x.qrt", tensors, dict(meta, architecture=arch))
+    got_meta, got = read_model(tmp_path / "x.qrt")
+    assert got_meta["frontier"] == meta["frontier"] and got_meta["architecture"] == arch
+    for k, v in tensors.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape
+        np.testing.assert_array_equal(got[k], v)
+
+
+def test_int8_embeddings_expand_to_float32():
+    w = np.random.default_rng(1).standard_normal((10, 6)).astype(np.float32)
+    q, s = quantize_embedding_rows(w)
+    out = engine_tensors({"embeddings.word": q, "embeddings.word.scale": s})
+    assert set(out) == {"embeddings.word"} and out["embeddings.word"].dtype == np.float32
+    np.testing.assert_allclose(out["embeddings.word"], w, atol=np.abs(w).max() / 127)
+
+
+def test_missing_file():
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        Engine("/nonexistent/model.qrt")
+
+
+def test_not_a_model_file(tmp_path):
+    p = tmp_path / "x.qrt"
+    p.write_text("hello, I am a text file and certainly not a model")
+    with pytest.raises(ModelFileError, match="not a valid"):
+        Engine(p)
+    p.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="truncated"):
+        Engine(p)
+
+
+def test_truncation_at_random_offsets(model_path, tmp_path):
+    blob = model_path.read_bytes()
+    rng = np.random.default_rng(0)
+    for cut in sorted(set(rng.integers(1, len(blob) - 1, 25).tolist()) | {4, 8, 20, len(blob) - 1}):
+        p = tmp_path / f"cut{cut}.qrt"
+        p.write_bytes(blob[:cut])
+        with pytest.raises(ModelFileError):
+            Engine(p)
+
+
+def test_flipped_bytes_anywhere(model_path, tmp_path):
+    blob = bytearray(model_path.read_bytes())
+    (n,) = struct.unpack("<Q", blob[:8])
+    rng = np.random.default_rng(1)
+    positions = rng.integers(8, 8 + n, 15).tolist() + rng.integers(8 + n, len(blob), 15).tolist()
+    for pos in positions:
+        bad = bytearray(blob)
+        bad[pos] ^= 0x5A
+        p = tmp_path / "flip.qrt"
+        p.write_bytes(bytes(bad))
+        with pytest.raises(ModelFileError):
+            Engine(p)
+
+
+def rewrite_metadata(model_path, tmp_path, change):
+    meta, tensors = read_model(model_path)
+    meta = change(dict(meta))
+    p = tmp_path / "changed.qrt"
+    write_model(p, {k: np.array(v) for k, v in tensors.items()}, meta)
+    return p
+
+
+def test_unknown_format_version(model_path, tmp_path, monkeypatch):
+    import qualam_rt.model_file as mf
+    meta, tensors = read_model(model_path)
+    monkeypatch.setattr(mf, "FORMAT_VERSION", 99)
+    p = tmp_path / "v99.qrt"
+    write_model(p, {k: np.array(v) for k, v in tensors.items()}, meta)
+    monkeypatch.undo()
+    with pytest.raises(FormatVersionError, match="version 99"):
+        Engine(p)
+
+
+def test_tensor_shape_and_dtype_mismatch(model_path, tmp_path):
+    meta, tensors = read_model(model_path)
+    for name, bad in [("layers.0.ffn1.weight", tensors["layers.0.ffn1.weight"][:, :-1]),
+                      ("qa.bias", tensors["qa.bias"].astype(np.int32)),
+                      ("layers.2.ln2.weight", None)]:
+        t = {k: np.array(v) for k, v in tensors.items()}
+        if bad is None:
+            del t[name]
+        else:
+            t[name] = np.ascontiguousarray(bad)
+        p = tmp_path / "bad.qrt"
+        write_model(p, t, meta)
+        with pytest.raises(ModelFileError, match=name.replace(".", r"\.")):
+            Engine(p)
+
+
+def test_architecture_mismatch(model_path, tmp_path):
+    p = rewrite_metadata(model_path, tmp_path, lambda m: m | {"architecture": m["architecture"] | {"hidden": 48}})
+    with pytest.raises(ModelFileError, match="shape"):
+        Engine(p)
+
+
+def test_bad_tokenizer(model_path, tmp_path):
+    p = rewrite_metadata(model_path, tmp_path, lambda m: m | {"tokenizer": json.dumps({"not": "a tokenizer"})})
+    with pytest.raises(ModelFileError):
+        Engine(p)
