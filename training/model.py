@@ -144,6 +144,13 @@ class BertQA(nn.Module):
                 lengths_out: list | None = None):
         """Start and end logits [B, L] each. length_config: per-layer keep ratios or per-layer
         keep counts ([B] tensors); None = full model. layer_drop: LayerDrop probability."""
+        x = self.encode(input_ids, token_type_ids, attention_mask, length_config, layer_drop, lengths_out)
+        logits = self.qa(x).float()
+        return logits[..., 0], logits[..., 1]
+
+    def encode(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0,
+               lengths_out: list | None = None) -> torch.Tensor:
+        """The restored final hidden states [B, L, H]."""
         B, L = input_ids.shape
         pos = torch.arange(L, device=input_ids.device)
         x = self.emb_ln(self.word(input_ids) + self.position(pos)[None] + self.token_type(token_type_ids))
@@ -157,8 +164,7 @@ class BertQA(nn.Module):
             x, active, _ = layer(x, active, None if keeps is None else keeps[i])
             if lengths_out is not None:
                 lengths_out.append(active.sum(1))
-        logits = self.qa(x).float()
-        return logits[..., 0], logits[..., 1]
+        return x
 
     def linears(self):
         """(name, QLinear) in the engine's naming: layers.{i}.{qkv,out,ffn1,ffn2}."""

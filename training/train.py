@@ -29,7 +29,7 @@ from tqdm import tqdm
 from training.data import Features, evaluate_model, load_tokenizer, split_articles
 from training.model import BertConfig, BertQA, load_hf_checkpoint, minilm_directory
 
-DEFAULT_SQUAD_TRAIN = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "train-v1.1.json")
+DEFAULT_SQUAD_TRAIN = "../shared/data/squad/train-v1.1.json"  # relative to the repository root
 
 
 @dataclass

@@ -1,0 +1,182 @@
+"""The training pipeline on tiny random models and a tiny SQuAD-format sample."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from qualam_rt import Engine
+from qualam_rt import reference as ref
+from qualam_rt import synthetic as syn
+from qualam_rt.model_file import engine_tensors, read_model
+from training.data import Features, load_tokenizer
+from training.export import engine_tensors_of, export_qrt
+from training.model import BertConfig, BertQA, load_hf_checkpoint
+from training.train import TrainConfig, load_model, save_model, train
+
+TINY = BertConfig(hidden=32, heads=4, intermediate=64, layers=3, vocab_size=0, max_position=128)
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
+         "upsilon phi chi psi omega red green blue black white what which who is the after before").split()
+
+
+def tiny_squad(path, articles=6, seed=0):
+    """A SQuAD-format file: each question asks for the word after two given words."""
+    rng = np.random.default_rng(seed)
+    data = []
+    for a in range(articles):
+        paragraphs = []
+        for p in range(3):
+            words = list(rng.choice(WORDS[:26], 40))
+            context = " ".join(words)
+            qas = []
+            for q in range(4):
+                i = int(rng.integers(2, 39))
+                answer = words[i]
+                start = len(" ".join(words[:i])) + 1
+                qas.append({"id": f"{a}-{p}-{q}", "question": f"what is after {words[i - 2]} {words[i - 1]}",
+                            "answers": [{"text": answer, "answer_start": start}]})
+            paragraphs.append({"context": context, "qas": qas})
+        data.append({"title": f"a{a}", "paragraphs": paragraphs})
+    path.write_text(json.dumps({"data": data}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    tiny_squad(d / "squad.json")
+    tok = syn.tiny_tokenizer(" ".join(WORDS))
+    tok.save(str(d / "tokenizer.json"))
+    torch.manual_seed(0)
+    model = BertQA(BertConfig(**{**TINY.to_dict(), "vocab_size": tok.get_vocab_size()}))
+    save_model(model, d / "init.pt")
+    return d
+
+
+def batch_of(model, n=3, L=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, model.config.vocab_size, (n, L), generator=g)
+    types = (torch.arange(L) > 6).long().expand(n, L)
+    lengths = torch.tensor([L, L - 5, 7][:n])
+    mask = torch.arange(L)[None, :] < lengths[:, None]
+    return ids, types, mask
+
+
+def dequantize_weights_(model):
+    """Replace each linear's weights by their int8 per-channel values, so torch and the
+    engine/reference hold identical weights."""
+    with torch.no_grad():
+        for _, lin in model.linears():
+            q, s = lin.weight_int8()
+            lin.weight.copy_(q.float() * s[:, None])
+
+
+def test_hidden_states_equal_transformers_bert(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    hf = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    ours = load_hf_checkpoint(tmp_path).eval()
+    ids = torch.randint(0, 50, (2, 12))
+    types = torch.zeros_like(ids)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        want = hf(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).last_hidden_state
+        got = ours.encode(ids, types, mask)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_all_ones_configuration_equals_the_plain_model(workdir):
+    model = load_model(workdir / "init.pt").eval()
+    ids, types, mask = batch_of(model)
+    with torch.no_grad():
+        a = model(ids, types, mask)
+        b = model(ids, types, mask, [1.0, 1.0, 1.0])
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("ratios", [[1.0, 1.0, 1.0], [0.8, 0.5, 0.3], [0.5, 0.2, 0.1]])
+def test_masked_drop_equals_physical_gather(workdir, ratios):
+    """Training drops with masks; the numpy reference and the engine gather rows."""
+    torch.manual_seed(1)
+    model = load_model(workdir / "init.pt").eval()
+    for p in model.parameters():  # a less flat attention than the tiny init
+        p.data += torch.randn_like(p) * 0.05
+    dequantize_weights_(model)
+    ids, types, mask = batch_of(model)
+    with torch.no_grad():
+        start, end = model(ids, types, mask, ratios)
+    cfg = model.config.to_dict()
+    tensors = engine_tensors_of(model, compact_embeddings=False)
+    fp32 = ref.ReferenceEncoder(cfg, tensors, "fp32")
+    for b in range(len(ids)):
+        n = int(mask[b].sum())
+        want, _ = fp32.sequence(ids[b, :n].numpy(), types[b, :n].numpy(), ratios)
+        np.testing.assert_allclose(start[b, :n].numpy(), want[:, 0], atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(end[b, :n].numpy(), want[:, 1], atol=1e-4, rtol=1e-4)
+
+
+def test_exported_file_matches_the_fake_quantized_model(workdir, tmp_path):
+    from training.quantize import apply_calibration, collect
+    torch.manual_seed(2)
+    model = load_model(workdir / "init.pt").eval()
+    for p in model.parameters():
+        p.data += torch.randn_like(p) * 0.05
+    tok = load_tokenizer(workdir / "tokenizer.json")
+    from qualam_rt import squad
+    feats = Features(tok, squad.load_examples(workdir / "squad.json")[:8])
+    apply_calibration(model, collect(model, feats, [None, [0.8, 0.6, 0.4]], 4), "minmax")
+    path = export_qrt(model, (workdir / "tokenizer.json").read_text(), tmp_path / "m.qrt", default_config=[0.8, 0.6, 0.4])
+    engine = Engine(path, length_config="full")
+    model.set_quantized(True)
+    for ratios in (None, [0.8, 0.6, 0.4]):
+        windows = feats.windows[:4]
+        got = engine.logits(windows, "full" if ratios is None else tuple(ratios))
+        batch = feats.collate(np.arange(4))
+        with torch.no_grad():
+            s, e = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], ratios)
+        for i, g in enumerate(got):
+            n = len(windows[i].input_ids)
+            want = np.stack([s[i, :n].numpy(), e[i, :n].numpy()], 1)
+            scale = 1 + np.abs(want).max()
+            assert np.abs(g - want).max() < 0.02 * scale and np.abs(g - want).mean() < 3e-3 * scale
+    meta, tensors = read_model(path)
+    assert meta["default_config"] == [0.8, 0.6, 0.4] and tensors["embeddings.word"].dtype == np.int8
+    assert "layers.0.qkv.input_quant" in engine_tensors(tensors)
+
+
+def test_finetune_lowers_the_loss_and_resumes(workdir):
+    out = workdir / "ft"
+    cfg = TrainConfig(step="finetune", init=str(workdir / "init.pt"), tokenizer=str(workdir / "tokenizer.json"),
+                      squad_train=str(workdir / "squad.json"), out=str(out), held_out_articles=1, epochs=6,
+                      batch_size=8, lr=3e-3, warmup=0.0, save_every=5, eval_examples=8, max_seq_len=64, doc_stride=16)
+    metrics = train(cfg)
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
+    assert metrics["steps"] == len(losses) and "held_out" in metrics
+    # resume: a longer run continues from the checkpoint instead of starting over
+    train(TrainConfig(**{**cfg.__dict__, "epochs": 7}))
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps[len(losses)] == len(losses) + 1
+
+
+def test_lat_step_runs_and_trains_sub_models(workdir):
+    from training.train import lat_step, sample_lengths
+    model = load_model(workdir / "init.pt").train()
+    ids, types, mask = batch_of(model, L=30)
+    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+             "start": torch.tensor([8, 9, 7]), "end": torch.tensor([9, 10, 7])}
+    cfg = TrainConfig(step="lat")
+    gen = torch.Generator().manual_seed(0)
+    loss = lat_step(model, batch, cfg, gen, lambda: torch.autocast("cpu", enabled=False))
+    assert np.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    n = torch.tensor([30, 25, 7])
+    smallest = sample_lengths(n, 3, 0.2, True, gen)
+    assert [t.tolist() for t in smallest] == [[24, 20, 6], [20, 16, 5], [16, 13, 4]]
+    for _ in range(20):
+        prev = n
+        for cur in sample_lengths(n, 3, 0.2, False, gen):
+            assert ((cur <= prev) & (cur >= torch.ceil(0.8 * prev.double()).long())).all()
+            prev = cur

@@ -1,0 +1,102 @@
+"""Step e) `export`: a trained (and calibrated) BertQA -> one .qrt file for the runtime.
+
+Weights become int8 per output channel (exactly QLinear.weight_int8), every calibrated
+linear carries its input (scale, zero point), the word embeddings are stored as int8 rows
+(or fp32 with --no-compact), and the metadata holds the architecture, the tokenizer, the
+length-configuration frontier, the default configuration and the provenance.
+
+    python -m training.export runs/quantize/model.pt out.qrt --frontier runs/search/frontier.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qualam_rt.model_file import quantize_embedding_rows, write_model
+from training.model import BertQA
+
+
+def engine_tensors_of(model: BertQA, compact_embeddings: bool = True) -> dict[str, np.ndarray]:
+    """The model's tensors in the runtime's names and layouts."""
+    def f32(t):
+        return t.detach().float().cpu().numpy().astype(np.float32)
+
+    t = {"embeddings.position": f32(model.position.weight), "embeddings.token_type": f32(model.token_type.weight),
+         "embeddings.ln.weight": f32(model.emb_ln.weight), "embeddings.ln.bias": f32(model.emb_ln.bias),
+         "qa.weight": f32(model.qa.weight), "qa.bias": f32(model.qa.bias)}
+    word = f32(model.word.weight)
+    if compact_embeddings:
+        t["embeddings.word"], t["embeddings.word.scale"] = quantize_embedding_rows(word)
+    else:
+        t["embeddings.word"] = word
+    for i, layer in enumerate(model.layers):
+        p = f"layers.{i}."
+        for name in ("qkv", "out", "ffn1", "ffn2"):
+            lin = getattr(layer, name)
+            q, scale = lin.weight_int8()
+            t[p + name + ".weight"] = q.numpy()
+            t[p + name + ".scale"] = scale.numpy().astype(np.float32)
+            t[p + name + ".bias"] = f32(lin.bias)
+            if float(lin.input_quant[0]) > 0:
+                t[p + name + ".input_quant"] = f32(lin.input_quant)
+        for ln in ("ln1", "ln2"):
+            t[p + ln + ".weight"] = f32(getattr(layer, ln).weight)
+            t[p + ln + ".bias"] = f32(getattr(layer, ln).bias)
+    return t
+
+
+def git_commit() -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    return r.stdout.strip() or "unknown"
+
+
+def export_qrt(model: BertQA, tokenizer_json: str, path: str | Path, frontier: list | None = None,
+               default_config=None, quantization: dict | None = None, provenance: dict | None = None,
+               compact_embeddings: bool = True) -> Path:
+    calibrated = [float(lin.input_quant[0]) > 0 for _, lin in model.linears()]
+    quant = {"weights": "int8 symmetric per output channel",
+             "activations": "uint8 static per tensor" if all(calibrated) else "uint8 per row at run time",
+             "embeddings": "int8 per row" if compact_embeddings else "fp32"} | (quantization or {})
+    meta = {"architecture": model.config.to_dict(), "tokenizer": tokenizer_json, "frontier": frontier or [],
+            "default_config": None if default_config is None else [float(r) for r in default_config],
+            "quantization": quant,
+            "provenance": {"exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                           "commit": git_commit()} | (provenance or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_model(path, engine_tensors_of(model, compact_embeddings), meta)
+    return path
+
+
+def main(argv=None) -> None:
+    from training.train import load_model
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="model.pt of a training step")
+    ap.add_argument("out", help="the .qrt file to write")
+    ap.add_argument("--tokenizer", help="tokenizer.json (default: beside the model)")
+    ap.add_argument("--frontier", help="frontier.json of the search step")
+    ap.add_argument("--default-config", help="comma-separated keep ratios (default: the frontier's choice)")
+    ap.add_argument("--no-compact", action="store_true", help="fp32 word embeddings")
+    args = ap.parse_args(argv)
+    model = load_model(args.model)
+    tok = Path(args.tokenizer or Path(args.model).parent / "tokenizer.json").read_text()
+    frontier, default = [], None
+    if args.frontier:
+        blob = json.loads(Path(args.frontier).read_text())
+        frontier, default = blob["frontier"], blob.get("default_config")
+    if args.default_config:
+        default = [float(x) for x in args.default_config.split(",")]
+    blob = torch.load(args.model, map_location="cpu", weights_only=False)
+    path = export_qrt(model, tok, args.out, frontier, default, blob.get("quantization"),
+                      {"model": str(args.model), "train_config": blob.get("train_config")}, not args.no_compact)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
