@@ -49,6 +49,7 @@ class Engine:
             if not isinstance(threads, int) or threads < 1:
                 raise ValueError("threads must be a positive integer")
             _C.set_num_threads(threads)
+        self.max_seq_len = min(squad.MAX_SEQ_LEN, int(self.architecture["max_position"]))
         self.frontier = list(self.meta.get("frontier", []))
         self.length_config = self._resolve(length_config, max_macs, max_latency_ms)
 
@@ -102,7 +103,8 @@ class Engine:
 
     def windows(self, pairs: list[tuple[str, str]]) -> list[squad.Window]:
         with self._tokenize_lock:
-            return squad.make_windows(self._tokenizer, pairs)
+            return squad.make_windows(self._tokenizer, pairs, max_seq_len=self.max_seq_len,
+                                      doc_stride=min(squad.DOC_STRIDE, self.max_seq_len // 3))
 
     def answer_batch(self, pairs, batch_size: int = 32, top_k: int = 1, max_answer_len: int = 30):
         """answer() for each (question, context) pair; windows run `batch_size` at a time."""

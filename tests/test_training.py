@@ -180,3 +180,36 @@ def test_lat_step_runs_and_trains_sub_models(workdir):
         for cur in sample_lengths(n, 3, 0.2, False, gen):
             assert ((cur <= prev) & (cur >= torch.ceil(0.8 * prev.double()).long())).all()
             prev = cur
+
+
+def test_pipeline_end_to_end_with_valid_frontier(workdir):
+    """finetune -> lat -> search -> quantize -> export on tiny data; the file answers."""
+    from training.pipeline import run
+    common = {"init": str(workdir / "init.pt"), "tokenizer": str(workdir / "tokenizer.json"), "batch_size": 8,
+              "max_seq_len": 64, "doc_stride": 16, "eval_examples": 0, "lr": 3e-3}
+    config = {"out": str(workdir / "pipe"), "squad_train": str(workdir / "squad.json"), "held_out_articles": 2,
+              "finetune": common | {"epochs": 2}, "lat": common | {"epochs": 1},
+              "search": {"eval_examples": 16, "population": 6, "mutations": 4, "crossovers": 4, "iterations": 2,
+                         "latency_repeats": 1},
+              "quantize": {"calib_examples": 8, "eval_examples": 12, "batch_size": 4},
+              "export": {"file": "tiny.qrt"}}
+    path = run(config)
+    frontier = json.loads((workdir / "pipe" / "search" / "frontier.json").read_text())
+    front = frontier["frontier"]
+    assert front and (workdir / "pipe" / "search" / "frontier.png").stat().st_size > 1000
+    for p in front:
+        assert all(0 < r <= 1 for r in p["ratios"]) and all(a >= b for a, b in zip(p["ratios"], p["ratios"][1:]))
+        assert p["latency_ms"] > 0
+    # no frontier member dominated by another evaluated gene
+    cache = json.loads((workdir / "pipe" / "search" / "cache.json").read_text()).values()
+    for p in front:
+        assert not any(q["cost"] <= p["cost"] and q["f1"] >= p["f1"] and (q["cost"], q["f1"]) != (p["cost"], p["f1"])
+                       for q in cache if q["cost"] >= min(f["cost"] for f in front))
+    report = json.loads((workdir / "pipe" / "quantize" / "report.json").read_text())
+    assert set(report["methods"]) == {"minmax", "percentile", "entropy"}
+    engine = Engine(path)
+    assert engine.length_config == tuple(frontier["default_config"])
+    a = engine.answer("what is after alpha beta", "alpha beta gamma delta")
+    assert "alpha beta gamma delta"[a["start"]:a["end"]] == a["answer"]
+    # resumable: a second run finds every result and does nothing
+    assert run(config) == path

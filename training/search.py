@@ -1,0 +1,216 @@
+"""Step c) `search`: multi-objective evolutionary search of length configurations.
+
+A gene is the per-layer token count at the reference length n=384 (ratios = gene / 384).
+Fitness: F1 of the engine on held-out training articles (never the dev set). Cost: MACs of
+the encoder on those same windows, as a fraction of BERT-base's MACs on them (the paper's
+axis), or, hardware-aware, the engine's measured latency.
+
+  population  the full model, the smallest sub-model (every layer keeps ceil(0.8 x previous))
+              and random monotone genes;
+  each round  30 mutations (every layer resampled with p=0.5 uniformly between its
+              neighbours' lengths) and 30 crossovers (element-wise ceil-average) of parents
+              drawn from the current Pareto frontier; genes costing less than the smallest
+              sub-model are rejected; every evaluated gene is cached (resumable).
+Writes frontier.json (ratios, MACs, F1, latency) and frontier.png (F1 vs MACs).
+
+    python -m training.search --model runs/lat/model.pt --out runs/search
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from qualam_rt import Engine
+from qualam_rt.cost import bert_base_macs, encoder_macs
+from training.data import Features, load_tokenizer, split_articles
+from training.export import export_qrt
+from training.quantize import engine_f1_of
+from training.train import DEFAULT_SQUAD_TRAIN, load_model
+
+N_REF = 384
+
+
+@dataclass
+class SearchConfig:
+    model: str = "runs/lat/model.pt"
+    out: str = "runs/search"
+    squad_train: str = DEFAULT_SQUAD_TRAIN
+    held_out_articles: int = 20
+    eval_examples: int = 300
+    population: int = 20
+    mutations: int = 30
+    crossovers: int = 30
+    mutation_prob: float = 0.5
+    iterations: int = 5
+    length_drop_ratio_bound: float = 0.2
+    cost: str = "macs"            # macs | latency
+    latency_repeats: int = 5
+    seed: int = 0
+    threads: int = 0
+
+
+def smallest_gene(layers: int, bound: float) -> tuple[int, ...]:
+    out, prev = [], N_REF
+    for _ in range(layers):
+        prev = math.ceil((1 - bound) * prev)
+        out.append(prev)
+    return tuple(out)
+
+
+def random_gene(layers: int, bound: float, rng: random.Random) -> tuple[int, ...]:
+    out, prev = [], N_REF
+    for _ in range(layers):
+        prev = rng.randint(math.ceil((1 - bound) * prev), prev)
+        out.append(prev)
+    return tuple(out)
+
+
+def mutate(gene, prob: float, rng: random.Random) -> tuple[int, ...]:
+    g = list(gene)
+    for i in range(len(g)):
+        if rng.random() < prob:
+            upper = N_REF if i == 0 else g[i - 1]
+            lower = g[i + 1] if i + 1 < len(g) else 2
+            g[i] = rng.randint(min(lower, upper), upper)
+    return tuple(g)
+
+
+def crossover(a, b) -> tuple[int, ...]:
+    return tuple(math.ceil((x + y) / 2) for x, y in zip(a, b))
+
+
+def pareto(points: dict) -> list:
+    """Genes not dominated in (lower cost, higher F1), by increasing cost."""
+    items = sorted(points.items(), key=lambda kv: (kv[1]["cost"], -kv[1]["f1"]))
+    front, best = [], -np.inf
+    for gene, p in items:
+        if p["f1"] > best:
+            front.append(gene)
+            best = p["f1"]
+    return front
+
+
+class Evaluator:
+    """F1 and cost of genes with the engine running the model (exported once)."""
+
+    def __init__(self, cfg: SearchConfig):
+        model = load_model(cfg.model)
+        self.config = model.config.to_dict()
+        tok_path = Path(cfg.model).parent / "tokenizer.json"
+        _, held = split_articles(cfg.squad_train, cfg.held_out_articles)
+        rng = np.random.default_rng(cfg.seed)
+        held = [held[i] for i in rng.permutation(len(held))[:cfg.eval_examples]]
+        self.feats = Features(load_tokenizer(tok_path), held)
+        self._dir = tempfile.TemporaryDirectory()
+        path = export_qrt(model, tok_path.read_text(), Path(self._dir.name) / "search.qrt")
+        self.engine = Engine(path, threads=cfg.threads or None, length_config="full")
+        self.lengths = [len(w.input_ids) for w in self.feats.windows]
+        self.base_macs = sum(bert_base_macs(n) for n in self.lengths)
+        self.cfg = cfg
+
+    @staticmethod
+    def ratios(gene) -> list[float]:
+        return [g / N_REF for g in gene]
+
+    def latency_ms(self, gene, n: int = N_REF) -> float:
+        """Median engine latency of one sequence of n tokens (capped by the model) at this gene."""
+        from qualam_rt import squad
+        n = min(n, self.config["max_position"])
+        token = min(1000, self.config["vocab_size"] - 1)
+        w = [squad.Window(0, np.full(n, token, np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))]
+        ratios = tuple(self.ratios(gene))
+        self.engine.logits(w, ratios)
+        times = []
+        for _ in range(self.cfg.latency_repeats):
+            t = time.perf_counter()
+            self.engine.logits(w, ratios)
+            times.append(time.perf_counter() - t)
+        return 1e3 * float(np.median(times))
+
+    def __call__(self, gene) -> dict:
+        ratios = self.ratios(gene)
+        self.engine.length_config = tuple(ratios)
+        f1 = engine_f1_of(self.engine, self.feats)
+        macs_ratio = sum(encoder_macs(self.config, n, ratios) for n in self.lengths) / self.base_macs
+        point = {"ratios": ratios, "lengths_at_384": list(gene), "f1": f1, "macs_vs_bert_base": macs_ratio,
+                 "macs": encoder_macs(self.config, N_REF, ratios)}
+        if self.cfg.cost == "latency":
+            point["latency_ms"] = self.latency_ms(gene)
+        point["cost"] = point["latency_ms"] if self.cfg.cost == "latency" else macs_ratio
+        return point
+
+
+def search(cfg: SearchConfig, evaluate=None) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluate = evaluate or Evaluator(cfg)
+    layers = evaluate.config["layers"]
+    rng = random.Random(cfg.seed)
+    cache_file = out / "cache.json"
+    cache = {tuple(json.loads(k)): v for k, v in json.loads(cache_file.read_text()).items()} if cache_file.exists() else {}
+
+    def run(genes, desc):
+        for g in tqdm([g for g in dict.fromkeys(genes) if g not in cache], desc=desc, leave=False):
+            cache[g] = evaluate(g)
+        cache_file.write_text(json.dumps({json.dumps(list(k)): v for k, v in cache.items()}))
+
+    full, small = (N_REF,) * layers, smallest_gene(layers, cfg.length_drop_ratio_bound)
+    init = [full, small]
+    while len(init) < cfg.population:
+        init.append(random_gene(layers, cfg.length_drop_ratio_bound, rng))
+    run(init, "population")
+    min_cost = cache[small]["cost"]
+    for it in tqdm(range(cfg.iterations), desc="search"):
+        front = pareto({g: p for g, p in cache.items() if p["cost"] >= min_cost})
+        children = [mutate(rng.choice(front), cfg.mutation_prob, rng) for _ in range(cfg.mutations)]
+        children += [crossover(*rng.sample(front, 2)) if len(front) > 1 else mutate(front[0], 1.0, rng)
+                     for _ in range(cfg.crossovers)]
+        run(children, f"round {it + 1}")
+    valid = {g: p for g, p in cache.items() if p["cost"] >= min_cost}
+    front = [dict(valid[g]) for g in pareto(valid)]
+    if hasattr(evaluate, "latency_ms"):
+        for p in front:
+            p.setdefault("latency_ms", evaluate.latency_ms(tuple(p["lengths_at_384"])))
+    full_cost = cache[full]["macs_vs_bert_base"]
+    default = min(front, key=lambda p: abs(p["macs_vs_bert_base"] - full_cost / 2))
+    result = {"frontier": front, "default_config": default["ratios"], "evaluated": len(cache),
+              "full": cache[full], "config": asdict(cfg)}
+    (out / "frontier.json").write_text(json.dumps(result, indent=1))
+    plot(cache, front, out / "frontier.png")
+    return result
+
+
+def plot(cache: dict, front: list, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = np.array([[p["macs_vs_bert_base"], p["f1"]] for p in cache.values()])
+    ax.scatter(pts[:, 0], pts[:, 1], s=8, c="0.7", label="evaluated")
+    fr = np.array([[p["macs_vs_bert_base"], p["f1"]] for p in front])
+    ax.plot(fr[:, 0], fr[:, 1], "o-", c="C0", label="Pareto frontier")
+    ax.set_xlabel("MACs / BERT-base MACs (same inputs)")
+    ax.set_ylabel("F1 (held-out training articles)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    from training.train import config_from_args, config_parser
+    args = config_parser(SearchConfig, __doc__).parse_args(argv)
+    print(json.dumps(search(config_from_args(SearchConfig, args))["frontier"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
