@@ -213,3 +213,19 @@ def test_pipeline_end_to_end_with_valid_frontier(workdir):
     assert "alpha beta gamma delta"[a["start"]:a["end"]] == a["answer"]
     # resumable: a second run finds every result and does nothing
     assert run(config) == path
+
+
+def test_relation_distillation_lowers_its_loss(workdir):
+    from training.distill import DistillConfig, distill, relation_loss
+    # identical vectors have zero relation loss, different ones a positive one
+    x = torch.randn(2, 7, 16)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    assert float(relation_loss((x, x, x), (x, x, x), 4, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float(relation_loss((x, x, x), (torch.randn(2, 7, 8),) * 3, 4, mask)) > 0
+    cfg = DistillConfig(teacher=str(workdir / "init.pt"), tokenizer=str(workdir / "tokenizer.json"),
+                        out=str(workdir / "distill"), squad_train=str(workdir / "squad.json"), student_layers=2,
+                        student_hidden=16, student_heads=2, student_intermediate=32, teacher_layer=1,
+                        relation_heads=4, max_seq_len=32, batch_size=8, steps=60, lr=3e-3)
+    result = distill(cfg)
+    assert result["last_loss"] < 0.7 * result["first_loss"]
+    assert load_model(workdir / "distill" / "model.pt").config.hidden == 16
