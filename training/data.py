@@ -103,8 +103,10 @@ def predict(features: Features, logits_fn, batch_size: int = 64, desc: str = "ev
 @torch.no_grad()
 def evaluate_model(model, features: Features, length_config=None, batch_size: int = 64, desc="eval") -> dict:
     model.eval()
+    device = next(model.parameters()).device
 
     def logits_fn(b):
-        return model(b["input_ids"], b["token_type_ids"], b["attention_mask"], length_config)
+        s, e = model(b["input_ids"].to(device), b["token_type_ids"].to(device), b["attention_mask"].to(device), length_config)
+        return s.cpu(), e.cpu()
 
     return squad.evaluate(features.examples, predict(features, logits_fn, batch_size, desc))

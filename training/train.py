@@ -119,9 +119,10 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
     loss.backward()
     total = float(loss)
     t_start, t_end = start.detach(), end.detach()
-    n = batch["attention_mask"].sum(1)
+    n = batch["attention_mask"].sum(1).cpu()
     for k in range(cfg.num_sandwich + 1):
-        lengths = sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=(k == 0), gen=gen)
+        lengths = [t.to(start.device) for t in
+                   sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=(k == 0), gen=gen)]
         with autocast():
             s, e = model(*args, length_config=lengths)
             sub = distill_loss(s, e, t_start, t_end, batch["attention_mask"]) / parts
@@ -150,7 +151,8 @@ def train(cfg: TrainConfig) -> dict:
     total_steps = max(1, int(cfg.epochs * steps_per_epoch))
     print(f"{cfg.step}: {len(train_ex)} questions, {len(feats)} windows, {total_steps} steps of {cfg.batch_size}")
 
-    model = initial_model(cfg.init)
+    device = torch.device(cfg.device)
+    model = initial_model(cfg.init).to(device)
     model.train()
     no_decay = lambda n: n.endswith(".bias") or ".ln" in n or n.startswith("emb_ln")  # noqa: E731
     params = [{"params": [p for n, p in model.named_parameters() if not no_decay(n)], "weight_decay": cfg.weight_decay},
@@ -164,7 +166,7 @@ def train(cfg: TrainConfig) -> dict:
     step = 0
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():  # resume
-        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+        blob = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(blob["state"])
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
@@ -173,7 +175,7 @@ def train(cfg: TrainConfig) -> dict:
         print(f"resumed at step {step}")
 
     def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
 
     log = open(out / "log.jsonl", "a")
     bar = tqdm(total=total_steps, initial=step, desc=cfg.step)
@@ -184,7 +186,7 @@ def train(cfg: TrainConfig) -> dict:
         for index in order[step % steps_per_epoch:]:
             if step >= total_steps:
                 break
-            batch = feats.collate(index)
+            batch = {k: v.to(device) for k, v in feats.collate(index).items()}
             if cfg.step == "lat":
                 loss = lat_step(model, batch, cfg, gen, autocast)
             else:
@@ -209,6 +211,7 @@ def train(cfg: TrainConfig) -> dict:
                             "generator": gen.get_state(), "step": step}, ckpt)
                 log.flush()
     bar.close()
+    model.cpu()
     save_model(model, out / "model.pt", {"train_config": asdict(cfg)})
     tokenizer.save(str(out / "tokenizer.json"))
     metrics = {"steps": step}
