@@ -109,7 +109,9 @@ Encoder* make_encoder(const py::dict& config, const py::dict& tensors) {
 }
 
 py::object encoder_forward(const Encoder& e, const py::array& ids, const py::array& types, const py::array& offsets,
-                           std::optional<std::vector<float>> ratios, bool return_kept, bool profile) {
+                           std::optional<std::vector<float>> ratios, bool return_kept, bool profile,
+                           const std::string& attention) {
+  if (attention != "fp32" && attention != "int8") throw py::value_error("attention must be 'fp32' or 'int8'");
   const int32_t* ip = data_of<int32_t>(ids, "input_ids");
   const int32_t* tp = data_of<int32_t>(types, "token_type_ids");
   const int64_t* op = data_of<int64_t>(offsets, "offsets");
@@ -123,7 +125,7 @@ py::object encoder_forward(const Encoder& e, const py::array& ids, const py::arr
   ForwardResult r;
   {
     py::gil_scoped_release nogil;
-    e.forward(ip, tp, op, B, ratios.value_or(std::vector<float>{}), return_kept, profile, r);
+    e.forward(ip, tp, op, B, ratios.value_or(std::vector<float>{}), return_kept, profile, r, attention == "int8");
   }
   auto logits = empty<float>({(int64_t)r.logits.size() / 2, 2});
   std::copy(r.logits.begin(), r.logits.end(), logits.mutable_data());
@@ -184,6 +186,7 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"))
       .def("forward", &encoder_forward, py::arg("input_ids"), py::arg("token_type_ids"), py::arg("offsets"),
            py::arg("keep_ratios") = py::none(), py::arg("return_kept") = false, py::arg("profile") = false,
+           py::arg("attention") = "fp32",
            "Packed batch forward; returns {'logits': [T, 2], 'kept'?: [(positions, offsets)] per layer, 'op_seconds'?}.");
   m.def("layer_lengths", &layer_lengths, py::arg("n"), py::arg("keep_ratios"), py::arg("min_keep") = 2);
 

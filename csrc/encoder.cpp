@@ -168,7 +168,8 @@ void quantize_input(const QLinear& lin, const float* x, int64_t rows, int64_t co
 }  // namespace
 
 void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
-                      const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res) const {
+                      const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res,
+                      bool int8_attention) const {
   const EncoderConfig& c = cfg_;
   const int64_t H = c.hidden, I = c.intermediate;
   check_keep_ratios(ratios, c.layers);
@@ -260,6 +261,7 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     att.max_len = max_len;
     att.num_workers = workers;
     att.scratch = ws.att_scratch.data();
+    att.int8 = int8_attention;
     K.attention(att);
     timer.lap(kAttention);
 

@@ -26,11 +26,13 @@ class Engine:
     cores). length_config: "default" (the model's), "full" (no token dropping), or a tuple of
     per-layer keep ratios. max_macs / max_latency_ms: instead, the most accurate configuration
     of the model's frontier within that budget (MACs at n=384; measured latency at n=384).
+    attention: "fp32" or "int8" (QK^T and PV on the INT8 kernel); None: the model's choice.
     Thread-safe: several threads may call answer() on one Engine.
     """
 
     def __init__(self, path: str | Path | None = None, threads: int | None = None,
-                 length_config="default", max_macs: float | None = None, max_latency_ms: float | None = None):
+                 length_config="default", max_macs: float | None = None, max_latency_ms: float | None = None,
+                 attention: str | None = None):
         if path is None:
             path = default_model_path()
             if not path.is_file():
@@ -52,6 +54,9 @@ class Engine:
         self.max_seq_len = min(squad.MAX_SEQ_LEN, int(self.architecture["max_position"]))
         self.frontier = list(self.meta.get("frontier", []))
         self.length_config = self._resolve(length_config, max_macs, max_latency_ms)
+        self.attention = attention or self.meta.get("attention", "fp32")
+        if self.attention not in ("fp32", "int8"):
+            raise ValueError(f"attention must be 'fp32' or 'int8', not {self.attention!r}")
 
     # ---- configuration -----------------------------------------------------------------
     def _resolve(self, length_config, max_macs, max_latency_ms):
@@ -98,7 +103,8 @@ class Engine:
         """Start/end logits [n, 2] of each window (one packed native call)."""
         ratios = self.length_config if length_config == "same" else self._resolve(length_config, None, None)
         ids, types, offsets = squad.pack(windows)
-        out = self._encoder.forward(ids, types, offsets, None if ratios is None else list(ratios))["logits"]
+        out = self._encoder.forward(ids, types, offsets, None if ratios is None else list(ratios),
+                                    attention=self.attention)["logits"]
         return [out[offsets[i]:offsets[i + 1]] for i in range(len(windows))]
 
     def windows(self, pairs: list[tuple[str, str]]) -> list[squad.Window]:
@@ -144,6 +150,6 @@ class Engine:
     def info(self) -> dict:
         return {"path": str(self.path), "architecture": self.architecture,
                 "quantization": self.meta.get("quantization"), "isa": _C.isa(), "threads": _C.num_threads(),
-                "length_config": self.length_config, "default_config": self.meta.get("default_config"),
+                "length_config": self.length_config, "attention": self.attention, "default_config": self.meta.get("default_config"),
                 "frontier": self.frontier, "provenance": self.meta.get("provenance"),
                 "macs_at_384": encoder_macs(self.architecture, 384, self.length_config)}

@@ -109,6 +109,26 @@ def top_k_positions(significance: np.ndarray, k: int) -> np.ndarray:
     return np.sort(order[:k])
 
 
+def int8_attention_head(q, k, v):
+    """One head with INT8 products: Q as uint8 (per-row scale, zero point), K as int8 (per-head
+    scale), softmax in float, probabilities as uint8 (per-row scale: the row's largest / 255),
+    V as int8 (per-channel scales). Returns the float probabilities (for significance) and
+    the context."""
+    q8, qs, qz = quantize_per_row(q)
+    kmax = float(np.abs(k).max())
+    ks = np.float32(kmax / 127.0) if kmax > 0 else np.float32(1.0)
+    k8 = np.clip(np.rint(np.asarray(k, np.float32) * (np.float32(1) / ks)), -127, 127)
+    scores = (q8.astype(np.float64) - qz[:, None]) @ k8.T * (qs[:, None].astype(np.float64) / math.sqrt(q.shape[1]))
+    probs = softmax(scores * float(ks))
+    vmax = np.abs(v).max(axis=0)
+    vs = np.where(vmax > 0, vmax / 127.0, 1.0).astype(np.float32)
+    v8 = np.clip(np.rint(np.asarray(v, np.float32) * (np.float32(1) / vs)), -127, 127)
+    p32 = probs.astype(np.float32)
+    ps = np.where(p32.max(axis=1) > 0, p32.max(axis=1) / np.float32(255), 1).astype(np.float32)
+    p8 = np.clip(np.rint(p32 * (np.float32(1) / ps[:, None])), 0, 255)
+    return probs, (p8 @ v8) * ps[:, None] * vs
+
+
 class ReferenceEncoder:
     """The forward pass of csrc/encoder.cpp, one sequence at a time, in numpy.
 
@@ -118,10 +138,10 @@ class ReferenceEncoder:
     input in fp32 (used for calibration).
     """
 
-    def __init__(self, config: dict, tensors: dict, mode: str = "int8", observer=None):
-        if mode not in ("int8", "fp32"):
-            raise ValueError("mode must be 'int8' or 'fp32'")
-        self.c, self.t, self.mode, self.observer = config, tensors, mode, observer
+    def __init__(self, config: dict, tensors: dict, mode: str = "int8", observer=None, attention: str = "fp32"):
+        if mode not in ("int8", "fp32") or attention not in ("int8", "fp32"):
+            raise ValueError("mode and attention must be 'int8' or 'fp32'")
+        self.c, self.t, self.mode, self.observer, self.attention = config, tensors, mode, observer, attention
 
     def linear(self, x, name, gelu_=False):
         t = self.t
@@ -152,8 +172,12 @@ class ReferenceEncoder:
             p = f"layers.{layer}."
             qkv = self.linear(x, p + "qkv")
             q, k, v = (qkv[:, i * H:(i + 1) * H].reshape(-1, heads, d).transpose(1, 0, 2) for i in range(3))
-            probs = softmax(q @ k.transpose(0, 2, 1) / math.sqrt(d))  # [heads, rows, cols]
-            ctx = (probs @ v).transpose(1, 0, 2).reshape(-1, H)
+            if self.attention == "int8":
+                probs, ctx = zip(*(int8_attention_head(q[h], k[h], v[h]) for h in range(heads)))
+                probs, ctx = np.stack(probs), np.stack(ctx).transpose(1, 0, 2).reshape(-1, H)
+            else:
+                probs = softmax(q @ k.transpose(0, 2, 1) / math.sqrt(d))  # [heads, rows, cols]
+                ctx = (probs @ v).transpose(1, 0, 2).reshape(-1, H)
             keep = top_k_positions(probs.sum(axis=(0, 1)), min(lengths[layer], len(x)))
             h = layernorm(self.linear(ctx[keep], p + "out") + x[keep], t[p + "ln1.weight"], t[p + "ln1.bias"], eps)
             f = self.linear(h, p + "ffn1", gelu_=True)

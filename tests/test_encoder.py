@@ -201,3 +201,26 @@ def test_invalid_model_tensors_raise():
         _C.Encoder(dict(CFG, heads=5), tensors)
     with pytest.raises(ValueError, match="unknown architecture key"):
         _C.Encoder(dict(CFG, hiden=3), tensors)
+
+
+@pytest.mark.parametrize("ratios", [None, RATIOS])
+def test_int8_attention_matches_its_reference(isa, model, ratios):
+    """The INT8 attention path against the numpy simulation of the same quantization."""
+    tensors, enc = model
+    ids, types, off = syn.random_batch(CFG, [1, 6, 40, 130], seed=11)
+    out = enc.forward(ids, types, off, ratios, attention="int8")["logits"]
+    r = ref.ReferenceEncoder(CFG, tensors, "int8", attention="int8")
+    for s in range(len(off) - 1):
+        want, _ = r.sequence(*split(ids, types, off, s), ratios)
+        assert_close_to_int8_reference(out[off[s]:off[s + 1]], want)
+
+
+def test_int8_attention_error_against_fp32_attention_is_small(model):
+    """The accuracy cost of the INT8 attention path, measured on the same inputs."""
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, [200, 50], seed=12)
+    fp32 = enc.forward(ids, types, off)["logits"]
+    int8 = enc.forward(ids, types, off, attention="int8")["logits"]
+    assert np.abs(int8 - fp32).max() < 0.05 * (1 + np.abs(fp32).max())
+    with pytest.raises(ValueError, match="attention"):
+        enc.forward(ids, types, off, attention="bf16")

@@ -31,11 +31,23 @@ struct AttentionArgs {
   int64_t max_len = 0;       // longest sequence
   int num_workers = 1;       // threads the call may use; scratch is sized for them
   float* scratch = nullptr;  // attention_scratch_floats(...) floats
+  // INT8 path: Q as u8 (per-row scale, zero point) x K as s8 (per-head scale), softmax in
+  // fp32, probabilities as u8 (per-row scale: row max / 255) x V as s8 (per-channel scales),
+  // on the GEMM kernel.
+  bool int8 = false;
 };
-// Per worker contiguous copies of one head's K^T and V and a block of probability rows;
-// per head one significance row.
+// Rows of queries the INT8 path handles at once.
+constexpr int64_t kAttentionRowBlock = 48;
+// Per worker: fp32 path: contiguous K^T and V copies and 4 probability rows; INT8 path:
+// u8 Q, packed K and V^T with their column sums and scales, a score block and its u8
+// probabilities. Per head one significance row.
 inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
-  return (2 * head_dim + 4) * ((max_len + 15) / 16 * 16) + 64;
+  const int64_t np = (max_len + 63) / 64 * 64, dp = (head_dim + 63) / 64 * 64;
+  const int64_t kg = (head_dim + 3) / 4, ng = (max_len + 3) / 4;
+  const int64_t fp32 = (2 * head_dim + 4) * np;
+  const int64_t int8_bytes = 2 * max_len * head_dim + np * kg * 4 + dp * ng * 4 + kAttentionRowBlock * np;
+  const int64_t int8 = int8_bytes / 4 + 4 * np + 2 * dp + kAttentionRowBlock * np + 64 + 6 * 16;  // + alignment
+  return (fp32 > int8 ? fp32 : int8) + 64;
 }
 inline int64_t attention_scratch_floats(int64_t max_len, int64_t num_heads, int64_t head_dim,
                                         int64_t total_rows, int num_workers) {

@@ -6,6 +6,7 @@
 #include <xmmintrin.h>
 
 #include <cmath>
+#include <cstring>
 
 namespace qrt::cpu::QRT_ISA_NS {
 
@@ -40,13 +41,13 @@ static void epilogue_row(const GemmArgs& a, const int32_t* acc, int64_t m, int64
   const int64_t qi = a.a_per_row ? m : 0;
   const int32_t corr = kActShift - a.a_zp[qi];
   const int32_t* colsum = a.W.col_sums + n0;
-  if (a.out_kind == OutKind::S32) {
-    int32_t* out = static_cast<int32_t*>(a.out) + m * a.ldo + n0;
-    for (int c = 0; c < ncols; ++c) out[c] = acc[c] + corr * colsum[c];
-    return;
-  }
   int32_t fixed[kPanel];
   for (int c = 0; c < kPanel; ++c) fixed[c] = acc[c] + corr * colsum[c];  // vectorizes
+  if (a.out_kind == OutKind::S32) {
+    int32_t* out = static_cast<int32_t*>(a.out) + m * a.ldo + n0;
+    for (int c = 0; c < ncols; ++c) out[c] = fixed[c];
+    return;
+  }
   const R sa = VecF::set1(a.a_scale[qi]);
   const R inv_out = VecF::set1(1.f / a.out_scale);
   const R out_zp = VecF::set1((float)a.out_zp);
@@ -82,6 +83,12 @@ static void tail_tile(const GemmArgs& a, int64_t m0, int rows, int64_t p) {
   }
 }
 
+// Rows [m, m_end) of one weight panel.
+static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p) {
+  for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, m, p);
+  if (m < m_end) tail_tile<kTileRows - 1>(a, m, (int)(m_end - m), p);
+}
+
 void gemm_u8s8(const GemmArgs& a) {
   // Tasks are (row block, panel) pairs; a block of 48 rows and one weight panel stay in
   // L2 while the tile kernel streams over K.
@@ -93,11 +100,13 @@ void gemm_u8s8(const GemmArgs& a) {
 #pragma omp parallel for schedule(static) num_threads(thread_count()) if (parallel)
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t b = t / panels, p = t % panels;
-    const int64_t m_end = (b + 1) * kBlockRows < a.M ? (b + 1) * kBlockRows : a.M;
-    int64_t m = b * kBlockRows;
-    for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, m, p);
-    if (m < m_end) tail_tile<kTileRows - 1>(a, m, (int)(m_end - m), p);
+    gemm_rows(a, b * kBlockRows, (b + 1) * kBlockRows < a.M ? (b + 1) * kBlockRows : a.M, p);
   }
+}
+
+// The same GEMM on the calling thread only (used inside parallel attention).
+static void gemm_serial(const GemmArgs& a) {
+  for (int64_t p = 0; p < a.W.Np / kPanel; ++p) gemm_rows(a, 0, a.M, p);
 }
 
 void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_t zp,
@@ -313,6 +322,145 @@ static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* 
   }
 }
 
+// Packs int8 W[n, k] = src[n * stride_n + k * stride_k] into the panel layout of types.h,
+// with column sums; used for the per-head K and V^T.
+static void pack_s8(const int8_t* src, int64_t N, int64_t K, int64_t stride_n, int64_t stride_k,
+                    int8_t* dst, int32_t* col_sums, int64_t Np) {
+  const int64_t Kg = (K + 3) / 4;
+  std::memset(dst, 0, Np * Kg * 4);
+  for (int64_t n = 0; n < Np; ++n) col_sums[n] = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    int8_t* panel = dst + (n / kPanel) * Kg * kPanel * 4 + (n % kPanel) * 4;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const int8_t v = src[n * stride_n + k * stride_k];
+      panel[(k / 4) * kPanel * 4 + k % 4] = v;
+      sum += v;
+    }
+    col_sums[n] = sum;
+  }
+}
+
+// One (sequence, head) on the INT8 GEMM kernel, in blocks of kAttentionRowBlock query rows.
+static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
+  const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
+  const int64_t d = a.head_dim, H = a.num_heads * d, ld = 3 * H;
+  const int64_t np = (a.max_len + 63) / 64 * 64, dp = (d + 63) / 64 * 64;
+  const int64_t kg = (d + 3) / 4, ng = (a.max_len + 3) / 4;
+  const float* q = a.qkv + off * ld + h * d;
+  const float* k = q + H;
+  const float* v = q + 2 * H;
+  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
+  // Carve the worker's scratch; the packed weights must be 64-byte aligned.
+  auto align = [](void* p) {
+    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+  };
+  uint8_t* q8 = align(work);
+  int8_t* s8tmp = reinterpret_cast<int8_t*>(align(q8 + a.max_len * d));
+  int8_t* kpack = reinterpret_cast<int8_t*>(align(s8tmp + a.max_len * d));
+  int8_t* vpack = reinterpret_cast<int8_t*>(align(kpack + np * kg * 4));
+  uint8_t* p8 = align(vpack + dp * ng * 4);
+  float* f = reinterpret_cast<float*>(align(p8 + kAttentionRowBlock * np));
+  int32_t* ksum = reinterpret_cast<int32_t*>(f);
+  float* kscale = f + np;
+  int32_t* vsum = reinterpret_cast<int32_t*>(f + 2 * np);
+  float* vscale = f + 2 * np + dp;
+  float* q_scale = f + 2 * (np + dp) + 64;
+  int32_t* q_zero = reinterpret_cast<int32_t*>(q_scale + np);
+  float* scores = q_scale + 2 * np;
+  // Q: u8 with a scale and zero point per row (folding in 1/sqrt(d)); K: s8, one scale per
+  // head; V: s8, one scale per channel. Quantized into s8tmp, then packed.
+  const float inv_sqrt_d = 1.f / std::sqrt((float)d);
+  R kmax_v = VecF::zero();
+  for (int64_t i = 0; i < n; ++i) {
+    R lo = VecF::zero(), hi = VecF::zero();
+    for (int64_t c = 0; c < d; c += W) {
+      const int cnt = d - c < W ? (int)(d - c) : W;
+      const R x = VecF::load(q + i * ld + c, cnt);
+      lo = VecF::min(lo, x);
+      hi = VecF::max(hi, x);
+      kmax_v = VecF::max(kmax_v, VecF::abs(VecF::load(k + i * ld + c, cnt)));
+    }
+    const float mn = -VecF::reduce_max(VecF::sub(VecF::zero(), lo)), mx = VecF::reduce_max(hi);
+    const float qs = mx > mn ? (mx - mn) / 255.f : 1.f;
+    const int32_t qz = (int32_t)std::nearbyint(-mn / qs);
+    const R inv = VecF::set1(1.f / qs), z = VecF::set1((float)qz);
+    for (int64_t c = 0; c < d; c += W) {
+      const int cnt = d - c < W ? (int)(d - c) : W;
+      VecF::store_u8(q8 + i * d + c, VecF::add(VecF::round(VecF::mul(VecF::load(q + i * ld + c, cnt), inv)), z), cnt);
+    }
+    q_scale[i] = qs * inv_sqrt_d;
+    q_zero[i] = qz;
+  }
+  const float kmax = VecF::reduce_max(kmax_v);
+  const float ks = kmax > 0.f ? kmax / 127.f : 1.f;
+  const R kinv = VecF::set1(1.f / ks);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < d; c += W) {
+      const int cnt = d - c < W ? (int)(d - c) : W;
+      VecF::store_s8(s8tmp + j * d + c, VecF::mul(VecF::load(k + j * ld + c, cnt), kinv), cnt);
+    }
+  pack_s8(s8tmp, n, d, d, 1, kpack, ksum, np);
+  for (int64_t c = 0; c < dp; ++c) vscale[c] = 0.f;
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < d; c += W) {
+      const int cnt = d - c < W ? (int)(d - c) : W;
+      VecF::store(vscale + c, VecF::max(VecF::load(vscale + c, cnt), VecF::abs(VecF::load(v + j * ld + c, cnt))), cnt);
+    }
+  for (int64_t c = 0; c < dp; ++c) vscale[c] = vscale[c] > 0.f ? vscale[c] / 127.f : 1.f;
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < d; c += W) {
+      const int cnt = d - c < W ? (int)(d - c) : W;
+      VecF::store_s8(s8tmp + j * d + c, VecF::div(VecF::load(v + j * ld + c, cnt), VecF::load(vscale + c, cnt)), cnt);
+    }
+  pack_s8(s8tmp, d, n, 1, d, vpack, vsum, dp);
+  for (int64_t j = 0; j < np; ++j) kscale[j] = 1.f;  // unused: scores leave the GEMM as int32
+  for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
+
+  float p_scale[kAttentionRowBlock];
+  int32_t p_zero[kAttentionRowBlock];
+  const int64_t n4 = (n + 3) / 4 * 4;  // u8 probability rows padded to whole k-groups
+  for (int64_t i0 = 0; i0 < n; i0 += kAttentionRowBlock) {
+    const int64_t rows = n - i0 < kAttentionRowBlock ? n - i0 : kAttentionRowBlock;
+    GemmArgs g;  // scores = Q_block K^T
+    g.M = rows; g.A = q8 + i0 * d; g.lda = d;
+    g.a_scale = q_scale + i0; g.a_zp = q_zero + i0; g.a_per_row = true;
+    g.W.data = kpack; g.W.col_sums = ksum; g.W.scales = kscale;
+    g.W.K = d; g.W.N = n; g.W.Kg = kg; g.W.Np = (n + 63) / 64 * 64;
+    g.out_kind = OutKind::S32; g.out = scores; g.ldo = np;  // raw int32 scores, scaled below
+    gemm_serial(g);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* pr = scores + r * np;
+      const R sc = VecF::set1(q_scale[i0 + r] * ks);
+      for (int64_t j = 0; j < n; j += W) {  // int32 -> float in place
+        const int cnt = n - j < W ? (int)(n - j) : W;
+        VecF::store(pr + j, VecF::mul(VecF::from_i32(reinterpret_cast<const int32_t*>(pr) + j), sc), cnt);
+      }
+      softmax_row(pr, n, sig);
+      // u8 probabilities scaled by the row's largest one: full resolution on every row.
+      R mx = VecF::zero();
+      for (int64_t j = 0; j < n; j += W) mx = VecF::max(mx, VecF::load(pr + j, n - j < W ? (int)(n - j) : W));
+      const float pmax = VecF::reduce_max(mx);
+      p_scale[r] = pmax > 0.f ? pmax / 255.f : 1.f;
+      p_zero[r] = 0;
+      const R inv = VecF::set1(1.f / p_scale[r]);
+      uint8_t* p8r = p8 + r * n4;
+      for (int64_t j = 0; j < n; j += W) {
+        const int cnt = n - j < W ? (int)(n - j) : W;
+        VecF::store_u8(p8r + j, VecF::mul(VecF::load(pr + j, cnt), inv), cnt);
+      }
+      for (int64_t j = n; j < n4; ++j) p8r[j] = 0;
+    }
+    GemmArgs pv;  // context = P_block V
+    pv.M = rows; pv.A = p8; pv.lda = n4;
+    pv.a_scale = p_scale; pv.a_zp = p_zero; pv.a_per_row = true;
+    pv.W.data = vpack; pv.W.col_sums = vsum; pv.W.scales = vscale;
+    pv.W.K = n; pv.W.N = d; pv.W.Kg = (n + 3) / 4; pv.W.Np = dp;
+    pv.out_kind = OutKind::F32; pv.out = a.context + (off + i0) * H + h * d; pv.ldo = H;
+    gemm_serial(pv);
+  }
+}
+
 void attention(const AttentionArgs& a) {
   const int64_t tasks = a.num_seqs * a.num_heads;
   const int64_t T = a.offsets[a.num_seqs];
@@ -328,7 +476,8 @@ void attention(const AttentionArgs& a) {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
       float* work = a.scratch + omp_get_thread_num() * attention_worker_floats(a.max_len, a.head_dim);
-      attention_head(local, t / a.num_heads, t % a.num_heads, work);
+      if (a.int8) attention_head_int8(local, t / a.num_heads, t % a.num_heads, work);
+      else attention_head(local, t / a.num_heads, t % a.num_heads, work);
     }
     _mm_setcsr(csr);
   }

@@ -53,6 +53,13 @@ struct VecF {
     _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i);
     for (int j = 0; j < n; ++j) p[j] = (uint8_t)tmp[j];
   }
+  static inline void store_s8(int8_t* p, reg v, int n = width) {
+    __m256i i = _mm256_cvtps_epi32(v);
+    i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(-127)), _mm256_set1_epi32(127));
+    alignas(32) int32_t tmp[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i);
+    for (int j = 0; j < n; ++j) p[j] = (int8_t)tmp[j];
+  }
   static inline reg exp(reg x) {
     x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
     reg n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),

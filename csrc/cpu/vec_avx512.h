@@ -37,6 +37,12 @@ struct VecF {
     i = _mm512_min_epi32(_mm512_max_epi32(i, _mm512_setzero_si512()), _mm512_set1_epi32(255));
     _mm_mask_storeu_epi8(p, tail_mask(n), _mm512_cvtepi32_epi8(i));
   }
+  // Round half to even, clamp to [-127, 127], store n bytes.
+  static inline void store_s8(int8_t* p, reg v, int n = width) {
+    __m512i i = _mm512_cvtps_epi32(v);
+    i = _mm512_min_epi32(_mm512_max_epi32(i, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+    _mm_mask_storeu_epi8(p, tail_mask(n), _mm512_cvtepi32_epi8(i));
+  }
   static inline reg exp(reg x) {
     // exp(x) = 2^n * exp(r), r = x - n*ln2 in [-ln2/2, ln2/2]; degree-7 Taylor, rel err ~2e-8.
     x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));

@@ -36,6 +36,10 @@ struct VecF {
     float r = std::nearbyint(v);
     *p = (uint8_t)(r < 0.f ? 0.f : (r > 255.f ? 255.f : r));
   }
+  static inline void store_s8(int8_t* p, reg v, int = 1) {
+    float r = std::nearbyint(v);
+    *p = (int8_t)(r < -127.f ? -127.f : (r > 127.f ? 127.f : r));
+  }
   static inline reg exp(reg x) { return std::exp(x); }
   static inline reg erf(reg x) { return std::erf(x); }
   static inline reg abs(reg x) { return std::fabs(x); }
