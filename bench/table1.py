@@ -1,0 +1,182 @@
+"""The paper's Table 1 on this machine: what each step of the recipe buys.
+
+Rows (each optional, given by the models passed):
+  MiniLM FP32            --finetuned runs/ft/model.pt          (PyTorch, no dropping)
+  MiniLM INT8            --finetuned-qrt ft.qrt                (qualam_rt, no dropping)
+  LA-MiniLM FP32         --lat runs/lat/model.pt               (PyTorch; full and at --config)
+  QuaLA-MiniLM INT8      --qrt model.qrt                       (qualam_rt; full and at --config)
+Columns: size (MB), tokens per layer at n=384, SQuAD v1.1 dev EM/F1, latency per sample at
+batch 32 n=384 and on the dev length mix (batches of 32), encoder MACs at n=384, and the
+speedup against BERT-base FP32 (PyTorch, random weights) measured in the same run.
+--config defaults to the .qrt file's default configuration (the searched point nearest half
+the MACs).
+
+    python bench/table1.py --finetuned runs/ft/model.pt --lat runs/lat/model.pt --qrt model.qrt --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import header, time_call, write_results  # noqa: E402
+
+import qualam_rt  # noqa: E402
+from qualam_rt import squad  # noqa: E402
+from qualam_rt.cost import bert_base_macs, encoder_macs  # noqa: E402
+from qualam_rt.reference import layer_lengths  # noqa: E402
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "dev-v1.1.json"
+
+
+def torch_logits_fn(model, ratios):
+    import torch
+
+    def infer(windows):
+        L = max(len(w.input_ids) for w in windows)
+        ids = torch.zeros(len(windows), L, dtype=torch.long)
+        types = torch.zeros_like(ids)
+        mask = torch.zeros(len(windows), L, dtype=torch.bool)
+        for i, w in enumerate(windows):
+            n = len(w.input_ids)
+            ids[i, :n] = torch.from_numpy(w.input_ids.astype(np.int64))
+            types[i, :n] = torch.from_numpy(w.token_type_ids.astype(np.int64))
+            mask[i, :n] = True
+        with torch.inference_mode():
+            s, e = model(ids, types, mask, None if ratios is None else list(ratios))
+        return [np.stack([s[i, :len(w.input_ids)].numpy(), e[i, :len(w.input_ids)].numpy()], 1)
+                for i, w in enumerate(windows)]
+    return infer
+
+
+def evaluate(infer, examples, windows, batch=32):
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    logits = [None] * len(windows)
+    from tqdm import tqdm
+    for i in tqdm(range(0, len(order), batch), desc="dev", leave=False):
+        idx = order[i:i + batch]
+        for j, lg in zip(idx, infer([windows[k] for k in idx])):
+            logits[j] = lg
+    by_ex = {}
+    for i, w in enumerate(windows):
+        by_ex.setdefault(w.example, []).append(i)
+    preds = {}
+    for e, idx in by_ex.items():
+        ex = examples[e]
+        spans = squad.best_spans(ex.context, [windows[i] for i in idx], [logits[i] for i in idx])
+        preds[ex.id] = spans[0].text if spans else ""
+    return squad.evaluate(examples, preds)
+
+
+def latency(infer, windows, batch, repeats):
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    batches = [[windows[i] for i in order[k:k + batch]] for k in range(0, len(order), batch)]
+    t = time_call(lambda: [infer(b) for b in batches], warmup=1, repeats=repeats)
+    return 1e3 * t["median"] / len(windows)
+
+
+def state_mb(model) -> float:
+    import torch
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell() / 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--finetuned")
+    ap.add_argument("--finetuned-qrt")
+    ap.add_argument("--lat")
+    ap.add_argument("--qrt")
+    ap.add_argument("--config", help="comma-separated keep ratios (default: the .qrt default)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--mix", type=int, default=256, help="dev windows timed for the length mix")
+    ap.add_argument("--eval-examples", type=int, default=0, help="0 = all 10,570 dev questions")
+    ap.add_argument("--name", default="table1")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    import torch
+    import transformers
+    torch.set_num_threads(args.threads)
+    qualam_rt.set_num_threads(args.threads)
+    from training.train import load_model
+
+    examples = squad.load_examples(DEV)
+    if args.eval_examples:
+        examples = examples[:args.eval_examples]
+    any_qrt = args.qrt or args.finetuned_qrt
+    engine = qualam_rt.Engine(any_qrt, threads=args.threads) if any_qrt else None
+    if engine is None:
+        raise SystemExit("need --qrt or --finetuned-qrt (its tokenizer makes the windows)")
+    windows = engine.windows([(e.question, e.context) for e in examples])
+    mix = windows[:: max(1, len(windows) // args.mix)][:args.mix]
+    n384 = [squad.Window(0, np.random.default_rng(i).integers(1000, 30000, 384).astype(np.int32),
+                         np.zeros(384, np.int32), np.full((384, 2), -1)) for i in range(32)]
+    config = None
+    if args.config:
+        config = tuple(float(x) for x in args.config.split(","))
+    elif args.qrt:
+        config = qualam_rt.Engine(args.qrt).length_config
+    arch = engine.architecture
+
+    rows = []
+
+    def add(model_name, size_mb, ratios, infer, precision):
+        print(f"{model_name} {precision} {ratios}", flush=True)
+        row = {"model": model_name, "precision": precision, "size_mb": size_mb,
+               "tokens_per_layer_at_384": layer_lengths(384, ratios) if ratios else [384] * arch["layers"],
+               "macs_at_384": encoder_macs(arch, 384, ratios), "config": ratios}
+        row.update(evaluate(infer, examples, windows))
+        row["ms_bs32_n384"] = latency(infer, n384, 32, args.repeats)
+        row["ms_dev_mix"] = latency(infer, mix, 32, args.repeats)
+        rows.append(row)
+        print(row, flush=True)
+
+    if args.finetuned:
+        m = load_model(args.finetuned).eval()
+        add("MiniLM (fine-tuned)", state_mb(m), None, torch_logits_fn(m, None), "FP32")
+    if args.finetuned_qrt:
+        e = qualam_rt.Engine(args.finetuned_qrt, threads=args.threads, length_config="full")
+        add("MiniLM (fine-tuned)", Path(args.finetuned_qrt).stat().st_size / 1e6, None, e.logits, "INT8")
+    if args.lat:
+        m = load_model(args.lat).eval()
+        add("LA-MiniLM", state_mb(m), None, torch_logits_fn(m, None), "FP32")
+        if config:
+            add("LA-MiniLM", state_mb(m), config, torch_logits_fn(m, config), "FP32")
+    if args.qrt:
+        size = Path(args.qrt).stat().st_size / 1e6
+        for ratios in (None, config) if config else (None,):
+            e = qualam_rt.Engine(args.qrt, threads=args.threads, length_config="full" if ratios is None else ratios)
+            add("QuaLA-MiniLM", size, ratios, e.logits, "INT8")
+    base = transformers.BertForQuestionAnswering(transformers.BertConfig()).eval()
+
+    def base_infer(ws):
+        ids = torch.from_numpy(np.stack([w.input_ids.astype(np.int64) for w in ws]))
+        with torch.inference_mode():
+            base(input_ids=ids)
+    base_bs32 = latency(base_infer, n384, 32, 1)
+    for r in rows:
+        r["speedup_vs_bert_base_bs32_n384"] = base_bs32 / r["ms_bs32_n384"]
+        r["macs_vs_bert_base_at_384"] = r["macs_at_384"] / bert_base_macs(384)
+    md = [f"SQuAD v1.1 dev ({len(examples)} questions); latency per sample with {args.threads} threads; "
+          f"BERT-base FP32 (PyTorch, random weights) at bs32 n384: {base_bs32:.0f} ms per sample.", "",
+          "| model | precision | size (MB) | tokens per layer at n=384 | EM | F1 | ms/sample bs32 n384 | ms/sample dev mix | "
+          "MACs at n=384 (vs BERT-base) | speedup vs BERT-base |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['model']} | {r['precision']} | {r['size_mb']:.1f} | {tuple(r['tokens_per_layer_at_384'])} | "
+                  f"{r['exact_match']:.2f} | {r['f1']:.2f} | {r['ms_bs32_n384']:.1f} | {r['ms_dev_mix']:.1f} | "
+                  f"{r['macs_at_384'] / 1e9:.2f} G ({r['macs_vs_bert_base_at_384']:.3f}) | "
+                  f"{r['speedup_vs_bert_base_bs32_n384']:.1f}x |")
+    write_results(args.name, header(args.threads) | {"bert_base_ms_bs32_n384": base_bs32}, rows, "\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
