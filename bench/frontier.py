@@ -1,0 +1,72 @@
+"""F1 against MACs along a model's searched frontier, FP32 and INT8 (the paper's Figure 2).
+
+Every frontier configuration stored in the .qrt file is evaluated on SQuAD v1.1 dev with the
+FP32 PyTorch model (the drop-and-restore checkpoint the file was exported from) and with the
+INT8 engine; MACs are the encoder's on the same dev windows, as a fraction of BERT-base's.
+
+    python bench/frontier.py --qrt model.qrt --checkpoint runs/lat/model.pt --eval-examples 1000
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import RESULTS, header, write_results  # noqa: E402
+from table1 import DEV, evaluate, torch_logits_fn  # noqa: E402
+
+import qualam_rt  # noqa: E402
+from qualam_rt import squad  # noqa: E402
+from qualam_rt.cost import bert_base_macs, encoder_macs  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--qrt", required=True)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--eval-examples", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="frontier")
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(args.threads)
+    from training.train import load_model
+    engine = qualam_rt.Engine(args.qrt, threads=args.threads)
+    model = load_model(args.checkpoint).eval()
+    examples = squad.load_examples(DEV)[:args.eval_examples]
+    windows = engine.windows([(e.question, e.context) for e in examples])
+    base = sum(bert_base_macs(len(w.input_ids)) for w in windows)
+    configs = [None] + [tuple(p["ratios"]) for p in engine.frontier]
+    rows = []
+    for ratios in configs:
+        macs = sum(encoder_macs(engine.architecture, len(w.input_ids), ratios) for w in windows) / base
+        e8 = qualam_rt.Engine(args.qrt, threads=args.threads, length_config="full" if ratios is None else ratios)
+        row = {"ratios": ratios, "macs_vs_bert_base": macs,
+               "f1_int8": evaluate(e8.logits, examples, windows)["f1"],
+               "f1_fp32": evaluate(torch_logits_fn(model, ratios), examples, windows)["f1"]}
+        rows.append(row)
+        print(row, flush=True)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows.sort(key=lambda r: r["macs_vs_bert_base"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [r["macs_vs_bert_base"] for r in rows]
+    ax.plot(x, [r["f1_fp32"] for r in rows], "o-", label="LA-MiniLM FP32 (PyTorch)")
+    ax.plot(x, [r["f1_int8"] for r in rows], "s--", label="QuaLA-MiniLM INT8 (qualam_rt)")
+    ax.set_xlabel("encoder MACs / BERT-base MACs (same dev windows)")
+    ax.set_ylabel(f"F1 (first {len(examples)} SQuAD v1.1 dev questions)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{args.name}.png", dpi=130)
+    md = ["| keep ratios | MACs vs BERT-base | F1 FP32 | F1 INT8 |", "|---|---|---|---|"]
+    md += [f"| {'full' if r['ratios'] is None else tuple(round(v, 3) for v in r['ratios'])} | "
+           f"{r['macs_vs_bert_base']:.3f} | {r['f1_fp32']:.2f} | {r['f1_int8']:.2f} |" for r in rows]
+    write_results(args.name, header(args.threads), rows, "\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

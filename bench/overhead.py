@@ -1,0 +1,55 @@
+"""Python overhead of Engine.answer: tokenization, windows and post-processing against the
+native encoder call, for one question and a context of about 150 tokens.
+
+    python bench/overhead.py --model model.qrt --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import header, time_call, write_results  # noqa: E402
+
+import qualam_rt  # noqa: E402
+
+CONTEXT = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
+           "France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway who, under "
+           "their leader Rollo, agreed to swear fealty to King Charles III of West Francia. Through generations of "
+           "assimilation and mixing with the native Frankish and Roman-Gaulish populations, their descendants would "
+           "gradually merge with the Carolingian-based cultures of West Francia. The distinct cultural and ethnic "
+           "identity of the Normans emerged initially in the first half of the 10th century, and it continued to "
+           "evolve over the succeeding centuries.")
+QUESTION = "In what country is Normandy located?"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=200)
+    args = ap.parse_args()
+    engine = qualam_rt.Engine(args.model, threads=args.threads)
+    windows = engine.windows([(QUESTION, CONTEXT)])
+    n = sum(len(w.input_ids) for w in windows)
+    total = time_call(lambda: engine.answer(QUESTION, CONTEXT), warmup=10, repeats=args.repeats)
+    native = time_call(lambda: engine.logits(windows), warmup=10, repeats=args.repeats)
+    tokenize = time_call(lambda: engine.windows([(QUESTION, CONTEXT)]), warmup=10, repeats=args.repeats)
+    share = 1 - native["median"] / total["median"]
+    row = {"tokens": n, "answer_ms": 1e3 * total["median"], "encoder_call_ms": 1e3 * native["median"],
+           "tokenize_windows_ms": 1e3 * tokenize["median"], "python_overhead_share": share,
+           "length_config": engine.length_config, "attention": engine.attention}
+    print(row)
+    md = (f"One question, context of {n} window tokens, model `{engine.path.name}`, config {engine.length_config}. "
+          f"answer(): {row['answer_ms']:.2f} ms; the native encoder call: {row['encoder_call_ms']:.2f} ms; "
+          f"tokenization + windows: {row['tokenize_windows_ms']:.2f} ms. Python overhead (everything but the "
+          f"encoder call): **{share:.1%}** of end-to-end latency.")
+    write_results("overhead", header(args.threads), [row], md)
+
+
+if __name__ == "__main__":
+    main()
