@@ -117,7 +117,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
         start, end = model(*args, layer_drop=cfg.layer_drop)
         loss = span_loss(start, end, batch) / parts
     loss.backward()
-    total = float(loss)
+    total = float(loss.detach())
     t_start, t_end = start.detach(), end.detach()
     n = batch["attention_mask"].sum(1).cpu()
     for k in range(cfg.num_sandwich + 1):
@@ -127,7 +127,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
             s, e = model(*args, length_config=lengths)
             sub = distill_loss(s, e, t_start, t_end, batch["attention_mask"]) / parts
         sub.backward()
-        total += float(sub)
+        total += float(sub.detach())
     return total
 
 
