@@ -58,12 +58,13 @@ def git_commit() -> str:
 
 def export_qrt(model: BertQA, tokenizer_json: str, path: str | Path, frontier: list | None = None,
                default_config=None, quantization: dict | None = None, provenance: dict | None = None,
-               compact_embeddings: bool = True) -> Path:
+               compact_embeddings: bool = True, attention: str | None = None) -> Path:
     calibrated = [float(lin.input_quant[0]) > 0 for _, lin in model.linears()]
     quant = {"weights": "int8 symmetric per output channel",
              "activations": "uint8 static per tensor" if all(calibrated) else "uint8 per row at run time",
              "embeddings": "int8 per row" if compact_embeddings else "fp32"} | (quantization or {})
     meta = {"architecture": model.config.to_dict(), "tokenizer": tokenizer_json, "frontier": frontier or [],
+            "attention": attention or "fp32",
             "default_config": None if default_config is None else [float(r) for r in default_config],
             "quantization": quant,
             "provenance": {"exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -83,6 +84,7 @@ def main(argv=None) -> None:
     ap.add_argument("--frontier", help="frontier.json of the search step")
     ap.add_argument("--default-config", help="comma-separated keep ratios (default: the frontier's choice)")
     ap.add_argument("--no-compact", action="store_true", help="fp32 word embeddings")
+    ap.add_argument("--attention", choices=("fp32", "int8"), default="fp32", help="the engine's default attention path")
     args = ap.parse_args(argv)
     model = load_model(args.model)
     tok = Path(args.tokenizer or Path(args.model).parent / "tokenizer.json").read_text()
@@ -94,7 +96,8 @@ def main(argv=None) -> None:
         default = [float(x) for x in args.default_config.split(",")]
     blob = torch.load(args.model, map_location="cpu", weights_only=False)
     path = export_qrt(model, tok, args.out, frontier, default, blob.get("quantization"),
-                      {"model": str(args.model), "train_config": blob.get("train_config")}, not args.no_compact)
+                      {"model": str(args.model), "train_config": blob.get("train_config")}, not args.no_compact,
+                      args.attention)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

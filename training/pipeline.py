@@ -54,7 +54,7 @@ def run(config: dict, steps=STEPS) -> Path:
         export_qrt(load_model(qu / "model.pt"), (qu / "tokenizer.json").read_text(), target, frontier["frontier"],
                    frontier["default_config"], blob.get("quantization"),
                    {"pipeline_config": config, "base_checkpoint": config.get("finetune", {}).get("init", "minilm")},
-                   config.get("export", {}).get("compact_embeddings", True))
+                   config.get("export", {}).get("compact_embeddings", True), config.get("export", {}).get("attention"))
     return target
 
 
