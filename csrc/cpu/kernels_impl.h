@@ -429,27 +429,41 @@ static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, fl
     g.W.K = d; g.W.N = n; g.W.Kg = kg; g.W.Np = (n + 63) / 64 * 64;
     g.out_kind = OutKind::S32; g.out = scores; g.ldo = np;  // raw int32 scores, scaled below
     gemm_serial(g);
+    // Softmax in three passes over each row of int32 scores: scale + max; e = exp(s - max)
+    // and its sum; then significance += e / sum and u8 probabilities e * 255 (the largest
+    // probability is 1 / sum, so e * 255 uses the whole u8 range; row scale 1 / (255 sum)).
     for (int64_t r = 0; r < rows; ++r) {
       float* pr = scores + r * np;
       const R sc = VecF::set1(q_scale[i0 + r] * ks);
-      for (int64_t j = 0; j < n; j += W) {  // int32 -> float in place
+      R mx = VecF::set1(-INFINITY);
+      for (int64_t j = 0; j < n; j += W) {
         const int cnt = n - j < W ? (int)(n - j) : W;
-        VecF::store(pr + j, VecF::mul(VecF::from_i32(reinterpret_cast<const int32_t*>(pr) + j), sc), cnt);
+        const R x = VecF::mul(VecF::from_i32(reinterpret_cast<const int32_t*>(pr) + j), sc);
+        VecF::store(pr + j, x, cnt);
+        if (cnt == W) mx = VecF::max(mx, x);
       }
-      softmax_row(pr, n, sig);
-      // u8 probabilities scaled by the row's largest one: full resolution on every row.
-      R mx = VecF::zero();
-      for (int64_t j = 0; j < n; j += W) mx = VecF::max(mx, VecF::load(pr + j, n - j < W ? (int)(n - j) : W));
-      const float pmax = VecF::reduce_max(mx);
-      p_scale[r] = pmax > 0.f ? pmax / 255.f : 1.f;
-      p_zero[r] = 0;
-      const R inv = VecF::set1(1.f / p_scale[r]);
+      float m = VecF::reduce_max(mx);
+      for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
+      const R mv = VecF::set1(m);
+      R sum = VecF::zero();
+      for (int64_t j = 0; j < n; j += W) {
+        const int cnt = n - j < W ? (int)(n - j) : W;
+        const R e = VecF::keep(VecF::exp(VecF::sub(VecF::load(pr + j, cnt), mv)), cnt);
+        VecF::store(pr + j, e, cnt);
+        sum = VecF::add(sum, e);
+      }
+      const float inv_sum = 1.f / VecF::reduce_add(sum);
+      const R is = VecF::set1(inv_sum), s255 = VecF::set1(255.f);
       uint8_t* p8r = p8 + r * n4;
       for (int64_t j = 0; j < n; j += W) {
         const int cnt = n - j < W ? (int)(n - j) : W;
-        VecF::store_u8(p8r + j, VecF::mul(VecF::load(pr + j, cnt), inv), cnt);
+        const R e = VecF::load(pr + j, cnt);
+        VecF::store(sig + j, VecF::fma(e, is, VecF::load(sig + j, cnt)), cnt);
+        VecF::store_u8(p8r + j, VecF::mul(e, s255), cnt);
       }
       for (int64_t j = n; j < n4; ++j) p8r[j] = 0;
+      p_scale[r] = inv_sum / 255.f;
+      p_zero[r] = 0;
     }
     GemmArgs pv;  // context = P_block V
     pv.M = rows; pv.A = p8; pv.lda = n4;
