@@ -205,24 +205,8 @@ def latency(system, windows, batch, repeats, packed):
     return 1e3 * t["median"] / len(windows), 1e3 * t["min"] / len(windows)
 
 
-def accuracy(system, examples, feats_windows, batch=32):
-    logits = []
-    order = sorted(range(len(feats_windows)), key=lambda i: len(feats_windows[i].input_ids))
-    out = [None] * len(feats_windows)
-    for i in range(0, len(order), batch):
-        idx = order[i:i + batch]
-        for j, lg in zip(idx, system.infer([feats_windows[k] for k in idx])):
-            out[j] = lg
-    logits = out
-    by_ex = {}
-    for i, w in enumerate(feats_windows):
-        by_ex.setdefault(w.example, []).append(i)
-    preds = {}
-    for e, idx in by_ex.items():
-        ex = examples[e]
-        spans = squad.best_spans(ex.context, [feats_windows[i] for i in idx], [logits[i] for i in idx])
-        preds[ex.id] = spans[0].text if spans else ""
-    return squad.evaluate(examples, preds)
+def accuracy(system, examples, windows, batch=32):
+    return squad.evaluate(examples, squad.predict(examples, windows, system.infer, batch, progress=system.name))
 
 
 def main() -> None:

@@ -36,42 +36,12 @@ DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "dev-v
 
 
 def torch_logits_fn(model, ratios):
-    import torch
-
-    def infer(windows):
-        L = max(len(w.input_ids) for w in windows)
-        ids = torch.zeros(len(windows), L, dtype=torch.long)
-        types = torch.zeros_like(ids)
-        mask = torch.zeros(len(windows), L, dtype=torch.bool)
-        for i, w in enumerate(windows):
-            n = len(w.input_ids)
-            ids[i, :n] = torch.from_numpy(w.input_ids.astype(np.int64))
-            types[i, :n] = torch.from_numpy(w.token_type_ids.astype(np.int64))
-            mask[i, :n] = True
-        with torch.inference_mode():
-            s, e = model(ids, types, mask, None if ratios is None else list(ratios))
-        return [np.stack([s[i, :len(w.input_ids)].numpy(), e[i, :len(w.input_ids)].numpy()], 1)
-                for i, w in enumerate(windows)]
-    return infer
+    from training.data import torch_infer
+    return torch_infer(model, None if ratios is None else list(ratios))
 
 
 def evaluate(infer, examples, windows, batch=32):
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
-    logits = [None] * len(windows)
-    from tqdm import tqdm
-    for i in tqdm(range(0, len(order), batch), desc="dev", leave=False):
-        idx = order[i:i + batch]
-        for j, lg in zip(idx, infer([windows[k] for k in idx])):
-            logits[j] = lg
-    by_ex = {}
-    for i, w in enumerate(windows):
-        by_ex.setdefault(w.example, []).append(i)
-    preds = {}
-    for e, idx in by_ex.items():
-        ex = examples[e]
-        spans = squad.best_spans(ex.context, [windows[i] for i in idx], [logits[i] for i in idx])
-        preds[ex.id] = spans[0].text if spans else ""
-    return squad.evaluate(examples, preds)
+    return squad.evaluate(examples, squad.predict(examples, windows, infer, batch, progress="dev"))
 
 
 def latency(infer, windows, batch, repeats):

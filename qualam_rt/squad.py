@@ -142,6 +142,28 @@ def best_spans(context: str, windows: list[Window], logits: list[np.ndarray], to
     return [Span(score, a, b, context[a:b]) for (a, b), score in ranked]
 
 
+def predict(examples: list, windows: list[Window], infer, batch_size: int = 32, progress: str | None = None) -> dict[str, str]:
+    """Best answer text per example id. infer(list of windows) -> list of [n, 2] logits; it
+    gets length-sorted batches (little padding for padded runtimes)."""
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if progress:
+        from tqdm import tqdm
+        chunks = tqdm(chunks, desc=progress, leave=False)
+    logits: list = [None] * len(windows)
+    for idx in chunks:
+        for j, lg in zip(idx, infer([windows[k] for k in idx])):
+            logits[j] = lg
+    by_example: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_example.setdefault(w.example, []).append(i)
+    preds = {ex.id: "" for ex in examples}
+    for e, idx in by_example.items():
+        spans = best_spans(examples[e].context, [windows[i] for i in idx], [logits[i] for i in idx])
+        preds[examples[e].id] = spans[0].text if spans else ""
+    return preds
+
+
 # ---- official v1.1 metric ----------------------------------------------------------------
 
 def normalize_answer(s: str) -> str:

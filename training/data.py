@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Tokenizer
-from tqdm import tqdm
 
 from qualam_rt import squad
 
@@ -80,33 +79,29 @@ class Features:
                 "start": labels[:, 0], "end": labels[:, 1]}
 
 
-def predict(features: Features, logits_fn, batch_size: int = 64, desc: str = "eval", top_k: int = 1) -> dict[str, str]:
-    """Answer text per example id. logits_fn(batch) -> (start [B, L], end [B, L])."""
-    per_window: list[np.ndarray | None] = [None] * len(features)
-    for index in tqdm(features.batches(batch_size, shuffle=False), desc=desc, leave=False):
-        batch = features.collate(index)
-        start, end = logits_fn(batch)
-        for row, i in enumerate(index):
-            n = features.lengths[i]
-            per_window[i] = np.stack([start[row, :n].float().numpy(), end[row, :n].float().numpy()], axis=1)
-    by_example: dict[int, list[int]] = {}
-    for i, w in enumerate(features.windows):
-        by_example.setdefault(w.example, []).append(i)
-    preds = {}
-    for e, wins in by_example.items():
-        ex = features.examples[e]
-        spans = squad.best_spans(ex.context, [features.windows[i] for i in wins], [per_window[i] for i in wins], top_k=top_k)
-        preds[ex.id] = spans[0].text if spans else ""
-    return preds
-
-
-@torch.no_grad()
-def evaluate_model(model, features: Features, length_config=None, batch_size: int = 64, desc="eval") -> dict:
-    model.eval()
+def torch_infer(model, length_config=None):
+    """infer(windows) -> [n, 2] logits per window, for squad.predict, with a BertQA model."""
     device = next(model.parameters()).device
 
-    def logits_fn(b):
-        s, e = model(b["input_ids"].to(device), b["token_type_ids"].to(device), b["attention_mask"].to(device), length_config)
-        return s.cpu(), e.cpu()
+    def infer(windows):
+        L = max(len(w.input_ids) for w in windows)
+        ids = torch.zeros(len(windows), L, dtype=torch.long)
+        types = torch.zeros_like(ids)
+        mask = torch.zeros(len(windows), L, dtype=torch.bool)
+        for i, w in enumerate(windows):
+            n = len(w.input_ids)
+            ids[i, :n] = torch.from_numpy(w.input_ids.astype(np.int64))
+            types[i, :n] = torch.from_numpy(w.token_type_ids.astype(np.int64))
+            mask[i, :n] = True
+        with torch.inference_mode():
+            s, e = model(ids.to(device), types.to(device), mask.to(device), length_config)
+        s, e = s.float().cpu().numpy(), e.float().cpu().numpy()
+        return [np.stack([s[i, :len(w.input_ids)], e[i, :len(w.input_ids)]], 1) for i, w in enumerate(windows)]
+    return infer
 
-    return squad.evaluate(features.examples, predict(features, logits_fn, batch_size, desc))
+
+def evaluate_model(model, features: Features, length_config=None, batch_size: int = 64, desc="eval") -> dict:
+    """EM/F1 of a BertQA model on the examples of `features`."""
+    model.eval()
+    preds = squad.predict(features.examples, features.windows, torch_infer(model, length_config), batch_size, desc)
+    return squad.evaluate(features.examples, preds)

@@ -158,18 +158,7 @@ def engine_f1(model: BertQA, tokenizer_json: str, feats: Features, ratios=None) 
 
 
 def engine_f1_of(engine: Engine, feats: Features, batch_size: int = 32) -> float:
-    logits = []
-    for i in range(0, len(feats.windows), batch_size):
-        logits += engine.logits(feats.windows[i:i + batch_size])
-    by_example: dict[int, list[int]] = {}
-    for i, w in enumerate(feats.windows):
-        by_example.setdefault(w.example, []).append(i)
-    preds = {}
-    for e, idx in by_example.items():
-        ex = feats.examples[e]
-        spans = squad.best_spans(ex.context, [feats.windows[i] for i in idx], [logits[i] for i in idx])
-        preds[ex.id] = spans[0].text if spans else ""
-    return squad.evaluate(feats.examples, preds)["f1"]
+    return squad.evaluate(feats.examples, squad.predict(feats.examples, feats.windows, engine.logits, batch_size))["f1"]
 
 
 def parse_configs(s: str) -> list:
