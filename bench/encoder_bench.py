@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--mix", type=int, default=256, help="number of SQuAD windows in the length mix")
+    ap.add_argument("--attention", choices=("fp32", "int8"), default="fp32")
     args = ap.parse_args()
     qualam_rt.set_num_threads(args.threads)
 
@@ -87,12 +88,12 @@ def main() -> None:
             else:
                 batches = [syn.random_batch(cfg, lengths, seed=1)]
                 n_seq = len(lengths)
-            run = lambda: [enc.forward(i, t, o, ratios) for i, t, o in batches]  # noqa: E731
+            run = lambda: [enc.forward(i, t, o, ratios, attention=args.attention) for i, t, o in batches]  # noqa: E731
             reps = args.repeats if n_seq > 1 else args.repeats * 5
             t = time_call(run, warmup=1, repeats=reps)
             prof = {}
             for i, tt, o in batches:
-                for k, v in enc.forward(i, tt, o, ratios, profile=True)["op_seconds"].items():
+                for k, v in enc.forward(i, tt, o, ratios, profile=True, attention=args.attention)["op_seconds"].items():
                     prof[k] = prof.get(k, 0.0) + v
             total = sum(prof.values())
             row = {"setting": name, "config": cname, "ms_per_seq_median": 1e3 * t["median"] / n_seq,
@@ -104,7 +105,7 @@ def main() -> None:
                   f"outside GEMMs {row['outside_gemm_frac']:.0%}", flush=True)
 
     ops = list(rows[0]["breakdown_frac"])
-    md = [f"Path `{_C.isa()}`, MiniLM-L6-H384 shapes, random weights, static INT8 activations, fp32 attention. "
+    md = [f"Path `{_C.isa()}`, MiniLM-L6-H384 shapes, random weights, static INT8 activations, {args.attention} attention. "
           f"SQuAD mix: {len(mix)} windows from held-out training articles, mean {mix.mean():.0f} tokens, "
           f"max {mix.max()}, packed 32 per call.", "",
           "| setting | length config | ms/seq (median) | ms/seq (min) | outside INT8 GEMMs |", "|---|---|---|---|---|"]
@@ -114,7 +115,7 @@ def main() -> None:
            "|---|---|" + "---|" * len(ops)]
     md += [f"| {r['setting']} | {r['config'].split(' ')[0]} | " + " | ".join(f"{r['breakdown_frac'][k]:.1%}" for k in ops) + " |"
            for r in rows]
-    write_results(f"encoder_{_C.isa()}", header(args.threads) | {"isa": _C.isa(), "mix_mean": float(mix.mean())},
+    write_results(f"encoder_{_C.isa()}_{args.attention}_attention", header(args.threads) | {"isa": _C.isa(), "mix_mean": float(mix.mean())},
                   rows, "\n".join(md))
 
 

@@ -71,7 +71,10 @@ def make_windows(tokenizer, pairs: list[tuple[str, str]], max_seq_len: int = MAX
     tokenizer.no_truncation()
     questions = [truncate_question(tokenizer, q, max_query_len) for q, _ in pairs]
     tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
-    encodings = tokenizer.encode_batch(list(zip(questions, [c for _, c in pairs])))
+    if len(pairs) == 1:  # encode_batch's thread pool costs more than it saves for one pair
+        encodings = [tokenizer.encode(questions[0], pairs[0][1])]
+    else:
+        encodings = tokenizer.encode_batch(list(zip(questions, [c for _, c in pairs])))
     windows = []
     for i, enc in enumerate(encodings):
         parts = [enc] + list(enc.overflowing)
@@ -122,23 +125,33 @@ def best_spans(context: str, windows: list[Window], logits: list[np.ndarray], to
     start and end candidates of each window, spans inside the context with start <= end,
     at most max_answer_len tokens; score = start logit + end logit (a span found in several
     overlapping windows keeps its best score). Returns the top_k distinct spans, best first."""
-    candidates: dict[tuple[int, int], float] = {}
+    starts_c, ends_c, scores = [], [], []
     for w, lg in zip(windows, logits):
-        start_logits, end_logits = lg[:, 0], lg[:, 1]
+        start_logits, end_logits = np.asarray(lg[:, 0]), np.asarray(lg[:, 1])
         spans = w.char_spans
-        starts = np.argsort(-start_logits, kind="stable")[:n_best]
-        ends = np.argsort(-end_logits, kind="stable")[:n_best]
-        for s in starts:
-            if spans[s, 0] < 0:
-                continue
-            for e in ends:
-                if spans[e, 0] < 0 or e < s or e - s + 1 > max_answer_len:
-                    continue
-                key = (int(spans[s, 0]), int(spans[e, 1]))
-                score = float(start_logits[s] + end_logits[e])
-                if score > candidates.get(key, -np.inf):
-                    candidates[key] = score
-    ranked = sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]
+        s_idx = np.argsort(-start_logits, kind="stable")[:n_best]
+        e_idx = np.argsort(-end_logits, kind="stable")[:n_best]
+        s_idx = s_idx[spans[s_idx, 0] >= 0]
+        e_idx = e_idx[spans[e_idx, 0] >= 0]
+        length = e_idx[None, :] - s_idx[:, None] + 1
+        ok = (length >= 1) & (length <= max_answer_len)
+        si, ei = np.nonzero(ok)
+        starts_c.append(spans[s_idx[si], 0])
+        ends_c.append(spans[e_idx[ei], 1])
+        scores.append(start_logits[s_idx[si]].astype(np.float64) + end_logits[e_idx[ei]])
+    if not scores:
+        return []
+    starts_a, ends_a, scores_a = np.concatenate(starts_c), np.concatenate(ends_c), np.concatenate(scores)
+    # Best first; ties: earlier span first. A span found in several windows keeps its best score.
+    order = np.lexsort((ends_a, starts_a, -scores_a))
+    ranked, seen = [], set()
+    for i in order:
+        key = (int(starts_a[i]), int(ends_a[i]))
+        if key not in seen:
+            seen.add(key)
+            ranked.append((key, float(scores_a[i])))
+            if len(ranked) == top_k:
+                break
     return [Span(score, a, b, context[a:b]) for (a, b), score in ranked]
 
 
