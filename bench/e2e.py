@@ -219,6 +219,7 @@ def main() -> None:
     ap.add_argument("--mix", type=int, default=256, help="dev windows in the length mix")
     ap.add_argument("--eval-examples", type=int, default=0, help="dev questions for EM/F1 (0 = all 10,570)")
     ap.add_argument("--skip", default="", help="comma-separated system name prefixes to skip")
+    ap.add_argument("--frontier-points", type=int, default=3, help="frontier configurations measured (evenly spaced)")
     ap.add_argument("--name", default="e2e")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -242,6 +243,9 @@ def main() -> None:
     engine = qualam_rt.Engine(qrt, threads=args.threads, length_config="full")
     config = engine.architecture
     frontier = [dict(p) for p in engine.frontier]
+    if len(frontier) > args.frontier_points:
+        keep = np.linspace(0, len(frontier) - 1, args.frontier_points).round().astype(int)
+        frontier = [frontier[i] for i in sorted(set(keep.tolist()))]
     default = engine.meta.get("default_config")
     for p in frontier:
         p["default"] = default is not None and list(p["ratios"]) == list(default)
