@@ -36,6 +36,16 @@ def time_call(fn, warmup: int = 3, repeats: int = 15, min_time: float = 0.0) -> 
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
 
 
+def ms_per_sample(infer, windows, batch: int, repeats: int, sort_by_length: bool = True) -> float:
+    """Median ms per window of infer(batch of windows) over all windows; length-sorted batches
+    by default (what a padded runtime does best)."""
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids)) if sort_by_length else range(len(windows))
+    ws = [windows[i] for i in order]
+    batches = [ws[i:i + batch] for i in range(0, len(ws), batch)]
+    t = time_call(lambda: [infer(b) for b in batches], warmup=1, repeats=repeats)
+    return 1e3 * t["median"] / len(windows)
+
+
 def header(threads: int) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()

@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import RESULTS, header, time_call, write_results  # noqa: E402
+from common import RESULTS, header, ms_per_sample, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import squad  # noqa: E402
@@ -196,15 +195,6 @@ def synthetic_windows(n, count, vocab, seed=0):
                          np.full((n, 2), -1)) for _ in range(count)]
 
 
-def latency(system, windows, batch, repeats, packed):
-    """ms per sample over the windows, processed in batches (length-sorted for padded peers)."""
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids)) if not packed else range(len(windows))
-    ws = [windows[i] for i in order]
-    batches = [ws[i:i + batch] for i in range(0, len(ws), batch)]
-    t = time_call(lambda: [system.infer(b) for b in batches], warmup=1, repeats=repeats)
-    return 1e3 * t["median"] / len(windows), 1e3 * t["min"] / len(windows)
-
-
 def accuracy(system, examples, windows, batch=32):
     return squad.evaluate(examples, squad.predict(examples, windows, system.infer, batch, progress=system.name))
 
@@ -289,7 +279,7 @@ def main() -> None:
         packed = s.name.startswith("qualam_rt")
         for name, ws, batch in settings:
             reps = args.repeats if not s.name.startswith("BERT-base") or batch == 1 else max(2, args.repeats // 2)
-            row[name] = latency(s, ws, batch, reps, packed)[0]
+            row[name] = ms_per_sample(s.infer, ws, batch, reps, sort_by_length=not packed)
         if not args.random and s.trained:
             row.update(accuracy(s, eval_ex, eval_windows))
         rows.append(row)

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import RESULTS, header, write_results  # noqa: E402
 from table1 import DEV, evaluate, torch_logits_fn  # noqa: E402
 

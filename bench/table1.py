@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import header, time_call, write_results  # noqa: E402
+from common import header, ms_per_sample, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import squad  # noqa: E402
@@ -42,13 +41,6 @@ def torch_logits_fn(model, ratios):
 
 def evaluate(infer, examples, windows, batch=32):
     return squad.evaluate(examples, squad.predict(examples, windows, infer, batch, progress="dev"))
-
-
-def latency(infer, windows, batch, repeats):
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
-    batches = [[windows[i] for i in order[k:k + batch]] for k in range(0, len(order), batch)]
-    t = time_call(lambda: [infer(b) for b in batches], warmup=1, repeats=repeats)
-    return 1e3 * t["median"] / len(windows)
 
 
 def state_mb(model) -> float:
@@ -104,8 +96,8 @@ def main() -> None:
                "tokens_per_layer_at_384": layer_lengths(384, ratios) if ratios else [384] * arch["layers"],
                "macs_at_384": encoder_macs(arch, 384, ratios), "config": ratios}
         row.update(evaluate(infer, examples, windows))
-        row["ms_bs32_n384"] = latency(infer, n384, 32, args.repeats)
-        row["ms_dev_mix"] = latency(infer, mix, 32, args.repeats)
+        row["ms_bs32_n384"] = ms_per_sample(infer, n384, 32, args.repeats)
+        row["ms_dev_mix"] = ms_per_sample(infer, mix, 32, args.repeats)
         rows.append(row)
         print(row, flush=True)
 
@@ -131,7 +123,7 @@ def main() -> None:
         ids = torch.from_numpy(np.stack([w.input_ids.astype(np.int64) for w in ws]))
         with torch.inference_mode():
             base(input_ids=ids)
-    base_bs32 = latency(base_infer, n384, 32, 1)
+    base_bs32 = ms_per_sample(base_infer, n384, 32, 1)
     for r in rows:
         r["speedup_vs_bert_base_bs32_n384"] = base_bs32 / r["ms_bs32_n384"]
         r["macs_vs_bert_base_at_384"] = r["macs_at_384"] / bert_base_macs(384)

@@ -128,7 +128,7 @@ def distill(cfg: DistillConfig) -> dict:
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        log.append(float(loss))
+        log.append(float(loss.detach()))
     save_model(student, out / "model.pt", {"distill_config": asdict(cfg)})
     tokenizer.no_truncation()
     tokenizer.save(str(out / "tokenizer.json"))
