@@ -191,7 +191,7 @@ def test_pipeline_end_to_end_with_valid_frontier(workdir):
               "finetune": common | {"epochs": 2}, "lat": common | {"epochs": 1},
               "search": {"eval_examples": 16, "population": 6, "mutations": 4, "crossovers": 4, "iterations": 2,
                          "latency_repeats": 1},
-              "quantize": {"calib_examples": 8, "eval_examples": 12, "batch_size": 4},
+              "quantize": {"calib_examples": 8, "eval_examples": 12, "batch_size": 4, "dynamic_inputs": "ffn1"},
               "export": {"file": "tiny.qrt"}}
     path = run(config)
     frontier = json.loads((workdir / "pipe" / "search" / "frontier.json").read_text())
@@ -209,6 +209,8 @@ def test_pipeline_end_to_end_with_valid_frontier(workdir):
     assert set(report["methods"]) == {"minmax", "percentile", "entropy"}
     engine = Engine(path)
     assert engine.length_config == tuple(frontier["default_config"])
+    _, tensors = read_model(path)
+    assert "layers.0.qkv.input_quant" in tensors and "layers.0.ffn1.input_quant" not in tensors
     a = engine.answer("what is after alpha beta", "alpha beta gamma delta")
     assert "alpha beta gamma delta"[a["start"]:a["end"]] == a["answer"]
     # resumable: a second run finds every result and does nothing
