@@ -327,7 +327,7 @@ static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* 
 static void pack_s8(const int8_t* src, int64_t N, int64_t K, int64_t stride_n, int64_t stride_k,
                     int8_t* dst, int32_t* col_sums, int64_t Np) {
   const int64_t Kg = (K + 3) / 4;
-  std::memset(dst, 0, Np * Kg * 4);
+  if (Np > 0 && Kg > 0) std::memset(dst, 0, static_cast<size_t>(Np * Kg * 4));
   for (int64_t n = 0; n < Np; ++n) col_sums[n] = 0;
   for (int64_t n = 0; n < N; ++n) {
     int8_t* panel = dst + (n / kPanel) * Kg * kPanel * 4 + (n % kPanel) * 4;
