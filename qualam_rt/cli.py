@@ -29,7 +29,8 @@ def _length_config(s: str | None):
 
 
 def _engine(args) -> Engine:
-    return Engine(args.model, threads=args.threads, length_config=_length_config(args.length_config))
+    return Engine(args.model, threads=args.threads, length_config=_length_config(args.length_config),
+                  attention=getattr(args, "attention", None))
 
 
 def cmd_answer(args) -> dict:
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
             p.add_argument("--model", default=None, help=".qrt file (default: the bundled model)")
         p.add_argument("--threads", type=int, default=None)
         p.add_argument("--length-config", default=None, help="default | full | r1,r2,... keep ratios")
+        p.add_argument("--attention", choices=("fp32", "int8"), default=None, help="attention path (default: the model's)")
 
     p = sub.add_parser("answer", help="answer one question (JSON on stdout)")
     p.add_argument("question", help="the question, or '-' to read {'question', 'context'} JSON from stdin")
@@ -125,6 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--length-config", default=None)
+    p.add_argument("--attention", choices=("fp32", "int8"), default=None)
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("bench", help="latency per length configuration")
     common(p, model_positional=True)
