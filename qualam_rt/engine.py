@@ -44,7 +44,7 @@ class Engine:
         try:
             self._encoder = _C.Encoder(self.architecture, engine_tensors(tensors))
             self._tokenizer = Tokenizer.from_str(self.meta["tokenizer"])
-        except (ValueError, TypeError, Exception) as e:  # tokenizers raises a plain Exception
+        except Exception as e:  # the encoder raises ValueError, tokenizers a plain Exception
             raise ModelFileError(f"{self.path}: {e}") from e
         self._tokenize_lock = threading.Lock()
         if threads is not None:

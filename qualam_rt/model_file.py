@@ -119,10 +119,3 @@ def engine_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         else:
             out[name] = a
     return out
-
-
-def quantize_embedding_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row, for a compact file."""
-    amax = np.abs(w).max(axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    return np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8), scale

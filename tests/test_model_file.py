@@ -8,7 +8,8 @@ import pytest
 from qualam_rt import Engine
 from qualam_rt import synthetic as syn
 from qualam_rt.errors import FormatVersionError, ModelFileError, ModelNotFoundError
-from qualam_rt.model_file import engine_tensors, quantize_embedding_rows, read_model, write_model
+from qualam_rt.model_file import engine_tensors, read_model, write_model
+from qualam_rt.reference import quantize_weight
 
 TEXT = "Ada Lovelace wrote the first program in 1843 for the analytical engine of Charles Babbage."
 
@@ -39,7 +40,7 @@ def test_round_trip(tmp_path):
 
 def test_int8_embeddings_expand_to_float32():
     w = np.random.default_rng(1).standard_normal((10, 6)).astype(np.float32)
-    q, s = quantize_embedding_rows(w)
+    q, s = quantize_weight(w)
     out = engine_tensors({"embeddings.word": q, "embeddings.word.scale": s})
     assert set(out) == {"embeddings.word"} and out["embeddings.word"].dtype == np.float32
     np.testing.assert_allclose(out["embeddings.word"], w, atol=np.abs(w).max() / 127)

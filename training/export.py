@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qualam_rt.model_file import quantize_embedding_rows, write_model
+from qualam_rt.model_file import write_model
+from qualam_rt.reference import quantize_weight
 from training.model import BertQA
 
 
@@ -32,7 +33,7 @@ def engine_tensors_of(model: BertQA, compact_embeddings: bool = True) -> dict[st
          "qa.weight": f32(model.qa.weight), "qa.bias": f32(model.qa.bias)}
     word = f32(model.word.weight)
     if compact_embeddings:
-        t["embeddings.word"], t["embeddings.word.scale"] = quantize_embedding_rows(word)
+        t["embeddings.word"], t["embeddings.word.scale"] = quantize_weight(word)  # symmetric int8 per row
     else:
         t["embeddings.word"] = word
     for i, layer in enumerate(model.layers):

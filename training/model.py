@@ -140,16 +140,15 @@ class BertQA(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0,
-                lengths_out: list | None = None):
+    def forward(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0):
         """Start and end logits [B, L] each. length_config: per-layer keep ratios or per-layer
         keep counts ([B] tensors); None = full model. layer_drop: LayerDrop probability."""
-        x = self.encode(input_ids, token_type_ids, attention_mask, length_config, layer_drop, lengths_out)
+        x = self.encode(input_ids, token_type_ids, attention_mask, length_config, layer_drop)
         logits = self.qa(x).float()
         return logits[..., 0], logits[..., 1]
 
-    def encode(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0,
-               lengths_out: list | None = None) -> torch.Tensor:
+    def encode(self, input_ids, token_type_ids, attention_mask, length_config=None,
+               layer_drop: float = 0.0) -> torch.Tensor:
         """The restored final hidden states [B, L, H]."""
         B, L = input_ids.shape
         pos = torch.arange(L, device=input_ids.device)
@@ -162,8 +161,6 @@ class BertQA(nn.Module):
             if layer_drop > 0 and self.training and torch.rand(()) < layer_drop:
                 continue
             x, active, _ = layer(x, active, None if keeps is None else keeps[i])
-            if lengths_out is not None:
-                lengths_out.append(active.sum(1))
         return x
 
     def linears(self):
