@@ -41,6 +41,7 @@ class TrainConfig:
     out: str = "runs/finetune"
     held_out_articles: int = 20       # the last articles: length search and calibration only
     max_examples: int = 0             # 0 = all training questions
+    skip_examples: int = 0            # skip the first N of the seeded shuffle (e.g. the questions an earlier run used)
     max_seq_len: int = 384
     doc_stride: int = 128
     max_query_len: int = 64
@@ -142,8 +143,10 @@ def train(cfg: TrainConfig) -> dict:
 
     # Data: training articles minus the held-out ones, optionally capped.
     train_ex, held_ex = split_articles(cfg.squad_train, cfg.held_out_articles)
-    if cfg.max_examples:
-        train_ex = [train_ex[i] for i in np.sort(rng.permutation(len(train_ex))[:cfg.max_examples])]
+    if cfg.max_examples or cfg.skip_examples:
+        chosen = rng.permutation(len(train_ex))[cfg.skip_examples:]
+        chosen = chosen[:cfg.max_examples] if cfg.max_examples else chosen
+        train_ex = [train_ex[i] for i in np.sort(chosen)]
     tokenizer = load_tokenizer(cfg.tokenizer or (minilm_directory() if cfg.init == "minilm" else
                                                  Path(cfg.init).parent if cfg.init.endswith(".pt") else cfg.init))
     feats = Features(tokenizer, train_ex, cfg.max_seq_len, cfg.doc_stride, cfg.max_query_len)
