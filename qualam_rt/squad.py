@@ -63,28 +63,42 @@ def truncate_question(tokenizer, question: str, max_query_len: int = MAX_QUERY_L
     return question[:enc.offsets[max_query_len - 1][1]]
 
 
+def _encode_pairs(tokenizer, pairs) -> list:
+    """Encodings of (question, context) pairs; None where the question alone is too long for
+    a window (the tokenizer refuses to truncate only the context then)."""
+    if len(pairs) == 1:  # encode_batch's thread pool costs more than it saves for one pair
+        try:
+            return [tokenizer.encode(*pairs[0])]
+        except Exception:
+            return [None]
+    try:
+        return tokenizer.encode_batch([tuple(p) for p in pairs])
+    except Exception:  # one question too long: find it
+        return [_encode_pairs(tokenizer, [p])[0] for p in pairs]
+
+
 def make_windows(tokenizer, pairs: list[tuple[str, str]], max_seq_len: int = MAX_SEQ_LEN,
                  doc_stride: int = DOC_STRIDE, max_query_len: int = MAX_QUERY_LEN) -> list[Window]:
     """Tokenizes (question, context) pairs into windows of at most max_seq_len tokens; a
     context longer than one window is split into windows sharing doc_stride tokens."""
     tokenizer.no_padding()
-    tokenizer.no_truncation()
-    questions = [truncate_question(tokenizer, q, max_query_len) for q, _ in pairs]
     tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
-    if len(pairs) == 1:  # encode_batch's thread pool costs more than it saves for one pair
-        encodings = [tokenizer.encode(questions[0], pairs[0][1])]
-    else:
-        encodings = tokenizer.encode_batch(list(zip(questions, [c for _, c in pairs])))
+    encodings = _encode_pairs(tokenizer, pairs)
+    # Questions over max_query_len tokens are cut and encoded again; checking after the
+    # encoding costs nothing for the usual short question (no separate question encoding).
+    for i, enc in enumerate(encodings):
+        if enc is None or enc.sequence_ids.count(0) > max_query_len:
+            tokenizer.no_truncation()
+            question = truncate_question(tokenizer, pairs[i][0], max_query_len)
+            tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
+            encodings[i] = tokenizer.encode(question, pairs[i][1])
     windows = []
     for i, enc in enumerate(encodings):
-        parts = [enc] + list(enc.overflowing)
-        spans_per_part = []
-        for part in parts:
-            seq = np.array([-1 if s is None else s for s in part.sequence_ids])
-            spans = np.array(part.offsets, dtype=np.int64)
-            spans[seq != 1] = -1
-            spans_per_part.append(spans)
-        for part, spans in zip(parts, spans_per_part):
+        for part in [enc] + list(enc.overflowing):
+            # sequence_ids: None (special token) becomes nan, so only context tokens equal 1.
+            outside = np.array(part.sequence_ids, dtype=np.float64) != 1
+            spans = np.array(part.offsets, dtype=np.int64).reshape(-1, 2)
+            spans[outside] = -1
             windows.append(Window(i, np.array(part.ids, np.int32), np.array(part.type_ids, np.int32), spans))
     return windows
 

@@ -55,6 +55,15 @@ def test_long_question_is_truncated(tok):
     assert (w.token_type_ids == 0).sum() == 8 + 2  # [CLS] + 8 question tokens + [SEP]
 
 
+def test_question_over_the_limit_but_inside_a_window_is_truncated_in_a_batch(tok):
+    pairs = [(" ".join(["who"] * 20), CONTEXT), (QUESTION, CONTEXT), (" ".join(["who"] * 200), CONTEXT)]
+    windows = squad.make_windows(tok, pairs, max_seq_len=100, doc_stride=10, max_query_len=8)
+    first = {}
+    for w in windows:
+        first.setdefault(w.example, w)
+    assert [(first[i].token_type_ids == 0).sum() for i in range(3)] == [10, min(10, 2 + len(tok.encode(QUESTION, add_special_tokens=False).ids)), 10]
+
+
 def test_span_inside_one_window(tok):
     windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
     start = CONTEXT.index("Ada")
