@@ -36,57 +36,84 @@ static inline R gelu_vec(R x) {
   return VecF::mul(VecF::mul(VecF::set1(0.5f), x), VecF::add(VecF::set1(1.f), e));
 }
 
-// Exact int32 correction of one tile row, then the float epilogue.
-static void epilogue_row(const GemmArgs& a, const int32_t* acc, int64_t m, int64_t n0, int ncols) {
-  const int64_t qi = a.a_per_row ? m : 0;
-  const int32_t corr = kActShift - a.a_zp[qi];
+// The epilogue of one tile (rows x ncols of a weight panel): the exact int32 zero-point
+// correction, then dequantize + bias, GELU, residual and the output conversion. One
+// instantiation per output form, picked once per GEMM, so the loop has no branches and its
+// pointers are locals (stores through float* could alias `a`, so fields would be reloaded).
+using Epilogue = void (*)(const GemmArgs&, const int32_t* acc, int64_t m0, int rows, int64_t n0, int ncols);
+
+template <OutKind OUT, bool GELU, bool RESIDUAL>
+static void epilogue_tile(const GemmArgs& a, const int32_t* acc, int64_t m0, int rows, int64_t n0, int ncols) {
   const int32_t* colsum = a.W.col_sums + n0;
-  int32_t fixed[kPanel];
-  for (int c = 0; c < kPanel; ++c) fixed[c] = acc[c] + corr * colsum[c];  // vectorizes
-  if (a.out_kind == OutKind::S32) {
-    int32_t* out = static_cast<int32_t*>(a.out) + m * a.ldo + n0;
-    for (int c = 0; c < ncols; ++c) out[c] = fixed[c];
-    return;
-  }
-  const R sa = VecF::set1(a.a_scale[qi]);
-  const R inv_out = VecF::set1(1.f / a.out_scale);
-  const R out_zp = VecF::set1((float)a.out_zp);
-  for (int c = 0; c < ncols; c += W) {
-    const int n = ncols - c < W ? ncols - c : W;
-    R v = VecF::mul(VecF::from_i32(fixed + c), VecF::mul(sa, VecF::load(a.W.scales + n0 + c)));
-    if (a.bias) v = VecF::add(v, VecF::load(a.bias + n0 + c, n));
-    if (a.gelu) v = gelu_vec(v);
-    if (a.residual) v = VecF::add(v, VecF::load(a.residual + m * a.ldr + n0 + c, n));
-    if (a.out_kind == OutKind::F32) {
-      VecF::store(static_cast<float*>(a.out) + m * a.ldo + n0 + c, v, n);
+  const float* wscale = a.W.scales + n0;
+  const float* bias = a.bias ? a.bias + n0 : nullptr;
+  const float* a_scale = a.a_scale;
+  const int32_t* a_zp = a.a_zp;
+  const bool per_row = a.a_per_row;
+  const int64_t ldo = a.ldo, ldr = a.ldr;
+  const float* residual = RESIDUAL ? a.residual + m0 * ldr + n0 : nullptr;
+  const R inv_out = VecF::set1(1.f / a.out_scale), out_zp = VecF::set1((float)a.out_zp);
+  for (int r = 0; r < rows; ++r, acc += kPanel) {
+    const int64_t qi = per_row ? m0 + r : 0;
+    const int32_t corr = kActShift - a_zp[qi];
+    alignas(64) int32_t fixed[kPanel];
+    for (int c = 0; c < kPanel; ++c) fixed[c] = acc[c] + corr * colsum[c];  // vectorizes
+    if constexpr (OUT == OutKind::S32) {
+      std::memcpy(static_cast<int32_t*>(a.out) + (m0 + r) * ldo + n0, fixed, sizeof(int32_t) * ncols);
     } else {
-      VecF::store_u8(static_cast<uint8_t*>(a.out) + m * a.ldo + n0 + c,
-                     VecF::fma(v, inv_out, out_zp), n);
+      const R sa = VecF::set1(a_scale[qi]);
+      for (int c = 0; c < ncols; c += W) {
+        const int n = ncols - c < W ? ncols - c : W;
+        R v = VecF::mul(VecF::from_i32(fixed + c), VecF::mul(sa, VecF::load(wscale + c)));
+        if (bias) v = VecF::add(v, VecF::load(bias + c, n));
+        if constexpr (GELU) v = gelu_vec(v);
+        if constexpr (RESIDUAL) v = VecF::add(v, VecF::load(residual + r * ldr + c, n));
+        if constexpr (OUT == OutKind::F32) {
+          VecF::store(static_cast<float*>(a.out) + (m0 + r) * ldo + n0 + c, v, n);
+        } else {
+          VecF::store_u8(static_cast<uint8_t*>(a.out) + (m0 + r) * ldo + n0 + c, VecF::fma(v, inv_out, out_zp), n);
+        }
+      }
     }
   }
 }
 
+template <OutKind OUT>
+static Epilogue pick_epilogue(bool gelu, bool residual) {
+  if (gelu) return residual ? epilogue_tile<OUT, true, true> : epilogue_tile<OUT, true, false>;
+  return residual ? epilogue_tile<OUT, false, true> : epilogue_tile<OUT, false, false>;
+}
+
+static Epilogue pick_epilogue(const GemmArgs& a) {
+  const bool residual = a.residual != nullptr;
+  switch (a.out_kind) {
+    case OutKind::S32: return epilogue_tile<OutKind::S32, false, false>;
+    case OutKind::U8: return pick_epilogue<OutKind::U8>(a.gelu, residual);
+    default: return pick_epilogue<OutKind::F32>(a.gelu, residual);
+  }
+}
+
 template <int MR>
-static void tile_and_epilogue(const GemmArgs& a, int64_t m0, int64_t p) {
+static void tile_and_epilogue(const GemmArgs& a, int64_t m0, int64_t p, Epilogue epilogue) {
   alignas(64) int32_t acc[MR * kPanel];
   gemm_tile<MR>(a.A + m0 * a.lda, a.lda, a.W.K, a.W.data + p * a.W.Kg * 4 * kPanel, acc);
   const int64_t n0 = p * kPanel;
   const int ncols = (int)(a.W.N - n0 < kPanel ? a.W.N - n0 : kPanel);
-  for (int r = 0; r < MR; ++r) epilogue_row(a, acc + r * kPanel, m0 + r, n0, ncols);
+  epilogue(a, acc, m0, MR, n0, ncols);
 }
 
 template <int MR>
-static void tail_tile(const GemmArgs& a, int64_t m0, int rows, int64_t p) {
+static void tail_tile(const GemmArgs& a, int64_t m0, int rows, int64_t p, Epilogue epilogue) {
   if constexpr (MR > 0) {
-    if (rows == MR) tile_and_epilogue<MR>(a, m0, p);
-    else tail_tile<MR - 1>(a, m0, rows, p);
+    if (rows == MR) tile_and_epilogue<MR>(a, m0, p, epilogue);
+    else tail_tile<MR - 1>(a, m0, rows, p, epilogue);
   }
 }
 
 // Rows [m, m_end) of one weight panel.
-static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p) {
-  for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, m, p);
-  if (m < m_end) tail_tile<kTileRows - 1>(a, m, (int)(m_end - m), p);
+static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Epilogue epilogue) {
+  for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, m, p, epilogue);
+  if (m < m_end) tail_tile<kTileRows - 1>(a, m, (int)(m_end - m), p, epilogue);
 }
 
 void gemm_u8s8(const GemmArgs& a) {
@@ -97,16 +124,18 @@ void gemm_u8s8(const GemmArgs& a) {
   const int64_t blocks = (a.M + kBlockRows - 1) / kBlockRows;
   const int64_t tasks = blocks * panels;
   const bool parallel = a.M * a.W.Np * a.W.K > (int64_t)1 << 18 && tasks > 1;
+  const Epilogue epilogue = pick_epilogue(a);
 #pragma omp parallel for schedule(static) num_threads(thread_count()) if (parallel)
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t b = t / panels, p = t % panels;
-    gemm_rows(a, b * kBlockRows, (b + 1) * kBlockRows < a.M ? (b + 1) * kBlockRows : a.M, p);
+    gemm_rows(a, b * kBlockRows, (b + 1) * kBlockRows < a.M ? (b + 1) * kBlockRows : a.M, p, epilogue);
   }
 }
 
 // The same GEMM on the calling thread only (used inside parallel attention).
 static void gemm_serial(const GemmArgs& a) {
-  for (int64_t p = 0; p < a.W.Np / kPanel; ++p) gemm_rows(a, 0, a.M, p);
+  const Epilogue epilogue = pick_epilogue(a);
+  for (int64_t p = 0; p < a.W.Np / kPanel; ++p) gemm_rows(a, 0, a.M, p, epilogue);
 }
 
 void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_t zp,
@@ -186,99 +215,111 @@ void layernorm(const float* x, const float* residual, const float* gamma, const 
   }
 }
 
-// Scores of 4 query rows against all n keys: prob[r][j] = q_r . K^T[:, j], two key vectors
-// at a time (8 independent FMA chains). Kept out of line with few live values so the
-// accumulators and pointers stay in registers. Rows of kt are padded to np (a multiple
-// of 16 >= n), so full-width loads stay in bounds; lanes past n are never stored.
+// fp32 attention of one (sequence, head). K^T is stored in blocks of kKeyBlock keys,
+// kt[(j / kKeyBlock) * d * kKeyBlock + c * kKeyBlock + j % kKeyBlock], so the score kernel
+// reads each block as one contiguous stream.
+constexpr int kKeyBlock = 2 * W;
+
+// Scores of kAttentionRows query rows (q, row stride ldq; a short block repeats its last
+// row) against all n keys: prob[r][j] = q_r . k_j, two key vectors at a time. Kept out of
+// line so the accumulators stay in registers (a running row maximum here would push the
+// key vectors out of them). kt is padded to whole key blocks, so full-width loads stay in
+// bounds; lanes past n are never stored.
 __attribute__((noinline)) static void qk_block(const float* kt, int64_t np, int64_t n, int64_t d,
-                                               const float* q0, const float* q1, const float* q2,
-                                               const float* q3, float* prob) {
+                                               const float* q, int64_t ldq, int rows, float* prob) {
+  constexpr int RB = kAttentionRows;
+  const float* qp[RB];
+  for (int r = 0; r < RB; ++r) qp[r] = q + (r < rows ? r : rows - 1) * ldq;
   int64_t j = 0;
-  for (; j + 2 * W <= n; j += 2 * W) {
-    R a0 = VecF::zero(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    const float* kp = kt + j;
-    for (int64_t c = 0; c < d; ++c, kp += np) {
+  for (; j + kKeyBlock <= n; j += kKeyBlock) {
+    R a[RB], b[RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) a[r] = b[r] = VecF::zero();
+    const float* kp = kt + j * d;
+    for (int64_t c = 0; c < d; ++c, kp += kKeyBlock) {
       const R ka = VecF::load(kp), kb = VecF::load(kp + W);
-      const R x0 = VecF::set1(q0[c]), x1 = VecF::set1(q1[c]), x2 = VecF::set1(q2[c]), x3 = VecF::set1(q3[c]);
-      a0 = VecF::fma(x0, ka, a0); b0 = VecF::fma(x0, kb, b0);
-      a1 = VecF::fma(x1, ka, a1); b1 = VecF::fma(x1, kb, b1);
-      a2 = VecF::fma(x2, ka, a2); b2 = VecF::fma(x2, kb, b2);
-      a3 = VecF::fma(x3, ka, a3); b3 = VecF::fma(x3, kb, b3);
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) {
+        const R x = VecF::set1(qp[r][c]);
+        a[r] = VecF::fma(x, ka, a[r]);
+        b[r] = VecF::fma(x, kb, b[r]);
+      }
     }
-    VecF::store(prob + j, a0); VecF::store(prob + j + W, b0);
-    VecF::store(prob + np + j, a1); VecF::store(prob + np + j + W, b1);
-    VecF::store(prob + 2 * np + j, a2); VecF::store(prob + 2 * np + j + W, b2);
-    VecF::store(prob + 3 * np + j, a3); VecF::store(prob + 3 * np + j + W, b3);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      VecF::store(prob + r * np + j, a[r]);
+      VecF::store(prob + r * np + j + W, b[r]);
+    }
   }
-  for (; j < n; j += W) {
+  const int64_t full = j;
+  for (; j < n; j += W) {  // the last, partial key block
     const int cnt = n - j < W ? (int)(n - j) : W;
-    R s0 = VecF::zero(), s1 = VecF::zero(), s2 = VecF::zero(), s3 = VecF::zero();
-    const float* kp = kt + j;
-    for (int64_t c = 0; c < d; ++c, kp += np) {
+    R s[RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) s[r] = VecF::zero();
+    const float* kp = kt + full * d + (j - full);
+    for (int64_t c = 0; c < d; ++c, kp += kKeyBlock) {
       const R kv = VecF::load(kp);
-      s0 = VecF::fma(VecF::set1(q0[c]), kv, s0);
-      s1 = VecF::fma(VecF::set1(q1[c]), kv, s1);
-      s2 = VecF::fma(VecF::set1(q2[c]), kv, s2);
-      s3 = VecF::fma(VecF::set1(q3[c]), kv, s3);
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) s[r] = VecF::fma(VecF::set1(qp[r][c]), kv, s[r]);
     }
-    VecF::store(prob + j, s0, cnt);
-    VecF::store(prob + np + j, s1, cnt);
-    VecF::store(prob + 2 * np + j, s2, cnt);
-    VecF::store(prob + 3 * np + j, s3, cnt);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) VecF::store(prob + r * np + j, s[r], cnt);
   }
 }
 
-// Context of 4 query rows: ctx[r] = sum_j prob[r][j] * V[j], two value vectors at a time
-// where the head is wide enough; only `rows` rows are stored.
+// Context of kAttentionRows query rows: ctx[r] = sum_j prob[r][j] * V[j], two value vectors
+// at a time where the head is wide enough; only `rows` rows are stored.
 __attribute__((noinline)) static void pv_block(const float* vc, int64_t n, int64_t d, const float* prob,
                                                int64_t np, float* ctx, int64_t ldc, int rows) {
+  constexpr int RB = kAttentionRows;
   int64_t c = 0;
   for (; c + 2 * W <= d; c += 2 * W) {
-    R a0 = VecF::zero(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    R a[RB], b[RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) a[r] = b[r] = VecF::zero();
     const float* vp = vc + c;
     for (int64_t j = 0; j < n; ++j, vp += d) {
       const R va = VecF::load(vp), vb = VecF::load(vp + W);
-      const R p0 = VecF::set1(prob[j]), p1 = VecF::set1(prob[np + j]);
-      const R p2 = VecF::set1(prob[2 * np + j]), p3 = VecF::set1(prob[3 * np + j]);
-      a0 = VecF::fma(p0, va, a0); b0 = VecF::fma(p0, vb, b0);
-      a1 = VecF::fma(p1, va, a1); b1 = VecF::fma(p1, vb, b1);
-      a2 = VecF::fma(p2, va, a2); b2 = VecF::fma(p2, vb, b2);
-      a3 = VecF::fma(p3, va, a3); b3 = VecF::fma(p3, vb, b3);
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) {
+        const R p = VecF::set1(prob[r * np + j]);
+        a[r] = VecF::fma(p, va, a[r]);
+        b[r] = VecF::fma(p, vb, b[r]);
+      }
     }
-    VecF::store(ctx + c, a0); VecF::store(ctx + c + W, b0);
-    if (rows > 1) { VecF::store(ctx + ldc + c, a1); VecF::store(ctx + ldc + c + W, b1); }
-    if (rows > 2) { VecF::store(ctx + 2 * ldc + c, a2); VecF::store(ctx + 2 * ldc + c + W, b2); }
-    if (rows > 3) { VecF::store(ctx + 3 * ldc + c, a3); VecF::store(ctx + 3 * ldc + c + W, b3); }
+    for (int r = 0; r < rows; ++r) {
+      VecF::store(ctx + r * ldc + c, a[r]);
+      VecF::store(ctx + r * ldc + c + W, b[r]);
+    }
   }
   for (; c < d; c += W) {
     const int cnt = d - c < W ? (int)(d - c) : W;
-    R c0 = VecF::zero(), c1 = VecF::zero(), c2 = VecF::zero(), c3 = VecF::zero();
+    R s[RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) s[r] = VecF::zero();
     const float* vp = vc + c;
     for (int64_t j = 0; j < n; ++j, vp += d) {
       const R vv = VecF::load(vp, cnt);
-      c0 = VecF::fma(VecF::set1(prob[j]), vv, c0);
-      c1 = VecF::fma(VecF::set1(prob[np + j]), vv, c1);
-      c2 = VecF::fma(VecF::set1(prob[2 * np + j]), vv, c2);
-      c3 = VecF::fma(VecF::set1(prob[3 * np + j]), vv, c3);
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) s[r] = VecF::fma(VecF::set1(prob[r * np + j]), vv, s[r]);
     }
-    VecF::store(ctx + c, c0, cnt);
-    if (rows > 1) VecF::store(ctx + ldc + c, c1, cnt);
-    if (rows > 2) VecF::store(ctx + 2 * ldc + c, c2, cnt);
-    if (rows > 3) VecF::store(ctx + 3 * ldc + c, c3, cnt);
+    for (int r = 0; r < rows; ++r) VecF::store(ctx + r * ldc + c, s[r], cnt);
   }
 }
 
-// In-place stable softmax of one score row; adds the probabilities to sig (significance).
-__attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float* sig) {
+// In-place stable softmax of one row of scores times `scale`; adds the probabilities to sig
+// (significance).
+__attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float scale, float* sig) {
   R mx = VecF::set1(-INFINITY);
   for (int64_t j = 0; j + W <= n; j += W) mx = VecF::max(mx, VecF::load(pr + j));
   float m = VecF::reduce_max(mx);
   for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
   R sum = VecF::zero();
-  const R mv = VecF::set1(m);
+  const R sv = VecF::set1(scale), msv = VecF::set1(-m * scale);
   for (int64_t j = 0; j < n; j += W) {
     const int cnt = n - j < W ? (int)(n - j) : W;
-    const R e = VecF::keep(VecF::exp(VecF::sub(VecF::load(pr + j, cnt), mv)), cnt);
+    const R e = VecF::keep(VecF::exp(VecF::fma(VecF::load(pr + j, cnt), sv, msv)), cnt);
     VecF::store(pr + j, e, cnt);
     sum = VecF::add(sum, e);
   }
@@ -291,33 +332,30 @@ __attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float* s
   }
 }
 
-// One (sequence, head): scores for blocks of 4 query rows against K^T, stable softmax,
-// significance partials, then probabilities x V. Blocks always hold 4 rows (the last one
-// repeats its final row) so the accumulators are fixed registers; extra rows are not stored.
+// One (sequence, head): scores for blocks of kAttentionRows query rows against K^T, stable
+// softmax (with the 1/sqrt(d) scale), significance partials, then probabilities x V.
 static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
+  constexpr int RB = kAttentionRows;
   const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
   const int64_t d = a.head_dim, H = a.num_heads * d, ld = 3 * H;
-  const int64_t np = (a.max_len + 15) / 16 * 16;
-  float* kt = work;                 // [d][np], K^T scaled by 1/sqrt(d)
-  float* vc = work + d * np;        // [n][d], this head's V rows, contiguous
-  float* prob = work + 2 * d * np;  // [4][np]
+  const int64_t np = (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  float* kt = work;                 // [np / kKeyBlock][d][kKeyBlock], this head's K^T
+  float* vc = kt + d * np;          // [n][d], this head's V rows, contiguous
+  float* prob = vc + d * np;        // [RB][np]
   float* sig = a.significance + h * a.offsets[a.num_seqs] + off;  // this head's partials
   const float* q = a.qkv + off * ld + h * d;
   const float* k = q + H;
   const float scale = 1.f / std::sqrt((float)d);
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t c = 0; c < d; ++c) kt[c * np + j] = k[j * ld + c] * scale;
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t c = 0; c < d; ++c) vc[j * d + c] = k[j * ld + H + c];
+  for (int64_t j = 0; j < n; ++j) {
+    float* dst = kt + (j / kKeyBlock) * d * kKeyBlock + j % kKeyBlock;
+    for (int64_t c = 0; c < d; ++c) dst[c * kKeyBlock] = k[j * ld + c];
+  }
+  for (int64_t j = 0; j < n; ++j) std::memcpy(vc + j * d, k + j * ld + H, sizeof(float) * d);
   for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
-  for (int64_t i0 = 0; i0 < n; i0 += 4) {
-    const int rows = n - i0 < 4 ? (int)(n - i0) : 4;
-    const float* q0 = q + (i0 + 0) * ld;
-    const float* q1 = q + (i0 + (rows > 1 ? 1 : 0)) * ld;
-    const float* q2 = q + (i0 + (rows > 2 ? 2 : 0)) * ld;
-    const float* q3 = q + (i0 + (rows > 3 ? 3 : 0)) * ld;
-    qk_block(kt, np, n, d, q0, q1, q2, q3, prob);
-    for (int r = 0; r < rows; ++r) softmax_row(prob + r * np, n, sig);
+  for (int64_t i0 = 0; i0 < n; i0 += RB) {
+    const int rows = n - i0 < RB ? (int)(n - i0) : RB;
+    qk_block(kt, np, n, d, q + i0 * ld, ld, rows, prob);
+    for (int r = 0; r < rows; ++r) softmax_row(prob + r * np, n, scale, sig);
     pv_block(vc, n, d, prob, np, a.context + (off + i0) * H + h * d, H, rows);
   }
 }

@@ -131,6 +131,8 @@ inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp
     }
   }
 }
+// fp32 attention: query rows per block (x 2 vectors = 8 accumulators of 16 registers).
+constexpr int kAttentionRows = 4;
 constexpr int kTileRows = 4;
 
 // Register-only loop of the exact u8 x s8 step above (sign, maddubs, madd, add): the

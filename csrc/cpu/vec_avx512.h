@@ -104,6 +104,8 @@ inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp
   for (int r = 0; r < MR; ++r)
     for (int v = 0; v < 4; ++v) _mm512_storeu_si512(C + r * 64 + v * 16, acc[r][v]);
 }
+// fp32 attention: query rows per block (x 2 vectors = 16 FMA chains of 32 registers).
+constexpr int kAttentionRows = 8;
 constexpr int kTileRows = 6;
 
 // Register-only vpdpbusd loop (12 independent chains, named so each stays in a register)

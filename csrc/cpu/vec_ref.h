@@ -58,6 +58,8 @@ inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp
       C[r * 64 + c] = acc;
     }
 }
+// fp32 attention: query rows per block.
+constexpr int kAttentionRows = 4;
 constexpr int kTileRows = 4;
 
 // Scalar multiply-add loop: the "peak" of the reference path.
