@@ -141,21 +141,26 @@ def best_spans(context: str, windows: list[Window], logits: list[np.ndarray], to
     overlapping windows keeps its best score). Returns the top_k distinct spans, best first."""
     starts_c, ends_c, scores = [], [], []
     for w, lg in zip(windows, logits):
-        start_logits, end_logits = np.asarray(lg[:, 0]), np.asarray(lg[:, 1])
+        lg = np.asarray(lg)
         spans = w.char_spans
-        s_idx = np.argsort(-start_logits, kind="stable")[:n_best]
-        e_idx = np.argsort(-end_logits, kind="stable")[:n_best]
-        s_idx = s_idx[spans[s_idx, 0] >= 0]
-        e_idx = e_idx[spans[e_idx, 0] >= 0]
+        top = np.argsort(-lg, axis=0, kind="stable")[:n_best]  # n_best start and end candidates
+        s_idx = top[:, 0][spans[top[:, 0], 0] >= 0]
+        e_idx = top[:, 1][spans[top[:, 1], 0] >= 0]
         length = e_idx[None, :] - s_idx[:, None] + 1
-        ok = (length >= 1) & (length <= max_answer_len)
-        si, ei = np.nonzero(ok)
+        si, ei = np.nonzero((length >= 1) & (length <= max_answer_len))
         starts_c.append(spans[s_idx[si], 0])
         ends_c.append(spans[e_idx[ei], 1])
-        scores.append(start_logits[s_idx[si]].astype(np.float64) + end_logits[e_idx[ei]])
+        scores.append(lg[s_idx[si], 0].astype(np.float64) + lg[e_idx[ei], 1])
     if not scores:
         return []
-    starts_a, ends_a, scores_a = np.concatenate(starts_c), np.concatenate(ends_c), np.concatenate(scores)
+    starts_a, ends_a, scores_a = ((a[0] if len(a) == 1 else np.concatenate(a)) for a in (starts_c, ends_c, scores))
+    if len(scores_a) == 0:
+        return []
+    if top_k == 1:  # the best span; ties: the earlier one
+        tied = np.flatnonzero(scores_a == scores_a.max())
+        i = tied[np.lexsort((ends_a[tied], starts_a[tied]))[0]] if len(tied) > 1 else tied[0]
+        a, b = int(starts_a[i]), int(ends_a[i])
+        return [Span(float(scores_a[i]), a, b, context[a:b])]
     # Best first; ties: earlier span first. A span found in several windows keeps its best score.
     order = np.lexsort((ends_a, starts_a, -scores_a))
     ranked, seen = [], set()
