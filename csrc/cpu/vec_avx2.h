@@ -79,10 +79,6 @@ struct VecF {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
   static inline reg abs(reg x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
-  static inline reg copysign(reg mag, reg sign) {
-    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
-    return _mm256_or_ps(_mm256_andnot_ps(sign_bit, mag), _mm256_and_ps(sign_bit, sign));
-  }
 };
 
 // vpmaddubsw adds two u8*s8 products into s16 and saturates. To stay exact we feed it

@@ -61,10 +61,6 @@ struct VecF {
     return _mm512_scalef_ps(p, n);
   }
   static inline reg abs(reg x) { return _mm512_abs_ps(x); }
-  static inline reg copysign(reg mag, reg sign) {
-    const __m512 sign_bit = _mm512_set1_ps(-0.0f);
-    return _mm512_or_ps(_mm512_andnot_ps(sign_bit, mag), _mm512_and_ps(sign_bit, sign));
-  }
   static inline reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
 };
 

@@ -43,7 +43,6 @@ struct VecF {
   static inline reg exp(reg x) { return std::exp(x); }
   static inline reg erf(reg x) { return std::erf(x); }
   static inline reg abs(reg x) { return std::fabs(x); }
-  static inline reg copysign(reg mag, reg sign) { return std::copysign(mag, sign); }
 };
 
 constexpr int32_t kActShift = 0;
