@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, header, write_results  # noqa: E402
 from table1 import DEV, evaluate, torch_logits_fn  # noqa: E402
@@ -27,6 +29,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--eval-examples", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--points", type=int, default=0, help="frontier configurations evaluated, evenly spaced (0 = all)")
     ap.add_argument("--name", default="frontier")
     args = ap.parse_args()
     import torch
@@ -37,7 +40,10 @@ def main() -> None:
     examples = squad.load_examples(DEV)[:args.eval_examples]
     windows = engine.windows([(e.question, e.context) for e in examples])
     base = sum(bert_base_macs(len(w.input_ids)) for w in windows)
-    configs = [None] + [tuple(p["ratios"]) for p in engine.frontier]
+    front = [tuple(p["ratios"]) for p in engine.frontier]
+    if args.points and len(front) > args.points:
+        front = [front[i] for i in sorted(set(np.linspace(0, len(front) - 1, args.points).round().astype(int)))]
+    configs = [None] + front
     rows = []
     for ratios in configs:
         macs = sum(encoder_macs(engine.architecture, len(w.input_ids), ratios) for w in windows) / base
