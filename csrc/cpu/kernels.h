@@ -38,13 +38,15 @@ struct AttentionArgs {
 };
 // Rows of queries the INT8 path handles at once.
 constexpr int64_t kAttentionRowBlock = 48;
+// Upper bound of every ISA's fp32 query block (kAttentionRows in vec_<isa>.h): sizes scratch.
+constexpr int64_t kMaxAttentionRows = 8;
 // Per worker: fp32 path: contiguous K^T and V copies and up to 8 probability rows; INT8 path:
 // u8 Q, packed K and V^T with their column sums and scales, a score block and its u8
 // probabilities. Per head one significance row.
 inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
   const int64_t np = (max_len + 63) / 64 * 64, dp = (head_dim + 63) / 64 * 64;
   const int64_t kg = (head_dim + 3) / 4, ng = (max_len + 3) / 4;
-  const int64_t fp32 = (2 * head_dim + 8) * np;
+  const int64_t fp32 = (2 * head_dim + kMaxAttentionRows) * np;
   const int64_t int8_bytes = 2 * max_len * head_dim + np * kg * 4 + dp * ng * 4 + kAttentionRowBlock * np;
   const int64_t int8 = int8_bytes / 4 + 4 * np + 2 * dp + kAttentionRowBlock * np + 64 + 6 * 16;  // + alignment
   return (fp32 > int8 ? fp32 : int8) + 64;

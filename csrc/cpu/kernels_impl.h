@@ -225,6 +225,7 @@ void layernorm(const float* x, const float* residual, const float* gamma, const 
 // kt[(j / kKeyBlock) * d * kKeyBlock + c * kKeyBlock + j % kKeyBlock], so the score kernel
 // reads each block as one contiguous stream.
 constexpr int kKeyBlock = 2 * W;
+static_assert(kAttentionRows <= kMaxAttentionRows, "attention scratch is sized for kMaxAttentionRows");
 
 // Scores of kAttentionRows query rows (q, row stride ldq; a short block repeats its last
 // row) against all n keys: prob[r][j] = q_r . k_j, two key vectors at a time. Kept out of
