@@ -6,6 +6,8 @@
 #include "dispatch.h"
 #include "encoder.h"
 #include "ops.h"
+#include "spans.h"
+#include "wordpiece.h"
 
 namespace py = pybind11;
 using namespace qrt;
@@ -146,6 +148,47 @@ py::object encoder_forward(const Encoder& e, const py::array& ids, const py::arr
   return std::move(out);
 }
 
+// (input_ids, token_type_ids, char_spans [n, 2]) per window, or None where the fast path declines.
+py::object wordpiece_windows(const WordPiece& wp, std::string_view question, std::string_view context,
+                             int max_seq_len, int doc_stride, int max_query_len) {
+  std::optional<std::vector<TokenWindow>> windows;
+  {
+    py::gil_scoped_release nogil;
+    windows = wp.windows(question, context, max_seq_len, doc_stride, max_query_len);
+  }
+  if (!windows) return py::none();
+  py::list out;
+  for (const TokenWindow& w : *windows) {
+    const py::ssize_t n = static_cast<py::ssize_t>(w.ids.size());
+    out.append(py::make_tuple(py::array_t<int32_t>(n, w.ids.data()), py::array_t<int32_t>(n, w.type_ids.data()),
+                              py::array_t<int64_t>({n, py::ssize_t{2}}, w.spans.data())));
+  }
+  return std::move(out);
+}
+
+py::tuple span_candidates_py(const py::array& logits, const py::array& char_spans, int n_best, int max_answer_len) {
+  const float* lp = data_of<float>(logits, "logits");
+  const int64_t* sp = data_of<int64_t>(char_spans, "char_spans");
+  const Shape shape = shape_of(logits);
+  if (shape.size() != 2 || shape[1] != 2 || shape_of(char_spans) != shape)
+    throw py::value_error("logits and char_spans must both have shape [n, 2]");
+  if (n_best < 1 || max_answer_len < 1) throw py::value_error("n_best and max_answer_len must be positive");
+  std::vector<SpanCandidate> c;
+  {
+    py::gil_scoped_release nogil;
+    c = span_candidates(lp, sp, shape[0], n_best, max_answer_len);
+  }
+  const py::ssize_t m = static_cast<py::ssize_t>(c.size());
+  py::array_t<int64_t> starts(m), ends(m);
+  py::array_t<double> scores(m);
+  for (py::ssize_t i = 0; i < m; ++i) {
+    starts.mutable_data()[i] = c[i].start;
+    ends.mutable_data()[i] = c[i].end;
+    scores.mutable_data()[i] = c[i].score;
+  }
+  return py::make_tuple(starts, ends, scores);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -188,6 +231,15 @@ PYBIND11_MODULE(_C, m) {
            py::arg("keep_ratios") = py::none(), py::arg("return_kept") = false, py::arg("profile") = false,
            py::arg("attention") = "fp32",
            "Packed batch forward; returns {'logits': [T, 2], 'kept'?: [(positions, offsets)] per layer, 'op_seconds'?}.");
+  py::class_<WordPiece>(m, "WordPiece", "BERT WordPiece windows for ASCII text (csrc/wordpiece.h).")
+      .def(py::init<const std::vector<std::string>&, int32_t, int32_t, int32_t, int>(), py::arg("vocab"),
+           py::arg("unk_id"), py::arg("cls_id"), py::arg("sep_id"), py::arg("max_input_chars_per_word"))
+      .def("windows", &wordpiece_windows, py::arg("question"), py::arg("context"), py::arg("max_seq_len"),
+           py::arg("doc_stride"), py::arg("max_query_len"),
+           "[(input_ids, token_type_ids, char_spans)] per window, or None if the text needs the general tokenizer.");
+  m.def("span_candidates", &span_candidates_py, py::arg("logits"), py::arg("char_spans"), py::arg("n_best"),
+        py::arg("max_answer_len"),
+        "Answer spans of one window as (char starts, char ends, scores), best first (csrc/spans.h).");
   m.def("layer_lengths", &layer_lengths, py::arg("n"), py::arg("keep_ratios"), py::arg("min_keep") = 2);
 
   m.def("quantize", [](const py::array& x, float scale, int32_t zp) {

@@ -44,6 +44,7 @@ class Engine:
         try:
             self._encoder = _C.Encoder(self.architecture, engine_tensors(tensors))
             self._tokenizer = Tokenizer.from_str(self.meta["tokenizer"])
+            self._native_tokenizer = squad.NativeWordPiece.of(self._tokenizer)
         except Exception as e:  # the encoder raises ValueError, tokenizers a plain Exception
             raise ModelFileError(f"{self.path}: {e}") from e
         self._tokenize_lock = threading.Lock()
@@ -110,7 +111,8 @@ class Engine:
     def windows(self, pairs: list[tuple[str, str]]) -> list[squad.Window]:
         with self._tokenize_lock:
             return squad.make_windows(self._tokenizer, pairs, max_seq_len=self.max_seq_len,
-                                      doc_stride=min(squad.DOC_STRIDE, self.max_seq_len // 3))
+                                      doc_stride=min(squad.DOC_STRIDE, self.max_seq_len // 3),
+                                      native=self._native_tokenizer)
 
     def answer_batch(self, pairs, batch_size: int = 32, top_k: int = 1, max_answer_len: int = 30):
         """answer() for each (question, context) pair; windows run `batch_size` at a time."""
@@ -150,6 +152,7 @@ class Engine:
     def info(self) -> dict:
         return {"path": str(self.path), "architecture": self.architecture,
                 "quantization": self.meta.get("quantization"), "isa": _C.isa(), "threads": _C.num_threads(),
+                "tokenizer": "tokenizers" + (" + native WordPiece for ASCII text" if self._native_tokenizer else ""),
                 "length_config": self.length_config, "attention": self.attention, "default_config": self.meta.get("default_config"),
                 "frontier": self.frontier, "provenance": self.meta.get("provenance"),
                 "macs_at_384": encoder_macs(self.architecture, 384, self.length_config)}

@@ -1,6 +1,7 @@
 """SQuAD v1.1: reading the json, windows over long contexts, span post-processing and the
 official EM/F1. One implementation shared by the runtime (`Engine`, `qualam-rt eval`) and the
-training pipeline; numpy and `tokenizers` only.
+training pipeline. Tokenization is `tokenizers`, with a native fast path for ASCII text
+(csrc/wordpiece.h) that gives the same windows.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from qualam_rt import _C
 
 MAX_SEQ_LEN = 384
 DOC_STRIDE = 128  # tokens shared by consecutive windows of one context
@@ -63,24 +66,88 @@ def truncate_question(tokenizer, question: str, max_query_len: int = MAX_QUERY_L
     return question[:enc.offsets[max_query_len - 1][1]]
 
 
+def _is_tokenizer_error(e: BaseException) -> bool:
+    # `tokenizers` panics (a BaseException) when a long question leaves a window no room for
+    # the stride, and raises plain Exceptions for other refusals.
+    return isinstance(e, Exception) or type(e).__name__ == "PanicException"
+
+
 def _encode_pairs(tokenizer, pairs) -> list:
     """Encodings of (question, context) pairs; None where the question alone is too long for
     a window (the tokenizer refuses to truncate only the context then)."""
     if len(pairs) == 1:  # encode_batch's thread pool costs more than it saves for one pair
         try:
             return [tokenizer.encode(*pairs[0])]
-        except Exception:
+        except BaseException as e:
+            if not _is_tokenizer_error(e):
+                raise
             return [None]
     try:
         return tokenizer.encode_batch([tuple(p) for p in pairs])
-    except Exception:  # one question too long: find it
+    except BaseException as e:  # one question too long: find it
+        if not _is_tokenizer_error(e):
+            raise
         return [_encode_pairs(tokenizer, [p])[0] for p in pairs]
 
 
+class NativeWordPiece:
+    """The native fast path of make_windows for a BERT WordPiece tokenizer. It gives exactly
+    the windows `tokenizers` gives, for printable ASCII text without added-token strings such
+    as "[SEP]"; it returns None for anything else, and make_windows falls back to `tokenizers`."""
+
+    def __init__(self, tokenizer):
+        config = json.loads(tokenizer.to_str())
+        model, normalizer = config["model"], config.get("normalizer") or {}
+        if (model.get("type") != "WordPiece" or model.get("continuing_subword_prefix") != "##"
+                or normalizer.get("type") != "BertNormalizer" or not normalizer.get("lowercase")
+                or (config.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer"):
+            raise ValueError("not a lowercasing BERT WordPiece tokenizer")
+        vocab = tokenizer.get_vocab()
+        words = [""] * (max(vocab.values()) + 1)
+        for word, i in vocab.items():
+            words[i] = word
+        cls, sep, unk = (vocab.get(t) for t in ("[CLS]", "[SEP]", model.get("unk_token", "[UNK]")))
+        if None in (cls, sep, unk):
+            raise ValueError("the vocabulary lacks [CLS], [SEP] or the unknown token")
+        probe = tokenizer.encode("a", "b")  # the post-processor must make [CLS] A [SEP] B [SEP]
+        if probe.ids != [cls, vocab["a"], sep, vocab["b"], sep] or probe.type_ids != [0, 0, 0, 1, 1]:
+            raise ValueError("the post-processor is not [CLS] A [SEP] B [SEP]")
+        self._native = _C.WordPiece(words, unk, cls, sep, int(model.get("max_input_chars_per_word", 100)))
+        self._added = [t["content"] for t in config.get("added_tokens", [])]  # matched in raw text by tokenizers
+
+    @classmethod
+    def of(cls, tokenizer) -> "NativeWordPiece | None":
+        try:
+            return cls(tokenizer)
+        except (ValueError, KeyError):
+            return None
+
+    def __call__(self, question: str, context: str, max_seq_len: int, doc_stride: int, max_query_len: int):
+        """[(input_ids, token_type_ids, char_spans)] of each window, or None."""
+        if any(t in question or t in context for t in self._added):
+            return None
+        return self._native.windows(question, context, max_seq_len, doc_stride, max_query_len)
+
+
 def make_windows(tokenizer, pairs: list[tuple[str, str]], max_seq_len: int = MAX_SEQ_LEN,
-                 doc_stride: int = DOC_STRIDE, max_query_len: int = MAX_QUERY_LEN) -> list[Window]:
+                 doc_stride: int = DOC_STRIDE, max_query_len: int = MAX_QUERY_LEN,
+                 native: NativeWordPiece | None = None) -> list[Window]:
     """Tokenizes (question, context) pairs into windows of at most max_seq_len tokens; a
-    context longer than one window is split into windows sharing doc_stride tokens."""
+    context longer than one window is split into windows sharing doc_stride tokens. With
+    `native`, pairs it can handle skip `tokenizers` (same windows, several times faster)."""
+    parts: list = [None] * len(pairs)
+    if native is not None:
+        parts = [native(q, c, max_seq_len, doc_stride, max_query_len) for q, c in pairs]
+    slow = [i for i, p in enumerate(parts) if p is None]
+    if slow:
+        for i, p in zip(slow, _tokenizers_windows(tokenizer, [pairs[i] for i in slow], max_seq_len, doc_stride,
+                                                  max_query_len)):
+            parts[i] = p
+    return [Window(i, *w) for i, p in enumerate(parts) for w in p]
+
+
+def _tokenizers_windows(tokenizer, pairs, max_seq_len: int, doc_stride: int, max_query_len: int) -> list[list]:
+    """make_windows with `tokenizers`: [(input_ids, token_type_ids, char_spans)] per pair."""
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
     encodings = _encode_pairs(tokenizer, pairs)
@@ -92,15 +159,17 @@ def make_windows(tokenizer, pairs: list[tuple[str, str]], max_seq_len: int = MAX
             question = truncate_question(tokenizer, pairs[i][0], max_query_len)
             tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
             encodings[i] = tokenizer.encode(question, pairs[i][1])
-    windows = []
-    for i, enc in enumerate(encodings):
+    out = []
+    for enc in encodings:
+        windows = []
         for part in [enc] + list(enc.overflowing):
             # sequence_ids: None (special token) becomes nan, so only context tokens equal 1.
             outside = np.array(part.sequence_ids, dtype=np.float64) != 1
             spans = np.array(part.offsets, dtype=np.int64).reshape(-1, 2)
             spans[outside] = -1
-            windows.append(Window(i, np.array(part.ids, np.int32), np.array(part.type_ids, np.int32), spans))
-    return windows
+            windows.append((np.array(part.ids, np.int32), np.array(part.type_ids, np.int32), spans))
+        out.append(windows)
+    return out
 
 
 def pack(windows: list[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,28 +208,15 @@ def best_spans(context: str, windows: list[Window], logits: list[np.ndarray], to
     start and end candidates of each window, spans inside the context with start <= end,
     at most max_answer_len tokens; score = start logit + end logit (a span found in several
     overlapping windows keeps its best score). Returns the top_k distinct spans, best first."""
-    starts_c, ends_c, scores = [], [], []
-    for w, lg in zip(windows, logits):
-        lg = np.asarray(lg)
-        spans = w.char_spans
-        top = np.argsort(-lg, axis=0, kind="stable")[:n_best]  # n_best start and end candidates
-        s_idx = top[:, 0][spans[top[:, 0], 0] >= 0]
-        e_idx = top[:, 1][spans[top[:, 1], 0] >= 0]
-        length = e_idx[None, :] - s_idx[:, None] + 1
-        si, ei = np.nonzero((length >= 1) & (length <= max_answer_len))
-        starts_c.append(spans[s_idx[si], 0])
-        ends_c.append(spans[e_idx[ei], 1])
-        scores.append(lg[s_idx[si], 0].astype(np.float64) + lg[e_idx[ei], 1])
-    if not scores:
+    found = [c for c in (_C.span_candidates(np.ascontiguousarray(lg, np.float32), w.char_spans, n_best, max_answer_len)
+                         for w, lg in zip(windows, logits)) if len(c[2])]
+    if not found:
         return []
-    starts_a, ends_a, scores_a = ((a[0] if len(a) == 1 else np.concatenate(a)) for a in (starts_c, ends_c, scores))
-    if len(scores_a) == 0:
-        return []
-    if top_k == 1:  # the best span; ties: the earlier one
-        tied = np.flatnonzero(scores_a == scores_a.max())
-        i = tied[np.lexsort((ends_a[tied], starts_a[tied]))[0]] if len(tied) > 1 else tied[0]
-        a, b = int(starts_a[i]), int(ends_a[i])
-        return [Span(float(scores_a[i]), a, b, context[a:b])]
+    if top_k == 1:  # each window's candidates come best first; ties: the earlier span
+        starts, ends, scores = min(found, key=lambda c: (-c[2][0], c[0][0], c[1][0]))
+        a, b = int(starts[0]), int(ends[0])
+        return [Span(float(scores[0]), a, b, context[a:b])]
+    starts_a, ends_a, scores_a = (np.concatenate(a) for a in zip(*found))
     # Best first; ties: earlier span first. A span found in several windows keeps its best score.
     order = np.lexsort((ends_a, starts_a, -scores_a))
     ranked, seen = [], set()

@@ -3,8 +3,10 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from qualam_rt import squad
+from qualam_rt import _C, squad
 from qualam_rt import synthetic as syn
 
 CONTEXT = ("Ada Lovelace wrote   the first\n\n program in 1843 . Charles Babbage designed the analytical "
@@ -53,6 +55,16 @@ def test_long_question_is_truncated(tok):
     q = " ".join(["who"] * 200)
     w = squad.make_windows(tok, [(q, CONTEXT)], max_seq_len=100, doc_stride=10, max_query_len=8)[0]
     assert (w.token_type_ids == 0).sum() == 8 + 2  # [CLS] + 8 question tokens + [SEP]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_question_leaving_less_room_than_the_stride_is_truncated(tok, batch):
+    # 90 question tokens leave 7 context tokens per window, fewer than the stride: `tokenizers`
+    # panics on such a pair; the question must be cut instead.
+    q = " ".join(["who"] * 90)
+    windows = squad.make_windows(tok, [(q, CONTEXT)] * batch, max_seq_len=100, doc_stride=10, max_query_len=8)
+    assert {w.example for w in windows} == set(range(batch))
+    assert all((w.token_type_ids == 0).sum() == 8 + 2 for w in windows)
 
 
 def test_question_over_the_limit_but_inside_a_window_is_truncated_in_a_batch(tok):
@@ -164,3 +176,40 @@ def test_answer_token_span_labels(tok):
     for i, (s, e) in hits:
         w = windows[i]
         assert w.char_spans[s, 0] == start and w.char_spans[e, 1] == end
+
+
+def reference_candidates(lg, spans, n_best, max_answer_len):
+    """The post-processing of one window in plain numpy: (start, end, score) best first."""
+    top = np.argsort(-lg, axis=0, kind="stable")[:n_best]
+    s_idx = top[:, 0][spans[top[:, 0], 0] >= 0]
+    e_idx = top[:, 1][spans[top[:, 1], 0] >= 0]
+    length = e_idx[None, :] - s_idx[:, None] + 1
+    si, ei = np.nonzero((length >= 1) & (length <= max_answer_len))
+    starts, ends = spans[s_idx[si], 0], spans[e_idx[ei], 1]
+    scores = lg[s_idx[si], 0].astype(np.float64) + lg[e_idx[ei], 1]
+    order = np.lexsort((ends, starts, -scores))
+    return starts[order], ends[order], scores[order]
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 80), n_best=st.integers(1, 30), max_answer_len=st.integers(1, 40),
+       seed=st.integers(0, 2**31 - 1))
+def test_native_span_candidates_equal_the_numpy_reference(n, n_best, max_answer_len, seed):
+    rng = np.random.default_rng(seed)
+    lg = rng.integers(-3, 4, (n, 2)).astype(np.float32)  # small integers: many ties
+    if seed % 2:
+        lg += rng.normal(size=(n, 2)).astype(np.float32)
+    spans = np.stack([np.arange(n) * 3, np.arange(n) * 3 + 2], 1).astype(np.int64)
+    spans[rng.random(n) < 0.3] = -1  # question and special tokens
+    got = _C.span_candidates(lg, spans, n_best, max_answer_len)
+    for g, w in zip(got, reference_candidates(lg, spans, n_best, max_answer_len)):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_span_candidates_reject_bad_arrays():
+    with pytest.raises(TypeError):
+        _C.span_candidates(np.zeros((3, 2)), np.zeros((3, 2), np.int64), 20, 30)
+    with pytest.raises(ValueError):
+        _C.span_candidates(np.zeros((3, 2), np.float32), np.zeros((4, 2), np.int64), 20, 30)
+    with pytest.raises(ValueError):
+        _C.span_candidates(np.zeros((3, 2), np.float32), np.zeros((3, 2), np.int64), 0, 30)
