@@ -231,9 +231,11 @@ PYBIND11_MODULE(_C, m) {
            py::arg("keep_ratios") = py::none(), py::arg("return_kept") = false, py::arg("profile") = false,
            py::arg("attention") = "fp32",
            "Packed batch forward; returns {'logits': [T, 2], 'kept'?: [(positions, offsets)] per layer, 'op_seconds'?}.");
-  py::class_<WordPiece>(m, "WordPiece", "BERT WordPiece windows for ASCII text (csrc/wordpiece.h).")
-      .def(py::init<const std::vector<std::string>&, int32_t, int32_t, int32_t, int>(), py::arg("vocab"),
-           py::arg("unk_id"), py::arg("cls_id"), py::arg("sep_id"), py::arg("max_input_chars_per_word"))
+  py::class_<WordPiece>(m, "WordPiece", "BERT WordPiece windows for text in a character table (csrc/wordpiece.h).")
+      .def(py::init<const std::vector<std::string>&, int32_t, int32_t, int32_t, int, const std::vector<uint32_t>&,
+                    const std::vector<std::u32string>&, const std::vector<std::string>&>(),
+           py::arg("vocab"), py::arg("unk_id"), py::arg("cls_id"), py::arg("sep_id"), py::arg("max_input_chars_per_word"),
+           py::arg("code_points"), py::arg("normalized"), py::arg("classes"))
       .def("windows", &wordpiece_windows, py::arg("question"), py::arg("context"), py::arg("max_seq_len"),
            py::arg("doc_stride"), py::arg("max_query_len"),
            "[(input_ids, token_type_ids, char_spans)] per window, or None if the text needs the general tokenizer.");

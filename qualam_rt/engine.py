@@ -152,7 +152,7 @@ class Engine:
     def info(self) -> dict:
         return {"path": str(self.path), "architecture": self.architecture,
                 "quantization": self.meta.get("quantization"), "isa": _C.isa(), "threads": _C.num_threads(),
-                "tokenizer": "tokenizers" + (" + native WordPiece for ASCII text" if self._native_tokenizer else ""),
+                "tokenizer": "tokenizers" + (" + native WordPiece (csrc/wordpiece.h)" if self._native_tokenizer else ""),
                 "length_config": self.length_config, "attention": self.attention, "default_config": self.meta.get("default_config"),
                 "frontier": self.frontier, "provenance": self.meta.get("provenance"),
                 "macs_at_384": encoder_macs(self.architecture, 384, self.length_config)}

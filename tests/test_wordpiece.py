@@ -34,10 +34,15 @@ def make_tokenizer(added_specials: bool = True):
 TOK = make_tokenizer()
 NATIVE = squad.NativeWordPiece.of(TOK)
 
-ascii_text = st.lists(st.one_of(st.sampled_from(WORDS + ["Playing", "PLAYS", "xyz", "abab", "a" * 13]),
-                                st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " \t\n\r",
-                                        max_size=6)),
-                      min_size=1, max_size=60).map(" ".join)
+# Accents (stripped), upper case outside ASCII, Unicode punctuation and spaces, deleted
+# characters (control, zero-width), CJK (one token each), and a few the fast path declines
+# (a combining mark, an emoji).
+OTHER_CHARS = "éÉüßİΣσЖж–—“”«»…\u00a0\u2003\u200e\x0b\x00中文。、Ａ\u0301\u200b😀"
+TABLE = set(map(chr, squad.bert_char_table(True)[0]))
+text = st.lists(st.one_of(st.sampled_from(WORDS + ["Playing", "PLAYS", "xyz", "abab", "a" * 13, "Café", "ÉCOLE"]),
+                          st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " \t\n\r"
+                                  + OTHER_CHARS, max_size=6)),
+                min_size=1, max_size=60).map(" ".join)
 
 
 def same_windows(got, want):
@@ -53,31 +58,32 @@ window_shape = st.integers(14, 120).flatmap(lambda m: st.tuples(st.just(m), st.i
 
 
 @settings(max_examples=300, deadline=None)
-@given(question=ascii_text, context=ascii_text, shape=window_shape)
+@given(question=text, context=text, shape=window_shape)
 def test_native_windows_equal_tokenizers_windows(question, context, shape):
     max_seq_len, doc_stride = shape
     want = squad.make_windows(TOK, [(question, context)], max_seq_len, doc_stride, max_query_len=8)
     parts = NATIVE(question, context, max_seq_len, doc_stride, 8)
-    if parts is None:  # declined only for a question over max_query_len tokens
+    if parts is None:  # declined only for a question over max_query_len tokens or a character off the table
         TOK.no_truncation()
-        assert len(TOK.encode(question, add_special_tokens=False).ids) > 8
+        assert len(TOK.encode(question, add_special_tokens=False).ids) > 8 or set(question + context) - TABLE
     else:
         assert same_windows([squad.Window(0, *p) for p in parts], want)
 
 
 def test_make_windows_mixes_native_and_fallback_pairs_in_order():
     pairs = [("who wrote it?", "Ada wrote the first program in 1843."),
-             ("who wrote it?", "Ada wrote it in Zürich."),            # non-ASCII: tokenizers
+             ("who wrote it?", "Ada wrote it in Zürich \u2013 in 中文."),  # accents, a dash, CJK: native
              ("what [SEP] is", "the plays of 1843"),                   # an added token's text: tokenizers
-             ("q", "a\x0bb"),                                          # a control character: tokenizers
+             ("q", "a\x0bb\u200ec"),                                   # deleted characters: native
              ("play " * 20, "the playing"),                            # question over max_query_len
+             ("q", "e\u0301 and 😀"),                                  # a combining mark, an emoji: tokenizers
              ("what?", "Playing PLAYS abab " * 10)]                    # several windows
     got = squad.make_windows(TOK, pairs, 32, 8, max_query_len=8, native=NATIVE)
     want = squad.make_windows(TOK, pairs, 32, 8, max_query_len=8)
     assert same_windows(got, want)
     assert [w.example for w in got] == sorted(w.example for w in got)
     declined = [i for i, (q, c) in enumerate(pairs) if NATIVE(q, c, 32, 8, 8) is None]
-    assert declined == [1, 2, 3, 4]
+    assert declined == [2, 4, 5]
 
 
 def test_long_words_and_missing_pieces_become_one_unk():
@@ -100,6 +106,21 @@ def test_tokenizers_it_cannot_reproduce_get_no_fast_path():
     assert squad.NativeWordPiece.of(cased) is None
 
 
+def test_every_code_point_of_the_table_matches_tokenizers():
+    """Each character of the table, inside and between words, against the installed `tokenizers`
+    with the bundled model's vocabulary (which has accented and CJK pieces)."""
+    import qualam_rt
+    engine = qualam_rt.Engine()
+    tok, native = engine._tokenizer, engine._native_tokenizer
+    points = squad.bert_char_table(True)[0]
+    pairs = [(f"what {c}?", f"a{c}b {c} X{c}. caf{c}s \u00e9{c}{c}") for c in map(chr, points)]
+    want = squad._tokenizers_windows(tok, pairs, 384, 128, 64)
+    mismatched = [q[5] for (q, c), w in zip(pairs, want)
+                  if not same_windows([squad.Window(0, *p) for p in native(q, c, 384, 128, 64) or []],
+                                      [squad.Window(0, *p) for p in w])]
+    assert not mismatched, f"{len(mismatched)} code points differ, e.g. {[hex(ord(c)) for c in mismatched[:10]]}"
+
+
 def test_default_model_tokenizer_matches_on_real_text():
     import qualam_rt
     engine = qualam_rt.Engine()
@@ -108,7 +129,7 @@ def test_default_model_tokenizer_matches_on_real_text():
     question = "In what country is Normandy located?"
     context = ("The Normans (Norman: Nourmands; French: Normands; Latin: Normanni) were the people who in the "
                "10th and 11th centuries gave their name to Normandy, a region in France. Don't they?\tYes -- "
-               "U.S.A. e-mail 3.14 $5 x_y ") * 8
+               "U.S.A. e-mail 3.14 $5 x_y Zürich – “quoted” 東京 Ωmega\u00a0naïve ") * 8
     for msl, stride in ((384, 128), (64, 16)):
         got = squad.make_windows(engine._tokenizer, [(question, context)], msl, stride, native=engine._native_tokenizer)
         want = squad.make_windows(engine._tokenizer, [(question, context)], msl, stride)
