@@ -86,6 +86,7 @@ def main(argv=None) -> None:
     ap.add_argument("--default-config", help="comma-separated keep ratios (default: the frontier's choice)")
     ap.add_argument("--no-compact", action="store_true", help="fp32 word embeddings")
     ap.add_argument("--attention", choices=("fp32", "int8"), default="fp32", help="the engine's default attention path")
+    ap.add_argument("--provenance", default="{}", help="JSON object of extra provenance fields (data, base checkpoint)")
     args = ap.parse_args(argv)
     model = load_model(args.model)
     tok = Path(args.tokenizer or Path(args.model).parent / "tokenizer.json").read_text()
@@ -97,7 +98,8 @@ def main(argv=None) -> None:
         default = [float(x) for x in args.default_config.split(",")]
     blob = torch.load(args.model, map_location="cpu", weights_only=False)
     path = export_qrt(model, tok, args.out, frontier, default, blob.get("quantization"),
-                      {"model": str(args.model), "train_config": blob.get("train_config")}, not args.no_compact,
+                      {"model": str(args.model), "train_config": blob.get("train_config")} | json.loads(args.provenance),
+                      not args.no_compact,
                       args.attention)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
