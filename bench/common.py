@@ -46,6 +46,29 @@ def ms_per_sample(infer, windows, batch: int, repeats: int, sort_by_length: bool
     return 1e3 * t["median"] / len(windows)
 
 
+def interleaved_ms_per_sample(systems: dict, windows, batch: int, repeats: dict) -> dict:
+    """Median ms per window of each system's infer(batch of windows), timed in rounds: every
+    round runs one pass of each system, in an order that rotates from round to round, so a
+    slow spell of a shared machine falls on all systems alike. systems: name -> (infer,
+    sort_by_length); repeats: name -> number of timed passes (after one warm-up pass)."""
+    passes = {}
+    for name, (infer, sort_by_length) in systems.items():
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids)) if sort_by_length else range(len(windows))
+        ws = [windows[i] for i in order]
+        batches = [ws[i:i + batch] for i in range(0, len(ws), batch)]
+        passes[name] = (lambda infer=infer, batches=batches: [infer(b) for b in batches])
+    times = {name: [] for name in systems}
+    names = list(systems)
+    for r in range(-1, max(repeats.values())):  # round -1: warm-up
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            if r < repeats[name]:
+                t = time.perf_counter()
+                passes[name]()
+                if r >= 0:
+                    times[name].append(time.perf_counter() - t)
+    return {name: 1e3 * statistics.median(t) / len(windows) for name, t in times.items()}
+
+
 def header(threads: int) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()

@@ -2,7 +2,8 @@
 
 For one trained model (the .qrt file and the FP32 checkpoint it was exported from) or a
 random-weight MiniLM-L6-H384, in one run and with one thread count:
-  - latency per sample (median and min after warm-up) at n=384 batch 1 and 32, n=128 batch 1,
+  - latency per sample (median after warm-up; all systems timed round by round, interleaved,
+    so that a slow spell of the machine falls on all of them) at n=384 batch 1 and 32, n=128 batch 1,
     and on the real length mix of SQuAD dev windows (qualam_rt packs them without padding;
     peers get length-sorted batches of 32 padded to their longest);
   - SQuAD v1.1 dev EM/F1 of every system that runs the trained weights.
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, header, ms_per_sample, write_results  # noqa: E402
+from common import RESULTS, header, interleaved_ms_per_sample, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import squad  # noqa: E402
@@ -273,13 +274,20 @@ def main() -> None:
                  dev_windows, 32)]
     eval_ex = dev_examples[:args.eval_examples] if args.eval_examples else dev_examples
     eval_windows = engine.windows([(e.question, e.context) for e in eval_ex]) if not args.random else []
+    # Timed setting by setting with all systems interleaved (common.interleaved_ms_per_sample):
+    # this machine's speed drifts by tens of percent over minutes.
+    latency = {s.name: {} for s in systems}
+    for name, ws, batch in settings:
+        reps = {s.name: args.repeats if not s.name.startswith("BERT-base") or batch == 1 else max(2, args.repeats // 2)
+                for s in systems}
+        got = interleaved_ms_per_sample({s.name: (s.infer, not s.name.startswith("qualam_rt")) for s in systems},
+                                        ws, batch, reps)
+        for s in systems:
+            latency[s.name][name] = got[s.name]
+        print(name, {k: round(v, 2) for k, v in got.items()}, flush=True)
     rows = []
     for s in systems:
-        row = {"system": s.name}
-        packed = s.name.startswith("qualam_rt")
-        for name, ws, batch in settings:
-            reps = args.repeats if not s.name.startswith("BERT-base") or batch == 1 else max(2, args.repeats // 2)
-            row[name] = ms_per_sample(s.infer, ws, batch, reps, sort_by_length=not packed)
+        row = {"system": s.name} | latency[s.name]
         if not args.random and s.trained:
             row.update(accuracy(s, eval_ex, eval_windows))
         rows.append(row)
@@ -287,7 +295,7 @@ def main() -> None:
 
     base = next((r for r in rows if r["system"].startswith("BERT-base")), None)
     cols = [name for name, _, _ in settings]
-    md = ["Latency in ms per sample (median of repeated runs after warm-up); speedup = BERT-base FP32 latency / "
+    md = ["Latency in ms per sample (median of repeated runs after warm-up, all systems interleaved round by round); speedup = BERT-base FP32 latency / "
           "latency in the same setting. EM/F1 on " + (f"the first {len(eval_ex)} of " if args.eval_examples else "") +
           "SQuAD v1.1 dev (10,570 questions)." if not args.random else "Random weights: speed only.", ""]
     md += notes
