@@ -36,12 +36,17 @@ def time_call(fn, warmup: int = 3, repeats: int = 15, min_time: float = 0.0) -> 
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
 
 
-def ms_per_sample(infer, windows, batch: int, repeats: int, sort_by_length: bool = True) -> float:
-    """Median ms per window of infer(batch of windows) over all windows; length-sorted batches
-    by default (what a padded runtime does best)."""
+def batches_of(windows, batch: int, sort_by_length: bool) -> list:
+    """Batches of `batch` windows; length-sorted if asked (what a padded runtime does best)."""
     order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids)) if sort_by_length else range(len(windows))
     ws = [windows[i] for i in order]
-    batches = [ws[i:i + batch] for i in range(0, len(ws), batch)]
+    return [ws[i:i + batch] for i in range(0, len(ws), batch)]
+
+
+def ms_per_sample(infer, windows, batch: int, repeats: int, sort_by_length: bool = True) -> float:
+    """Median ms per window of infer(batch of windows) over all windows; length-sorted batches
+    by default."""
+    batches = batches_of(windows, batch, sort_by_length)
     t = time_call(lambda: [infer(b) for b in batches], warmup=1, repeats=repeats)
     return 1e3 * t["median"] / len(windows)
 
@@ -51,12 +56,8 @@ def interleaved_ms_per_sample(systems: dict, windows, batch: int, repeats: dict)
     round runs one pass of each system, in an order that rotates from round to round, so a
     slow spell of a shared machine falls on all systems alike. systems: name -> (infer,
     sort_by_length); repeats: name -> number of timed passes (after one warm-up pass)."""
-    passes = {}
-    for name, (infer, sort_by_length) in systems.items():
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids)) if sort_by_length else range(len(windows))
-        ws = [windows[i] for i in order]
-        batches = [ws[i:i + batch] for i in range(0, len(ws), batch)]
-        passes[name] = (lambda infer=infer, batches=batches: [infer(b) for b in batches])
+    passes = {name: (lambda infer=infer, batches=batches_of(windows, batch, by_length): [infer(b) for b in batches])
+              for name, (infer, by_length) in systems.items()}
     times = {name: [] for name in systems}
     names = list(systems)
     for r in range(-1, max(repeats.values())):  # round -1: warm-up

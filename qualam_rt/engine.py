@@ -99,6 +99,11 @@ class Engine:
                 raise InputError(f"{name} must be a str, got {type(value).__name__}")
             if not value.strip():
                 raise InputError(f"{name} is empty; pass some text")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InputError(f"{name} is not valid Unicode text ({e.reason} at index {e.start}); "
+                                 "decode the input with errors='replace'") from None
 
     def logits(self, windows: list[squad.Window], length_config="same") -> list[np.ndarray]:
         """Start/end logits [n, 2] of each window (one packed native call)."""

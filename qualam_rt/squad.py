@@ -98,10 +98,10 @@ def _encode_pairs(tokenizer, pairs) -> list:
 _WHITE_SPACE = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
                          + "".join(map(chr, range(0x2000, 0x200B))))
 # The code points of the native tokenizer's table: the alphabets up to CJK symbols and kana,
-# CJK unified ideographs, full-width forms.
-_TABLE_RANGES = (range(0, 0x3100), range(0x4E00, 0xA000), range(0xFF00, 0xFFF0))
-_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-               (0x2B920, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+# CJK unified ideographs (the only block of the table that handle_chinese_chars isolates),
+# full-width forms.
+_CJK = range(0x4E00, 0xA000)
+_TABLE_RANGES = (range(0, 0x3100), _CJK, range(0xFF00, 0xFFF0))
 
 
 def _pre_tokenizer_class(ch: str) -> str:
@@ -134,8 +134,7 @@ def bert_char_table(strip_accents: bool) -> tuple[list[int], list[str], list[str
             norm = unicodedata.normalize("NFD", c) if strip_accents else c
             # Lower-cased one character at a time, as `tokenizers` does (no final-sigma rule).
             norm = "".join(ch.lower() for ch in norm if not (strip_accents and unicodedata.category(ch) == "Mn"))
-            chinese = any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
-            cls = "i" * len(norm) if chinese else "".join(map(_pre_tokenizer_class, norm))
+            cls = "i" * len(norm) if cp in _CJK else "".join(map(_pre_tokenizer_class, norm))
         points.append(cp)
         normalized.append(norm)
         classes.append(cls)
@@ -184,7 +183,7 @@ class NativeWordPiece:
             return None
         try:
             return self._native.windows(question, context, max_seq_len, doc_stride, max_query_len)
-        except TypeError:  # not encodable as UTF-8 (lone surrogates): `tokenizers` reports it
+        except TypeError:  # not encodable as UTF-8 (lone surrogates; Engine rejects them first)
             return None
 
 

@@ -103,7 +103,8 @@ def test_bad_questions_and_contexts(engine):
     for q, c, msg in [("", TEXT, "question is empty"), ("   \n", TEXT, "question is empty"),
                       (QUESTIONS[0], "", "context is empty"), (QUESTIONS[0], " \t ", "context is empty"),
                       (None, TEXT, "question must be a str"), (QUESTIONS[0], 42, "context must be a str"),
-                      (b"bytes?", TEXT, "must be a str")]:
+                      (b"bytes?", TEXT, "must be a str"), ("who\ud800?", TEXT, "question is not valid Unicode"),
+                      (QUESTIONS[0], "lone \udfff surrogate", "context is not valid Unicode")]:
         with pytest.raises(InputError, match=msg):
             engine.answer(q, c)
     with pytest.raises(InputError):
