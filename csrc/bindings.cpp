@@ -113,7 +113,13 @@ Encoder* make_encoder(const py::dict& config, const py::dict& tensors) {
 py::object encoder_forward(const Encoder& e, const py::array& ids, const py::array& types, const py::array& offsets,
                            std::optional<std::vector<float>> ratios, bool return_kept, bool profile,
                            const std::string& attention) {
-  if (attention != "fp32" && attention != "int8") throw py::value_error("attention must be 'fp32' or 'int8'");
+  AttentionPrecision precision;
+  if (attention == "fp32") precision = AttentionPrecision::F32;
+  else if (attention == "int16") precision = AttentionPrecision::Int16;
+  else if (attention == "int8") precision = AttentionPrecision::Int8;
+  else throw py::value_error("attention must be 'fp32', 'int16' or 'int8'");
+  if (precision == AttentionPrecision::Int16 && e.config().hidden / e.config().heads > 256)
+    throw py::value_error("the int16 attention path supports head dims up to 256");
   const int32_t* ip = data_of<int32_t>(ids, "input_ids");
   const int32_t* tp = data_of<int32_t>(types, "token_type_ids");
   const int64_t* op = data_of<int64_t>(offsets, "offsets");
@@ -127,7 +133,7 @@ py::object encoder_forward(const Encoder& e, const py::array& ids, const py::arr
   ForwardResult r;
   {
     py::gil_scoped_release nogil;
-    e.forward(ip, tp, op, B, ratios.value_or(std::vector<float>{}), return_kept, profile, r, attention == "int8");
+    e.forward(ip, tp, op, B, ratios.value_or(std::vector<float>{}), return_kept, profile, r, precision);
   }
   auto logits = empty<float>({(int64_t)r.logits.size() / 2, 2});
   std::copy(r.logits.begin(), r.logits.end(), logits.mutable_data());

@@ -169,7 +169,7 @@ void quantize_input(const QLinear& lin, const float* x, int64_t rows, int64_t co
 
 void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
                       const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res,
-                      bool int8_attention) const {
+                      AttentionPrecision attention) const {
   const EncoderConfig& c = cfg_;
   const int64_t H = c.hidden, I = c.intermediate;
   check_keep_ratios(ratios, c.layers);
@@ -245,23 +245,37 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     timer.lap(kQuantize);
     a.out_kind = OutKind::F32;
     a.out = ws.qkv.data();
-    a.ldo = 3 * H;
+    // Head-major output ([3 * heads][rows][head_dim]) when a head is whole vectors: each
+    // attention task then reads its Q, K and V as contiguous blocks instead of 3H-strided rows.
+    const int64_t d = H / c.heads;
+    const bool head_major = d % 16 == 0;
+    if (head_major) {
+      a.ldo = d;
+      a.out_split = d;
+      a.out_split_stride = Tc * d;
+    } else {
+      a.ldo = 3 * H;
+    }
     K.gemm_u8s8(a);
+    a.out_split = 0;  // `a` serves the O-projection next
     timer.lap(kQKV);
 
     // 2. Attention per sequence, with each token's significance.
     AttentionArgs att;
     att.qkv = ws.qkv.data();
+    att.ld = head_major ? d : 3 * H;
+    att.head_stride = head_major ? Tc * d : d;
+    att.part_stride = head_major ? c.heads * Tc * d : H;
     att.num_seqs = B;
     att.offsets = ws.off_cur.data();
     att.num_heads = c.heads;
-    att.head_dim = H / c.heads;
+    att.head_dim = d;
     att.context = ws.ctx.data();
     att.significance = ws.sig.data();
     att.max_len = max_len;
     att.num_workers = workers;
     att.scratch = ws.att_scratch.data();
-    att.int8 = int8_attention;
+    att.precision = attention;
     K.attention(att);
     timer.lap(kAttention);
 

@@ -61,10 +61,10 @@ class Encoder {
   // ids, types: [T] int32; offsets: [num_seqs + 1], sequence s owns rows
   // [offsets[s], offsets[s+1]); keep_ratios: [layers] non-increasing in (0, 1], or empty for
   // the full model. Thread-safe: working memory is per calling thread.
-  // int8_attention: QK^T and PV on the INT8 GEMM kernel (kernels.h AttentionArgs::int8).
+  // attention: the arithmetic of QK^T and PV (kernels.h AttentionPrecision).
   void forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t num_seqs,
                const std::vector<float>& keep_ratios, bool record_kept, bool profile,
-               ForwardResult& result, bool int8_attention = false) const;
+               ForwardResult& result, AttentionPrecision attention = AttentionPrecision::F32) const;
 
  private:
   EncoderConfig cfg_;

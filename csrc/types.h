@@ -30,6 +30,9 @@ enum class OutKind : int { F32 = 0, U8 = 1, S32 = 2 };
 // C[m, n] = sum_k (A[m, k] - a_zp[m]) * W[n, k], then the epilogue:
 //   S32: store C;  F32/U8: v = C * a_scale[m] * w_scale[n] + bias[n]; gelu(v); v += residual[m, n];
 //   F32: store v;  U8: store clamp(round(v / out_scale) + out_zp, 0, 255).
+// Output element (m, n) lives at out[m * ldo + n], or with out_split > 0 (F32/U8 only; a
+// multiple of the vector width) at out[(n / out_split) * out_split_stride + m * ldo +
+// n % out_split]: column blocks stored apart, e.g. QKV heads as [3 * heads][rows][head_dim].
 struct GemmArgs {
   int64_t M = 0;
   const uint8_t* A = nullptr;
@@ -47,6 +50,15 @@ struct GemmArgs {
   int64_t ldo = 0;
   float out_scale = 1.f;
   int32_t out_zp = 0;
+  int64_t out_split = 0, out_split_stride = 0;
 };
+
+// Arithmetic of attention's two products; softmax is fp32 in all three.
+//   F32:   fp32 FMA.
+//   Int16: Q (per-row scale) x K (per-key scale) and P x V (per-channel scale) as int16 pairs
+//          into exact int32 sums (vpdpwssd); errors ~1e-4 relative.
+//   Int8:  Q as u8 (per-row scale, zero point) x K as s8 (per-head scale), probabilities as
+//          u8 (per-row scale: row max / 255) x V as s8 (per-channel scales), on the GEMM kernel.
+enum class AttentionPrecision { F32, Int16, Int8 };
 
 }  // namespace qrt

@@ -14,6 +14,9 @@ from qualam_rt.errors import InputError, LengthConfigError, ModelFileError, Mode
 from qualam_rt.model_file import ARCH_KEYS, engine_tensors, read_model
 
 
+ATTENTION_PATHS = ("fp32", "int16", "int8")
+
+
 def default_model_path() -> Path:
     """The model bundled with the package (qualam_rt/models/default.qrt)."""
     return Path(str(resources.files("qualam_rt") / "models" / "default.qrt"))
@@ -26,7 +29,8 @@ class Engine:
     cores). length_config: "default" (the model's), "full" (no token dropping), or a tuple of
     per-layer keep ratios. max_macs / max_latency_ms: instead, the most accurate configuration
     of the model's frontier within that budget (MACs at n=384; measured latency at n=384).
-    attention: "fp32" or "int8" (QK^T and PV on the INT8 kernel); None: the model's choice.
+    attention: the arithmetic of attention's two products: "fp32", "int16" (int16 pairs into
+    exact int32 sums, ~1e-4 relative error) or "int8"; None: the model's choice.
     Thread-safe: several threads may call answer() on one Engine.
     """
 
@@ -56,8 +60,8 @@ class Engine:
         self.frontier = list(self.meta.get("frontier", []))
         self.length_config = self._resolve(length_config, max_macs, max_latency_ms)
         self.attention = attention or self.meta.get("attention", "fp32")
-        if self.attention not in ("fp32", "int8"):
-            raise ValueError(f"attention must be 'fp32' or 'int8', not {self.attention!r}")
+        if self.attention not in ATTENTION_PATHS:
+            raise ValueError(f"attention must be one of {ATTENTION_PATHS}, not {self.attention!r}")
 
     # ---- configuration -----------------------------------------------------------------
     def _resolve(self, length_config, max_macs, max_latency_ms):

@@ -17,12 +17,15 @@
   }
 
 namespace qrt {
-// Multi-head self-attention of one packed batch, fp32. Sequence s owns rows
-// [offsets[s], offsets[s+1]) of qkv ([T, 3H]: Q | K | V, heads of head_dim side by side).
-// Writes context [T, H] and significance[t] = attention token t receives, summed over
-// heads and over the query rows of its own sequence.
+// Multi-head self-attention of one packed batch. Sequence s owns rows [offsets[s],
+// offsets[s+1]); row t of head h's queries starts at qkv + h * head_stride + t * ld, its
+// keys and values part_stride and 2 * part_stride floats later (row-major [T, 3H]: ld = 3H,
+// head_stride = head_dim, part_stride = H; head-major: ld = head_dim, head_stride = T *
+// head_dim, part_stride = heads * T * head_dim). Writes context [T, H] and significance[t] =
+// attention token t receives, summed over heads and over the query rows of its own sequence.
 struct AttentionArgs {
   const float* qkv = nullptr;
+  int64_t ld = 0, head_stride = 0, part_stride = 0;
   int64_t num_seqs = 0;
   const int64_t* offsets = nullptr;  // [num_seqs + 1]
   int64_t num_heads = 0, head_dim = 0;
@@ -31,25 +34,26 @@ struct AttentionArgs {
   int64_t max_len = 0;       // longest sequence
   int num_workers = 1;       // threads the call may use; scratch is sized for them
   float* scratch = nullptr;  // attention_scratch_floats(...) floats
-  // INT8 path: Q as u8 (per-row scale, zero point) x K as s8 (per-head scale), softmax in
-  // fp32, probabilities as u8 (per-row scale: row max / 255) x V as s8 (per-channel scales),
-  // on the GEMM kernel.
-  bool int8 = false;
+  AttentionPrecision precision = AttentionPrecision::F32;
 };
 // Rows of queries the INT8 path handles at once.
 constexpr int64_t kAttentionRowBlock = 48;
 // Upper bound of every ISA's fp32 query block (kAttentionRows in vec_<isa>.h): sizes scratch.
 constexpr int64_t kMaxAttentionRows = 8;
-// Per worker: fp32 path: contiguous K^T and V copies and up to 8 probability rows; INT8 path:
-// u8 Q, packed K and V^T with their column sums and scales, a score block and its u8
-// probabilities. Per head one significance row.
+// Per worker: fp32 path: contiguous K^T and V copies and up to 8 probability rows; int16
+// path: int16 Q, K and V in their layouts, their scales, up to 8 score rows and their int16
+// probabilities; INT8 path: u8 Q, packed K and V^T with their column sums and scales, a
+// score block and its u8 probabilities. Per head one significance row.
 inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
   const int64_t np = (max_len + 63) / 64 * 64, dp = (head_dim + 63) / 64 * 64;
   const int64_t kg = (head_dim + 3) / 4, ng = (max_len + 3) / 4;
   const int64_t fp32 = (2 * head_dim + kMaxAttentionRows) * np;
   const int64_t int8_bytes = 2 * max_len * head_dim + np * kg * 4 + dp * ng * 4 + kAttentionRowBlock * np;
   const int64_t int8 = int8_bytes / 4 + 4 * np + 2 * dp + kAttentionRowBlock * np + 64 + 6 * 16;  // + alignment
-  return (fp32 > int8 ? fp32 : int8) + 64;
+  const int64_t dp2 = head_dim + 1, int16_halves = 2 * np * dp2 + np * dp + kMaxAttentionRows * np + dp;
+  const int64_t int16 = (kMaxAttentionRows + 2) * np + dp + (int16_halves + 1) / 2;
+  const int64_t most = fp32 > int8 ? fp32 : int8;
+  return (most > int16 ? most : int16) + 64;
 }
 inline int64_t attention_scratch_floats(int64_t max_len, int64_t num_heads, int64_t head_dim,
                                         int64_t total_rows, int num_workers) {

@@ -59,6 +59,9 @@ static void epilogue_tile(const GemmArgs& a, const int32_t* acc, int64_t m0, int
   const int64_t ldo = a.ldo, ldr = a.ldr;
   const float* residual = RESIDUAL ? a.residual + m0 * ldr + n0 : nullptr;
   const R inv_out = VecF::set1(1.f / a.out_scale), out_zp = VecF::set1((float)a.out_zp);
+  int64_t col[kPanel / W];  // where each output vector of this tile's row 0 goes
+  for (int c = 0; c < ncols; c += W)
+    col[c / W] = a.out_split ? (n0 + c) / a.out_split * a.out_split_stride + (n0 + c) % a.out_split : n0 + c;
   for (int r = 0; r < rows; ++r, acc += kPanel) {
     const int64_t qi = per_row ? m0 + r : 0;
     const int32_t corr = kActShift - a_zp[qi];
@@ -75,9 +78,9 @@ static void epilogue_tile(const GemmArgs& a, const int32_t* acc, int64_t m0, int
         if constexpr (GELU) v = gelu_vec(v);
         if constexpr (RESIDUAL) v = VecF::add(v, VecF::load(residual + r * ldr + c, n));
         if constexpr (OUT == OutKind::F32) {
-          VecF::store(static_cast<float*>(a.out) + (m0 + r) * ldo + n0 + c, v, n);
+          VecF::store(static_cast<float*>(a.out) + (m0 + r) * ldo + col[c / W], v, n);
         } else {
-          VecF::store_u8(static_cast<uint8_t*>(a.out) + (m0 + r) * ldo + n0 + c, VecF::fma(v, inv_out, out_zp), n);
+          VecF::store_u8(static_cast<uint8_t*>(a.out) + (m0 + r) * ldo + col[c / W], VecF::fma(v, inv_out, out_zp), n);
         }
       }
     }
@@ -316,8 +319,9 @@ __attribute__((noinline)) static void pv_block(const float* vc, int64_t n, int64
 }
 
 // In-place stable softmax of one row of scores times `scale`; adds the probabilities to sig
-// (significance).
-__attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float scale, float* sig) {
+// (significance). S16: the probabilities go to p16 as round(p * 32767) instead of back to pr.
+template <bool S16>
+__attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float scale, float* sig, int16_t* p16) {
   R mx = VecF::set1(-INFINITY);
   for (int64_t j = 0; j + W <= n; j += W) mx = VecF::max(mx, VecF::load(pr + j));
   float m = VecF::reduce_max(mx);
@@ -330,13 +334,16 @@ __attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float sc
     VecF::store(pr + j, e, cnt);
     sum = VecF::add(sum, e);
   }
-  const R inv = VecF::set1(1.f / VecF::reduce_add(sum));
+  const float inv_sum = 1.f / VecF::reduce_add(sum);
+  const R inv = VecF::set1(inv_sum), inv16 = VecF::set1(inv_sum * 32767.f);
   for (int64_t j = 0; j < n; j += W) {
     const int cnt = n - j < W ? (int)(n - j) : W;
-    const R p = VecF::mul(VecF::load(pr + j, cnt), inv);
-    VecF::store(pr + j, p, cnt);
+    const R e = VecF::load(pr + j, cnt), p = VecF::mul(e, inv);
+    if constexpr (S16) VecF::store_s16(p16 + j, VecF::mul(e, inv16), cnt);
+    else VecF::store(pr + j, p, cnt);
     VecF::store(sig + j, VecF::add(VecF::load(sig + j, cnt), p), cnt);
   }
+  if (S16 && (n & 1)) p16[n] = 0;  // the pair loop of pv16_block reads one past an odd n
 }
 
 // One (sequence, head): scores for blocks of kAttentionRows query rows against K^T, stable
@@ -344,26 +351,220 @@ __attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float sc
 static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
   constexpr int RB = kAttentionRows;
   const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
-  const int64_t d = a.head_dim, H = a.num_heads * d, ld = 3 * H;
+  const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
   const int64_t np = (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
   float* kt = work;                 // [np / kKeyBlock][d][kKeyBlock], this head's K^T
   float* vc = kt + d * np;          // [n][d], this head's V rows, contiguous
   float* prob = vc + d * np;        // [RB][np]
   float* sig = a.significance + h * a.offsets[a.num_seqs] + off;  // this head's partials
-  const float* q = a.qkv + off * ld + h * d;
-  const float* k = q + H;
+  const float* q = a.qkv + h * a.head_stride + off * ld;
+  const float* k = q + a.part_stride;
+  const float* v = k + a.part_stride;
   const float scale = 1.f / std::sqrt((float)d);
   for (int64_t j = 0; j < n; ++j) {
     float* dst = kt + (j / kKeyBlock) * d * kKeyBlock + j % kKeyBlock;
     for (int64_t c = 0; c < d; ++c) dst[c * kKeyBlock] = k[j * ld + c];
   }
-  for (int64_t j = 0; j < n; ++j) std::memcpy(vc + j * d, k + j * ld + H, sizeof(float) * d);
+  for (int64_t j = 0; j < n; ++j) std::memcpy(vc + j * d, v + j * ld, sizeof(float) * d);
   for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   for (int64_t i0 = 0; i0 < n; i0 += RB) {
     const int rows = n - i0 < RB ? (int)(n - i0) : RB;
     qk_block(kt, np, n, d, q + i0 * ld, ld, rows, prob);
-    for (int r = 0; r < rows; ++r) softmax_row(prob + r * np, n, scale, sig);
+    for (int r = 0; r < rows; ++r) softmax_row<false>(prob + r * np, n, scale, sig, nullptr);
     pv_block(vc, n, d, prob, np, a.context + (off + i0) * H + h * d, H, rows);
+  }
+}
+
+// int16 attention: the fp32 path's loop structure with both products on int16 pairs
+// (vpdpwssd / vpmaddwd: twice the multiply-adds per instruction of an fp32 FMA) and exact
+// int32 sums. Q is scaled per row and K per key to +-qk_bound(d), so a head_dim-long dot
+// product stays within int32; the probabilities (normalized, so they sum to 1) and V (per
+// channel) to +-32767, so P V stays below 32767 * (32767 + n / 2) < 2^31 for n < 65534.
+using S = VecS16::reg;
+
+// The largest B with d * B^2 <= INT32_MAX (at most 32767).
+static int32_t qk_bound(int64_t d) {
+  int64_t b = (int64_t)std::sqrt((double)INT32_MAX / (double)d);
+  while (b * b * d > INT32_MAX) --b;
+  return (int32_t)(b < 32767 ? b : 32767);
+}
+
+// Scores of kAttentionRows query rows (int16, `pairs` channel pairs, row stride ldq) against
+// all keys of kt (kKeyBlock keys per block: [block][pair][key][2]), scaled to fp32 by the
+// row and key scales. Whole blocks are stored: prob rows are padded to np.
+__attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, int64_t n, int64_t pairs,
+                                                 const int16_t* q, int64_t ldq, const float* q_scale,
+                                                 const float* k_scale, int rows, float* prob) {
+  constexpr int RB = kAttentionRows;
+  const int16_t* qp[RB];
+  for (int r = 0; r < RB; ++r) qp[r] = q + (r < rows ? r : rows - 1) * ldq;
+  for (int64_t j = 0; j < n; j += kKeyBlock) {
+    S a[RB], b[RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) a[r] = b[r] = VecS16::zero();
+    const int16_t* kp = kt + j * 2 * pairs;
+    for (int64_t c = 0; c < pairs; ++c, kp += 2 * kKeyBlock) {
+      const S ka = VecS16::load(kp), kb = VecS16::load(kp + 2 * W);
+#pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) {
+        const S x = VecS16::set1_pair(qp[r] + 2 * c);
+        a[r] = VecS16::dot2(a[r], x, ka);
+        b[r] = VecS16::dot2(b[r], x, kb);
+      }
+    }
+    // Every row is stored (constant indices keep the accumulators in registers); rows past
+    // `rows` repeat the last one and land in prob's spare rows.
+    const R ska = VecF::load(k_scale + j), skb = VecF::load(k_scale + j + W);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      const R sq = VecF::set1(q_scale[r < rows ? r : rows - 1]);
+      VecF::store(prob + r * np + j, VecF::mul(VecS16::to_f32(a[r]), VecF::mul(sq, ska)));
+      VecF::store(prob + r * np + j + W, VecF::mul(VecS16::to_f32(b[r]), VecF::mul(sq, skb)));
+    }
+  }
+}
+
+// Context of kAttentionRows query rows from int16 probabilities (rows of p, stride np,
+// padded to an even length with a zero) and V ([key pair][channel][2], dv channels):
+// ctx[r][c] = v_scale[c] * sum_j p[r][j] * V[j][c]; only `rows` rows and d channels stored.
+__attribute__((noinline)) static void pv16_block(const int16_t* v, int64_t n, int64_t d, int64_t dv,
+                                                 const int16_t* p, int64_t np, const float* v_scale,
+                                                 float* ctx, int64_t ldc, int rows) {
+  constexpr int RB = kAttentionRows;
+  const int16_t* pp[RB];
+  for (int r = 0; r < RB; ++r) pp[r] = p + (r < rows ? r : rows - 1) * np;
+  const int64_t pairs = (n + 1) / 2;
+  for (int64_t c = 0; c < dv; c += 2 * W) {
+    const bool two = c + W < dv;  // a second vector of channels
+    S a[RB], b[RB];
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) a[r] = b[r] = VecS16::zero();
+    const int16_t* vp = v + 2 * c;
+    if (two) {
+      for (int64_t j = 0; j < pairs; ++j, vp += 2 * dv) {
+        const S va = VecS16::load(vp), vb = VecS16::load(vp + 2 * W);
+#pragma GCC unroll 8
+        for (int r = 0; r < RB; ++r) {
+          const S x = VecS16::set1_pair(pp[r] + 2 * j);
+          a[r] = VecS16::dot2(a[r], x, va);
+          b[r] = VecS16::dot2(b[r], x, vb);
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < pairs; ++j, vp += 2 * dv) {
+        const S va = VecS16::load(vp);
+#pragma GCC unroll 8
+        for (int r = 0; r < RB; ++r) a[r] = VecS16::dot2(a[r], VecS16::set1_pair(pp[r] + 2 * j), va);
+      }
+    }
+    const int na = d - c < W ? (int)(d - c) : W, nb = d - c - W < W ? (int)(d - c - W) : W;
+    const R sa = VecF::load(v_scale + c), sb = two ? VecF::load(v_scale + c + W) : sa;
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {  // constant indices: the accumulators stay in registers
+      if (r >= rows) break;
+      VecF::store(ctx + r * ldc + c, VecF::mul(VecS16::to_f32(a[r]), sa), na);
+      if (nb > 0) VecF::store(ctx + r * ldc + c + W, VecF::mul(VecS16::to_f32(b[r]), sb), nb);
+    }
+  }
+}
+
+// Head dims up to kMaxHeadVectors * W take the int16 path (checked by the encoder).
+constexpr int64_t kMaxHeadVectors = 256 / W;
+
+static float abs_max(const float* x, int64_t n) {
+  R m = VecF::zero();
+  for (int64_t c = 0; c < n; c += W) {
+    const int cnt = n - c < W ? (int)(n - c) : W;
+    m = VecF::max(m, VecF::abs(VecF::load(x + c, cnt)));
+  }
+  return VecF::reduce_max(m);
+}
+
+// x[0, n) * inv as int16 into out[0, n_pad), zeros after n.
+static void to_s16(const float* x, int64_t n, int64_t n_pad, float inv, int16_t* out) {
+  const R iv = VecF::set1(inv);
+  for (int64_t c = 0; c < n; c += W) {
+    const int cnt = n - c < W ? (int)(n - c) : W;
+    VecF::store_s16(out + c, VecF::mul(VecF::load(x + c, cnt), iv), cnt);
+  }
+  for (int64_t c = n; c < n_pad; ++c) out[c] = 0;
+}
+
+// One (sequence, head) of int16 attention: quantize Q, K, V into their layouts, then per
+// block of kAttentionRows queries: scores, softmax (+ significance), probabilities x V.
+static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
+  constexpr int RB = kAttentionRows;
+  const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
+  const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
+  const int64_t np = (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  const int64_t pairs = (d + 1) / 2, dv = (d + W - 1) / W * W;
+  float* prob = work;                      // [RB][np]
+  float* q_scale = prob + RB * np;         // [n]
+  float* k_scale = q_scale + n;            // [np]
+  float* v_scale = k_scale + np;           // [dv]
+  int16_t* q16 = reinterpret_cast<int16_t*>(v_scale + dv);  // [n][2 pairs]
+  int16_t* kt16 = q16 + n * 2 * pairs;     // [np / kKeyBlock][pairs][kKeyBlock][2]
+  int16_t* v16 = kt16 + np * 2 * pairs;    // [np / 2][dv][2]
+  int16_t* p16 = v16 + np * dv;            // [RB][np]
+  int16_t* row = p16 + RB * np;            // one quantized row, 2 * pairs or dv long
+  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
+  const float* q = a.qkv + h * a.head_stride + off * ld;
+  const float* k = q + a.part_stride;
+  const float* v = k + a.part_stride;
+  const float bound = (float)qk_bound(d), inv_sqrt_d = 1.f / std::sqrt((float)d);
+  // One pass over the rows for Q, K and the channel maxima of V. Rows are 3H floats apart, too
+  // far for the hardware prefetchers, so each row's three slices are prefetched 8 rows ahead.
+  R vmax[kMaxHeadVectors];
+  const int64_t dvec = (d + W - 1) / W;
+  for (int64_t c = 0; c < dvec; ++c) vmax[c] = VecF::zero();
+  for (int64_t j = 0; j < np; ++j) {
+    int32_t* dst = reinterpret_cast<int32_t*>(kt16 + (j / kKeyBlock) * pairs * 2 * kKeyBlock) + j % kKeyBlock;
+    if (j < n) {
+      for (int64_t c = 0; c < d; c += 16) {
+        __builtin_prefetch(q + (j + 8) * ld + c);
+        __builtin_prefetch(k + (j + 8) * ld + c);
+        __builtin_prefetch(v + (j + 8) * ld + c);
+      }
+      const float mq = abs_max(q + j * ld, d), qs = mq > 0.f ? mq / bound : 1.f;
+      q_scale[j] = qs * inv_sqrt_d;
+      to_s16(q + j * ld, d, 2 * pairs, 1.f / qs, q16 + j * 2 * pairs);
+      const float mk = abs_max(k + j * ld, d), ks = mk > 0.f ? mk / bound : 1.f;
+      k_scale[j] = ks;
+      to_s16(k + j * ld, d, 2 * pairs, 1.f / ks, row);
+      for (int64_t c = 0; c < dvec; ++c) {
+        const int cnt = d - c * W < W ? (int)(d - c * W) : W;
+        vmax[c] = VecF::max(vmax[c], VecF::abs(VecF::load(v + j * ld + c * W, cnt)));
+      }
+    } else {  // padding keys of the last block
+      k_scale[j] = 0.f;
+      for (int64_t c = 0; c < 2 * pairs; ++c) row[c] = 0;
+    }
+    for (int64_t c = 0; c < pairs; ++c) std::memcpy(dst + c * kKeyBlock, row + 2 * c, 4);
+  }
+  for (int64_t c = 0; c < dvec; ++c) VecF::store(v_scale + c * W, vmax[c]);
+  // v_scale: first 32767 / channel max (to quantize), then channel max / 32767^2 (the output
+  // scale, with the probabilities' 1 / 32767).
+  for (int64_t c = 0; c < d; ++c) v_scale[c] = v_scale[c] > 0.f ? 32767.f / v_scale[c] : 1.f;
+  for (int64_t j = 0; j < n + (n & 1); ++j) {
+    if (j < n) {
+      for (int64_t c = 0; c < d; c += W) {
+        const int cnt = d - c < W ? (int)(d - c) : W;
+        VecF::store_s16(row + c, VecF::mul(VecF::load(v + j * ld + c, cnt), VecF::load(v_scale + c, cnt)), cnt);
+      }
+      for (int64_t c = d; c < dv; ++c) row[c] = 0;
+    } else {
+      for (int64_t c = 0; c < dv; ++c) row[c] = 0;  // the zero key that pairs an odd n
+    }
+    int16_t* dst = v16 + (j / 2) * 2 * dv + (j & 1);
+    for (int64_t c = 0; c < dv; ++c) dst[2 * c] = row[c];
+  }
+  for (int64_t c = 0; c < d; ++c) v_scale[c] = 1.f / (v_scale[c] * 32767.f);
+  for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
+  for (int64_t i0 = 0; i0 < n; i0 += RB) {
+    const int rows = n - i0 < RB ? (int)(n - i0) : RB;
+    qk16_block(kt16, np, n, pairs, q16 + i0 * 2 * pairs, 2 * pairs, q_scale + i0, k_scale, rows, prob);
+    for (int r = 0; r < rows; ++r) softmax_row<true>(prob + r * np, n, 1.f, sig, p16 + r * np);
+    pv16_block(v16, n, d, dv, p16, np, v_scale, a.context + (off + i0) * H + h * d, H, rows);
   }
 }
 
@@ -389,12 +590,12 @@ static void pack_s8(const int8_t* src, int64_t N, int64_t K, int64_t stride_n, i
 // One (sequence, head) on the INT8 GEMM kernel, in blocks of kAttentionRowBlock query rows.
 static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
   const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
-  const int64_t d = a.head_dim, H = a.num_heads * d, ld = 3 * H;
+  const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
   const int64_t np = (a.max_len + 63) / 64 * 64, dp = (d + 63) / 64 * 64;
   const int64_t kg = (d + 3) / 4, ng = (a.max_len + 3) / 4;
-  const float* q = a.qkv + off * ld + h * d;
-  const float* k = q + H;
-  const float* v = q + 2 * H;
+  const float* q = a.qkv + h * a.head_stride + off * ld;
+  const float* k = q + a.part_stride;
+  const float* v = k + a.part_stride;
   float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
   // Carve the worker's scratch; the packed weights must be 64-byte aligned.
   auto align = [](void* p) {
@@ -535,8 +736,12 @@ void attention(const AttentionArgs& a) {
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
       float* work = a.scratch + omp_get_thread_num() * attention_worker_floats(a.max_len, a.head_dim);
-      if (a.int8) attention_head_int8(local, t / a.num_heads, t % a.num_heads, work);
-      else attention_head(local, t / a.num_heads, t % a.num_heads, work);
+      const int64_t s = t / a.num_heads, h = t % a.num_heads;
+      switch (a.precision) {
+        case AttentionPrecision::Int16: attention_head_s16(local, s, h, work); break;
+        case AttentionPrecision::Int8: attention_head_int8(local, s, h, work); break;
+        default: attention_head(local, s, h, work);
+      }
     }
     _mm_setcsr(csr);
   }

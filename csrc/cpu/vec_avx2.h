@@ -60,6 +60,13 @@ struct VecF {
     _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i);
     for (int j = 0; j < n; ++j) p[j] = (int8_t)tmp[j];
   }
+  static inline void store_s16(int16_t* p, reg v, int n = width) {
+    __m256i i = _mm256_cvtps_epi32(v);
+    i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(-32767)), _mm256_set1_epi32(32767));
+    alignas(32) int32_t tmp[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i);
+    for (int j = 0; j < n; ++j) p[j] = (int16_t)tmp[j];
+  }
   static inline reg exp(reg x) {
     x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
     reg n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
@@ -79,6 +86,17 @@ struct VecF {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
   static inline reg abs(reg x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+};
+
+// int32 lanes that accumulate products of int16 pairs (see vec_avx512.h); vpmaddwd cannot
+// overflow here because the operands stay within +-32767.
+struct VecS16 {
+  using reg = __m256i;
+  static inline reg zero() { return _mm256_setzero_si256(); }
+  static inline reg load(const int16_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static inline reg set1_pair(const int16_t* p) { int32_t x; std::memcpy(&x, p, 4); return _mm256_set1_epi32(x); }
+  static inline reg dot2(reg acc, reg a, reg b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+  static inline VecF::reg to_f32(reg v) { return _mm256_cvtepi32_ps(v); }
 };
 
 // vpmaddubsw adds two u8*s8 products into s16 and saturates. To stay exact we feed it

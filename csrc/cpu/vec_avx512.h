@@ -43,6 +43,10 @@ struct VecF {
     i = _mm512_min_epi32(_mm512_max_epi32(i, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
     _mm_mask_storeu_epi8(p, tail_mask(n), _mm512_cvtepi32_epi8(i));
   }
+  // Round half to even, saturate, store n int16. Callers keep |v| <= 32767 (no -32768).
+  static inline void store_s16(int16_t* p, reg v, int n = width) {
+    _mm512_mask_cvtsepi32_storeu_epi16(p, tail_mask(n), _mm512_cvtps_epi32(v));
+  }
   static inline reg exp(reg x) {
     // exp(x) = 2^n * exp(r), r = x - n*ln2 in [-ln2/2, ln2/2]; degree-7 Taylor, rel err ~2e-8.
     x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
@@ -62,6 +66,22 @@ struct VecF {
   }
   static inline reg abs(reg x) { return _mm512_abs_ps(x); }
   static inline reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
+};
+
+// int32 lanes that accumulate products of int16 pairs: lane i of an operand holds the pair
+// (p[2i], p[2i+1]); dot2 adds a.lo * b.lo + a.hi * b.hi to each lane (vpdpwssd).
+struct VecS16 {
+  using reg = __m512i;
+  static inline reg zero() { return _mm512_setzero_si512(); }
+  static inline reg load(const int16_t* p) { return _mm512_loadu_si512(p); }
+  static inline reg set1_pair(const int16_t* p) { int32_t x; std::memcpy(&x, p, 4); return _mm512_set1_epi32(x); }
+  // Inline asm: with the intrinsic, GCC 12 copies every accumulator twice per iteration of
+  // the attention loops (the same loops on _mm512_dpbusd_epi32 compile cleanly).
+  static inline reg dot2(reg acc, reg a, reg b) {
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+  }
+  static inline VecF::reg to_f32(reg v) { return _mm512_cvtepi32_ps(v); }
 };
 
 // Activations enter vpdpbusd unshifted: acc = sum_k A * W.

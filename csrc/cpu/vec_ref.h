@@ -40,9 +40,27 @@ struct VecF {
     float r = std::nearbyint(v);
     *p = (int8_t)(r < -127.f ? -127.f : (r > 127.f ? 127.f : r));
   }
+  static inline void store_s16(int16_t* p, reg v, int = 1) {
+    float r = std::nearbyint(v);
+    *p = (int16_t)(r < -32767.f ? -32767.f : (r > 32767.f ? 32767.f : r));
+  }
   static inline reg exp(reg x) { return std::exp(x); }
   static inline reg erf(reg x) { return std::erf(x); }
   static inline reg abs(reg x) { return std::fabs(x); }
+};
+
+// One int32 lane; an operand lane holds an int16 pair, as on the vector paths.
+struct VecS16 {
+  using reg = int32_t;
+  static inline reg zero() { return 0; }
+  static inline reg load(const int16_t* p) { int32_t x; std::memcpy(&x, p, 4); return x; }
+  static inline reg set1_pair(const int16_t* p) { return load(p); }
+  static inline reg dot2(reg acc, reg a, reg b) {
+    const int32_t lo = (int32_t)(int16_t)(a & 0xffff) * (int16_t)(b & 0xffff);
+    const int32_t hi = (int32_t)(int16_t)((uint32_t)a >> 16) * (int16_t)((uint32_t)b >> 16);
+    return (int32_t)((uint32_t)acc + (uint32_t)lo + (uint32_t)hi);  // wraps like the hardware
+  }
+  static inline VecF::reg to_f32(reg v) { return (float)v; }
 };
 
 constexpr int32_t kActShift = 0;
