@@ -89,8 +89,13 @@ class System:
         self.name, self.infer, self.trained, self.note = name, infer, trained, note
 
 
-def qualam_systems(engine, frontier):
+def qualam_systems(engine, frontier, other_attention=None):
+    """The engine at full length and at each frontier point; with other_attention (an Engine
+    of the same model on another attention path) also that one at full length."""
     out = [System("qualam_rt INT8 full", lambda ws: engine.logits(ws, "full"))]
+    if other_attention is not None and other_attention.attention != engine.attention:
+        out.append(System(f"qualam_rt INT8 full, {other_attention.attention} attention",
+                          lambda ws: other_attention.logits(ws, "full")))
     for i, p in enumerate(frontier):
         r = tuple(p["ratios"])
         label = p.get("label") or (f"{'default, ' if p.get('default') else ''}frontier {i}: "
@@ -242,7 +247,8 @@ def main() -> None:
         p["default"] = default is not None and list(p["ratios"]) == list(default)
     paper = {"ratios": [x / 384 for x in (315, 251, 242, 159, 142, 33)], "label": "paper config (315,251,242,159,142,33)/384"}
 
-    systems = qualam_systems(engine, frontier or ([paper] if args.random else []))
+    fp32_attention = qualam_rt.Engine(qrt, threads=args.threads, length_config="full", attention="fp32")
+    systems = qualam_systems(engine, frontier or ([paper] if args.random else []), fp32_attention)
     hf = hf_model_from(model)
     notes = []
     systems += torch_systems(hf)

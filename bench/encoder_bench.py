@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--mix", type=int, default=256, help="number of SQuAD windows in the length mix")
-    ap.add_argument("--attention", choices=("fp32", "int8"), default="fp32")
+    ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
     args = ap.parse_args()
     qualam_rt.set_num_threads(args.threads)
 

@@ -3,7 +3,8 @@ trained on): how a model and its default configuration are chosen without touchi
 
     python bench/held_out.py qualam_rt/models/default.qrt runs/qualam-lat2.qrt:full --examples 1500
 
-A model may carry ":full" or ":r1,...,r6" to override its default length configuration.
+A model may carry ":full" or ":r1,...,r6" to override its default length configuration and
+"@fp32", "@int16" or "@int8" to override its attention path.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ SQUAD_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="+", help="MODEL.qrt[:full|:r1,...]")
+    ap.add_argument("models", nargs="+", help="MODEL.qrt[:full|:r1,...][@attention]")
     ap.add_argument("--examples", type=int, default=1500)
     ap.add_argument("--held-out-articles", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -31,18 +32,19 @@ def main() -> None:
     held = squad.load_examples(SQUAD_TRAIN, slice(-args.held_out_articles, None))[:args.examples]
     rows = []
     for spec in args.models:
+        spec, _, attention = spec.partition("@")
         path, _, cfg = spec.partition(":")
         config = "default" if not cfg else "full" if cfg == "full" else tuple(float(x) for x in cfg.split(","))
-        engine = qualam_rt.Engine(path, threads=args.threads, length_config=config)
+        engine = qualam_rt.Engine(path, threads=args.threads, length_config=config, attention=attention or None)
         windows = engine.windows([(e.question, e.context) for e in held])
-        row = {"model": path, "length_config": engine.length_config,
+        row = {"model": path, "length_config": engine.length_config, "attention": engine.attention,
                **squad.evaluate(held, squad.predict(held, windows, engine.logits, 32))}
         rows.append(row)
         print(row, flush=True)
     md = [f"The first {len(held)} questions of the last {args.held_out_articles} SQuAD v1.1 training articles.", "",
-          "| model | length config | EM | F1 |", "|---|---|---|---|"]
+          "| model | length config | attention | EM | F1 |", "|---|---|---|---|---|"]
     md += [f"| `{r['model']}` | {'full' if r['length_config'] is None else tuple(round(x, 3) for x in r['length_config'])} | "
-           f"{r['exact_match']:.2f} | {r['f1']:.2f} |" for r in rows]
+           f"{r['attention']} | {r['exact_match']:.2f} | {r['f1']:.2f} |" for r in rows]
     write_results(args.name, header(args.threads), rows, "\n".join(md))
 
 

@@ -225,7 +225,6 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
       for (int64_t h = 0; h < H; ++h) o[h] = w[h] + p[h] + y[h];
     }
   K.layernorm(ws.cur.data(), nullptr, emb_ln_g_.data(), emb_ln_b_.data(), c.layer_norm_eps, T, H, ws.cur.data());
-  std::memcpy(ws.full.data(), ws.cur.data(), sizeof(float) * T * H);
   for (int64_t t = 0; t < T; ++t) ws.pos_cur[t] = (int32_t)t;
   std::copy(offsets, offsets + B + 1, ws.off_cur.begin());
   timer.lap(kEmbed);
@@ -294,14 +293,33 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
         });
         std::sort(idx, idx + keep);
       }
-      for (int64_t k = 0; k < keep; ++k) {
-        const int64_t src = o + idx[k], dst = Tk + k;
-        std::memcpy(ws.ctx_k.data() + dst * H, ws.ctx.data() + src * H, sizeof(float) * H);
-        std::memcpy(ws.resid_k.data() + dst * H, ws.cur.data() + src * H, sizeof(float) * H);
-        ws.pos_nxt[dst] = ws.pos_cur[src];
-      }
       Tk += keep;
       ws.off_nxt[s + 1] = Tk;
+    }
+    // Nothing dropped: the layer reads ctx and cur in place. Otherwise gather the kept rows,
+    // and restore each dropped row's last state (this layer's input) to its original position.
+    const float* ctx_in = ws.ctx.data();
+    const float* resid_in = ws.cur.data();
+    if (Tk == Tc) {
+      std::copy(ws.pos_cur.begin(), ws.pos_cur.begin() + Tc, ws.pos_nxt.begin());
+    } else {
+      for (int64_t s = 0; s < B; ++s) {
+        const int64_t o = ws.off_cur[s], n = ws.off_cur[s + 1] - o, kept = ws.off_nxt[s + 1] - ws.off_nxt[s];
+        const int32_t* idx = ws.order.data() + o;
+        for (int64_t k = 0, j = 0; j < n; ++j) {
+          const int64_t src = o + j;
+          if (k < kept && idx[k] == j) {
+            const int64_t dst = ws.off_nxt[s] + k++;
+            std::memcpy(ws.ctx_k.data() + dst * H, ws.ctx.data() + src * H, sizeof(float) * H);
+            std::memcpy(ws.resid_k.data() + dst * H, ws.cur.data() + src * H, sizeof(float) * H);
+            ws.pos_nxt[dst] = ws.pos_cur[src];
+          } else {
+            std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[src] * H, ws.cur.data() + src * H, sizeof(float) * H);
+          }
+        }
+      }
+      ctx_in = ws.ctx_k.data();
+      resid_in = ws.resid_k.data();
     }
     if (record_kept) {
       res.kept.emplace_back(ws.pos_nxt.begin(), ws.pos_nxt.begin() + Tk);
@@ -310,9 +328,9 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     timer.lap(kSelect);
 
     // 4. O-projection + residual, LayerNorm.
-    quantize_input(L.out, ws.ctx_k.data(), Tk, H, ws, a);
+    quantize_input(L.out, ctx_in, Tk, H, ws, a);
     timer.lap(kQuantize);
-    a.residual = ws.resid_k.data();
+    a.residual = resid_in;
     a.ldr = H;
     a.out_kind = OutKind::F32;
     a.out = ws.h1.data();
@@ -359,15 +377,16 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     K.layernorm(ws.nxt.data(), nullptr, L.ln2_g.data(), L.ln2_b.data(), c.layer_norm_eps, Tk, H, ws.nxt.data());
     timer.lap(kLayerNorm);
 
-    // 6. Restore: kept tokens' outputs go back to their original rows.
-    for (int64_t k = 0; k < Tk; ++k)
-      std::memcpy(ws.full.data() + (int64_t)ws.pos_nxt[k] * H, ws.nxt.data() + k * H, sizeof(float) * H);
     std::swap(ws.cur, ws.nxt);
     std::swap(ws.pos_cur, ws.pos_nxt);
     std::swap(ws.off_cur, ws.off_nxt);
     Tc = Tk;
-    timer.lap(kRestore);
   }
+  // 6. Restore: the rows that went through every layer go back to their original positions
+  //    (dropped rows were restored when they were dropped).
+  for (int64_t k = 0; k < Tc; ++k)
+    std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[k] * H, ws.cur.data() + k * H, sizeof(float) * H);
+  timer.lap(kRestore);
 
   // QA head on every position of the restored sequence (fp32).
   for (int64_t t = 0; t < T; ++t) {

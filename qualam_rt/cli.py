@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from qualam_rt import squad
-from qualam_rt.engine import Engine
+from qualam_rt.engine import ATTENTION_PATHS, Engine
 from qualam_rt.errors import QualamError
 
 
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
             p.add_argument("--model", default=None, help=".qrt file (default: the bundled model)")
         p.add_argument("--threads", type=int, default=None)
         p.add_argument("--length-config", default=None, help="default | full | r1,r2,... keep ratios")
-        p.add_argument("--attention", choices=("fp32", "int8"), default=None, help="attention path (default: the model's)")
+        p.add_argument("--attention", choices=ATTENTION_PATHS, default=None, help="attention path (default: the model's)")
 
     p = sub.add_parser("answer", help="answer one question (JSON on stdout)")
     p.add_argument("question", help="the question, or '-' to read {'question', 'context'} JSON from stdin")
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--length-config", default=None)
-    p.add_argument("--attention", choices=("fp32", "int8"), default=None)
+    p.add_argument("--attention", choices=ATTENTION_PATHS, default=None)
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("bench", help="latency per length configuration")
     common(p, model_positional=True)

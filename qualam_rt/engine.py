@@ -59,7 +59,7 @@ class Engine:
         self.max_seq_len = min(squad.MAX_SEQ_LEN, int(self.architecture["max_position"]))
         self.frontier = list(self.meta.get("frontier", []))
         self.length_config = self._resolve(length_config, max_macs, max_latency_ms)
-        self.attention = attention or self.meta.get("attention", "fp32")
+        self.attention = attention or self.meta.get("attention", "int16")
         if self.attention not in ATTENTION_PATHS:
             raise ValueError(f"attention must be one of {ATTENTION_PATHS}, not {self.attention!r}")
 

@@ -129,6 +129,46 @@ def int8_attention_head(q, k, v):
     return probs, (p8 @ v8) * ps[:, None] * vs
 
 
+def qk_bound(d: int) -> int:
+    """The largest B with d * B^2 <= 2^31 - 1 (at most 32767): int16 Q and K of this range
+    keep a d-long int32 dot product from overflowing."""
+    b = int(math.isqrt((2**31 - 1) // d))
+    while b * b * d > 2**31 - 1:
+        b -= 1
+    return min(b, 32767)
+
+
+def to_int16(x: np.ndarray, inv_scale) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(x, np.float32) * np.asarray(inv_scale, np.float32)), -32767, 32767)
+
+
+def int16_attention_head(q, k, v):
+    """One head with int16 products and exact integer sums: Q per row and K per key scaled to
+    +-qk_bound(d); softmax in float; the probabilities as round(p * 32767) and V per channel
+    to +-32767. Returns the float probabilities (for significance) and the context."""
+    q, k, v = (np.asarray(x, np.float32) for x in (q, k, v))
+    bound = np.float32(qk_bound(q.shape[1]))
+
+    def rows16(x):
+        m = np.abs(x).max(axis=1)
+        s = np.where(m > 0, m / bound, 1).astype(np.float32)
+        return to_int16(x, (np.float32(1) / s)[:, None]), s
+
+    q16, qs = rows16(q)
+    k16, ks = rows16(k)
+    scores = (q16.astype(np.int64) @ k16.T.astype(np.int64)).astype(np.float32) * ks
+    probs = softmax(scores.astype(np.float64) * (qs * np.float32(1 / math.sqrt(q.shape[1])))[:, None])
+    vmax = np.abs(v).max(axis=0)
+    v_inv = np.where(vmax > 0, np.float32(32767) / vmax, 1).astype(np.float32)
+    v16 = to_int16(v, v_inv)
+    p16 = to_int16(probs, 32767)
+    ctx = (p16.astype(np.int64) @ v16.astype(np.int64)).astype(np.float64) / (v_inv.astype(np.float64) * 32767)
+    return probs, ctx
+
+
+ATTENTION_HEADS = {"int16": int16_attention_head, "int8": int8_attention_head}
+
+
 class ReferenceEncoder:
     """The forward pass of csrc/encoder.cpp, one sequence at a time, in numpy.
 
@@ -139,8 +179,8 @@ class ReferenceEncoder:
     """
 
     def __init__(self, config: dict, tensors: dict, mode: str = "int8", observer=None, attention: str = "fp32"):
-        if mode not in ("int8", "fp32") or attention not in ("int8", "fp32"):
-            raise ValueError("mode and attention must be 'int8' or 'fp32'")
+        if mode not in ("int8", "fp32") or attention not in ("fp32", "int16", "int8"):
+            raise ValueError("mode must be 'int8' or 'fp32'; attention 'fp32', 'int16' or 'int8'")
         self.c, self.t, self.mode, self.observer, self.attention = config, tensors, mode, observer, attention
 
     def linear(self, x, name, gelu_=False):
@@ -172,8 +212,8 @@ class ReferenceEncoder:
             p = f"layers.{layer}."
             qkv = self.linear(x, p + "qkv")
             q, k, v = (qkv[:, i * H:(i + 1) * H].reshape(-1, heads, d).transpose(1, 0, 2) for i in range(3))
-            if self.attention == "int8":
-                probs, ctx = zip(*(int8_attention_head(q[h], k[h], v[h]) for h in range(heads)))
+            if self.attention in ATTENTION_HEADS:
+                probs, ctx = zip(*(ATTENTION_HEADS[self.attention](q[h], k[h], v[h]) for h in range(heads)))
                 probs, ctx = np.stack(probs), np.stack(ctx).transpose(1, 0, 2).reshape(-1, H)
             else:
                 probs = softmax(q @ k.transpose(0, 2, 1) / math.sqrt(d))  # [heads, rows, cols]

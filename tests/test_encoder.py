@@ -203,24 +203,68 @@ def test_invalid_model_tensors_raise():
         _C.Encoder(dict(CFG, hiden=3), tensors)
 
 
+@pytest.mark.parametrize("attention", ["int16", "int8"])
 @pytest.mark.parametrize("ratios", [None, RATIOS])
-def test_int8_attention_matches_its_reference(isa, model, ratios):
-    """The INT8 attention path against the numpy simulation of the same quantization."""
+def test_integer_attention_matches_its_reference(isa, model, ratios, attention):
+    """The int16 and INT8 attention paths against numpy simulations of the same quantization."""
     tensors, enc = model
-    ids, types, off = syn.random_batch(CFG, [1, 6, 40, 130], seed=11)
-    out = enc.forward(ids, types, off, ratios, attention="int8")["logits"]
-    r = ref.ReferenceEncoder(CFG, tensors, "int8", attention="int8")
+    ids, types, off = syn.random_batch(CFG, [1, 6, 7, 40, 130], seed=11)
+    out = enc.forward(ids, types, off, ratios, attention=attention)["logits"]
+    r = ref.ReferenceEncoder(CFG, tensors, "int8", attention=attention)
     for s in range(len(off) - 1):
         want, _ = r.sequence(*split(ids, types, off, s), ratios)
         assert_close_to_int8_reference(out[off[s]:off[s + 1]], want)
 
 
-def test_int8_attention_error_against_fp32_attention_is_small(model):
-    """The accuracy cost of the INT8 attention path, measured on the same inputs."""
+def test_integer_attention_error_against_fp32_attention(model):
+    """The accuracy cost of each attention path on the same inputs: int16 is within float
+    noise of fp32, INT8 within a few percent."""
     _, enc = model
     ids, types, off = syn.random_batch(CFG, [200, 50], seed=12)
     fp32 = enc.forward(ids, types, off)["logits"]
-    int8 = enc.forward(ids, types, off, attention="int8")["logits"]
-    assert np.abs(int8 - fp32).max() < 0.05 * (1 + np.abs(fp32).max())
+    scale = 1 + np.abs(fp32).max()
+    for attention, tol in (("int16", 0.05), ("int8", 0.05)):
+        got = enc.forward(ids, types, off, attention=attention)["logits"]
+        assert np.abs(got - fp32).max() < tol * scale, attention
     with pytest.raises(ValueError, match="attention"):
         enc.forward(ids, types, off, attention="bf16")
+
+
+def test_int16_attention_error_on_the_float_reference(model):
+    """Without activation quantization (whose rounding turns any perturbation into whole
+    quantization steps), int16 attention moves the logits by ~1e-3 of their scale, INT8 by
+    several times more."""
+    tensors, _ = model
+    ids, types, off = syn.random_batch(CFG, [96], seed=13)
+    seq = split(ids, types, off, 0)
+    want, _ = ref.ReferenceEncoder(CFG, tensors, "fp32").sequence(*seq)
+    err = {a: np.abs(ref.ReferenceEncoder(CFG, tensors, "fp32", attention=a).sequence(*seq)[0] - want).max()
+           for a in ("int16", "int8")}
+    scale = 1 + np.abs(want).max()
+    assert err["int16"] < 3e-3 * scale
+    assert err["int16"] < err["int8"] / 3
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 31, 32, 33, 65, 384])
+def test_int16_attention_lengths_and_odd_sizes(isa, model, n):
+    """Key blocks, odd key counts (a zero key pads the last pair) and single tokens."""
+    tensors, enc = model
+    ids, types, off = syn.random_batch(CFG, [n], seed=14 + n)
+    got = enc.forward(ids, types, off, attention="int16")["logits"]
+    want, _ = ref.ReferenceEncoder(CFG, tensors, "int8", attention="int16").sequence(ids, types)
+    assert_close_to_int8_reference(got, want)
+
+
+@pytest.mark.parametrize("attention", ["fp32", "int16", "int8"])
+def test_head_dims_that_are_not_whole_vectors(isa, attention):
+    """Head dim 15: odd (int16 pads a zero channel pair), not a multiple of any vector width,
+    so Q, K and V stay in the row-major [T, 3H] layout instead of head-major blocks."""
+    cfg = dict(CFG, hidden=60, heads=4)
+    tensors = syn.random_tensors(cfg, seed=3)
+    enc = _C.Encoder(cfg, tensors)
+    ids, types, off = syn.random_batch(cfg, [5, 33, 70], seed=15)
+    out = enc.forward(ids, types, off, RATIOS, attention=attention)["logits"]
+    r = ref.ReferenceEncoder(cfg, tensors, "int8", attention=attention)
+    for s in range(len(off) - 1):
+        want, _ = r.sequence(*split(ids, types, off, s), RATIOS)
+        assert_close_to_int8_reference(out[off[s]:off[s + 1]], want)

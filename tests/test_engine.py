@@ -34,7 +34,7 @@ def engine(model_path):
 def test_logits_and_answers_equal_the_reference_forward(model_path, config):
     eng = Engine(model_path, length_config=config)
     meta, tensors = read_model(model_path)
-    reference = ref.ReferenceEncoder(meta["architecture"], engine_tensors(tensors), "int8")
+    reference = ref.ReferenceEncoder(meta["architecture"], engine_tensors(tensors), "int8", attention=eng.attention)
     long_context = " ".join([TEXT] * 6)  # several windows
     for question, context in [(QUESTIONS[0], TEXT), (QUESTIONS[1], long_context)]:
         windows = eng.windows([(question, context)])

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qualam_rt.engine import ATTENTION_PATHS
 from qualam_rt.model_file import write_model
 from qualam_rt.reference import quantize_weight
 from training.model import BertQA
@@ -65,7 +66,7 @@ def export_qrt(model: BertQA, tokenizer_json: str, path: str | Path, frontier: l
              "activations": "uint8 static per tensor" if all(calibrated) else "uint8 per row at run time",
              "embeddings": "int8 per row" if compact_embeddings else "fp32"} | (quantization or {})
     meta = {"architecture": model.config.to_dict(), "tokenizer": tokenizer_json, "frontier": frontier or [],
-            "attention": attention or "fp32",
+            "attention": attention or "int16",
             "default_config": None if default_config is None else [float(r) for r in default_config],
             "quantization": quant,
             "provenance": {"exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -85,7 +86,7 @@ def main(argv=None) -> None:
     ap.add_argument("--frontier", help="frontier.json of the search step")
     ap.add_argument("--default-config", help="comma-separated keep ratios (default: the frontier's choice)")
     ap.add_argument("--no-compact", action="store_true", help="fp32 word embeddings")
-    ap.add_argument("--attention", choices=("fp32", "int8"), default="fp32", help="the engine's default attention path")
+    ap.add_argument("--attention", choices=ATTENTION_PATHS, default="int16", help="the engine's default attention path")
     ap.add_argument("--provenance", default="{}", help="JSON object of extra provenance fields (data, base checkpoint)")
     args = ap.parse_args(argv)
     model = load_model(args.model)

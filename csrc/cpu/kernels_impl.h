@@ -318,31 +318,43 @@ __attribute__((noinline)) static void pv_block(const float* vc, int64_t n, int64
   }
 }
 
+// Loads and stores of cnt lanes: unmasked for whole vectors (the main loops below pass a
+// constant W, so the branch folds away; AVX2's masked moves are slow).
+static inline R load_n(const float* p, int cnt) { return cnt == W ? VecF::load(p) : VecF::load(p, cnt); }
+static inline void store_n(float* p, R v, int cnt) {
+  if (cnt == W) VecF::store(p, v);
+  else VecF::store(p, v, cnt);
+}
+
 // In-place stable softmax of one row of scores times `scale`; adds the probabilities to sig
 // (significance). S16: the probabilities go to p16 as round(p * 32767) instead of back to pr.
 template <bool S16>
 __attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float scale, float* sig, int16_t* p16) {
+  const int64_t nw = n / W * W;  // whole vectors; then one partial one
   R mx = VecF::set1(-INFINITY);
-  for (int64_t j = 0; j + W <= n; j += W) mx = VecF::max(mx, VecF::load(pr + j));
+  for (int64_t j = 0; j < nw; j += W) mx = VecF::max(mx, VecF::load(pr + j));
   float m = VecF::reduce_max(mx);
-  for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
+  for (int64_t j = nw; j < n; ++j) m = pr[j] > m ? pr[j] : m;
   R sum = VecF::zero();
   const R sv = VecF::set1(scale), msv = VecF::set1(-m * scale);
-  for (int64_t j = 0; j < n; j += W) {
-    const int cnt = n - j < W ? (int)(n - j) : W;
-    const R e = VecF::keep(VecF::exp(VecF::fma(VecF::load(pr + j, cnt), sv, msv)), cnt);
-    VecF::store(pr + j, e, cnt);
+  auto exp_step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
+    R e = VecF::exp(VecF::fma(load_n(pr + j, cnt), sv, msv));
+    if (cnt < W) e = VecF::keep(e, cnt);
+    store_n(pr + j, e, cnt);
     sum = VecF::add(sum, e);
-  }
+  };
+  for (int64_t j = 0; j < nw; j += W) exp_step(j, W);
+  if (nw < n) exp_step(nw, (int)(n - nw));
   const float inv_sum = 1.f / VecF::reduce_add(sum);
   const R inv = VecF::set1(inv_sum), inv16 = VecF::set1(inv_sum * 32767.f);
-  for (int64_t j = 0; j < n; j += W) {
-    const int cnt = n - j < W ? (int)(n - j) : W;
-    const R e = VecF::load(pr + j, cnt), p = VecF::mul(e, inv);
+  auto normalize_step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
+    const R e = load_n(pr + j, cnt), p = VecF::mul(e, inv);
     if constexpr (S16) VecF::store_s16(p16 + j, VecF::mul(e, inv16), cnt);
-    else VecF::store(pr + j, p, cnt);
-    VecF::store(sig + j, VecF::add(VecF::load(sig + j, cnt), p), cnt);
-  }
+    else store_n(pr + j, p, cnt);
+    store_n(sig + j, VecF::add(load_n(sig + j, cnt), p), cnt);
+  };
+  for (int64_t j = 0; j < nw; j += W) normalize_step(j, W);
+  if (nw < n) normalize_step(nw, (int)(n - nw));
   if (S16 && (n & 1)) p16[n] = 0;  // the pair loop of pv16_block reads one past an odd n
 }
 
@@ -390,11 +402,11 @@ static int32_t qk_bound(int64_t d) {
 }
 
 // Scores of kAttentionRows query rows (int16, `pairs` channel pairs, row stride ldq) against
-// all keys of kt (kKeyBlock keys per block: [block][pair][key][2]), scaled to fp32 by the
-// row and key scales. Whole blocks are stored: prob rows are padded to np.
+// all keys of kt (kKeyBlock keys per block: [block][pair][key][2]), times the key scales (the
+// row scale is left to the softmax). Whole blocks are stored: prob rows are padded to np.
 __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, int64_t n, int64_t pairs,
-                                                 const int16_t* q, int64_t ldq, const float* q_scale,
-                                                 const float* k_scale, int rows, float* prob) {
+                                                 const int16_t* q, int64_t ldq, const float* k_scale,
+                                                 int rows, float* prob) {
   constexpr int RB = kAttentionRows;
   const int16_t* qp[RB];
   for (int r = 0; r < RB; ++r) qp[r] = q + (r < rows ? r : rows - 1) * ldq;
@@ -417,9 +429,8 @@ __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, 
     const R ska = VecF::load(k_scale + j), skb = VecF::load(k_scale + j + W);
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
-      const R sq = VecF::set1(q_scale[r < rows ? r : rows - 1]);
-      VecF::store(prob + r * np + j, VecF::mul(VecS16::to_f32(a[r]), VecF::mul(sq, ska)));
-      VecF::store(prob + r * np + j + W, VecF::mul(VecS16::to_f32(b[r]), VecF::mul(sq, skb)));
+      VecF::store(prob + r * np + j, VecF::mul(VecS16::to_f32(a[r]), ska));
+      VecF::store(prob + r * np + j + W, VecF::mul(VecS16::to_f32(b[r]), skb));
     }
   }
 }
@@ -562,8 +573,8 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   for (int64_t i0 = 0; i0 < n; i0 += RB) {
     const int rows = n - i0 < RB ? (int)(n - i0) : RB;
-    qk16_block(kt16, np, n, pairs, q16 + i0 * 2 * pairs, 2 * pairs, q_scale + i0, k_scale, rows, prob);
-    for (int r = 0; r < rows; ++r) softmax_row<true>(prob + r * np, n, 1.f, sig, p16 + r * np);
+    qk16_block(kt16, np, n, pairs, q16 + i0 * 2 * pairs, 2 * pairs, k_scale, rows, prob);
+    for (int r = 0; r < rows; ++r) softmax_row<true>(prob + r * np, n, q_scale[i0 + r], sig, p16 + r * np);
     pv16_block(v16, n, d, dv, p16, np, v_scale, a.context + (off + i0) * H + h * d, H, rows);
   }
 }
