@@ -83,6 +83,16 @@ def header(threads: int) -> dict:
     }
 
 
+def engine_from_spec(spec: str, threads: int):
+    """An Engine from "MODEL.qrt[:full|:r1,...][@fp32|@int16|@int8]": the model, optionally
+    with another length configuration and attention path than its defaults."""
+    import qualam_rt
+    spec, _, attention = spec.partition("@")
+    path, _, cfg = spec.partition(":")
+    config = "default" if not cfg else "full" if cfg == "full" else tuple(float(x) for x in cfg.split(","))
+    return qualam_rt.Engine(path, threads=threads, length_config=config, attention=attention or None)
+
+
 def write_results(name: str, meta: dict, rows: list[dict], markdown: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, write_results  # noqa: E402
+from common import engine_from_spec, header, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import squad  # noqa: E402
@@ -32,10 +32,8 @@ def main() -> None:
     held = squad.load_examples(SQUAD_TRAIN, slice(-args.held_out_articles, None))[:args.examples]
     rows = []
     for spec in args.models:
-        spec, _, attention = spec.partition("@")
-        path, _, cfg = spec.partition(":")
-        config = "default" if not cfg else "full" if cfg == "full" else tuple(float(x) for x in cfg.split(","))
-        engine = qualam_rt.Engine(path, threads=args.threads, length_config=config, attention=attention or None)
+        engine = engine_from_spec(spec, args.threads)
+        path = spec.partition(":")[0].partition("@")[0]
         windows = engine.windows([(e.question, e.context) for e in held])
         row = {"model": path, "length_config": engine.length_config, "attention": engine.attention,
                **squad.evaluate(held, squad.predict(held, windows, engine.logits, 32))}

@@ -155,6 +155,13 @@ def apply_calibration(model: BertQA, sampler: InputSampler, method: str, dynamic
             lin.input_quant.copy_(torch.tensor(scale_zero_point(*input_range(sampler, name, method))))
 
 
+def activations_description(model: BertQA, method: str, dynamic: tuple) -> str:
+    kinds = {name.split(".")[-1] for name, _ in model.linears()}
+    if kinds <= set(dynamic):
+        return "uint8 per row at run time (every GEMM input)"
+    return f"uint8 static per tensor ({method})" + (f", per row for {','.join(dynamic)}" if dynamic else "")
+
+
 def engine_f1(model: BertQA, tokenizer_json: str, feats: Features, ratios=None) -> float:
     """F1 of the INT8 engine running this model (exported to a temporary .qrt)."""
     with tempfile.TemporaryDirectory() as d:
@@ -200,8 +207,7 @@ def quantize(cfg: QuantizeConfig) -> dict:
     apply_calibration(model, sampler, best, dynamic)
     report["chosen"] = best
     report["config"] = asdict(cfg)
-    save_model(model, out / "model.pt", {"quantization": {"activations": f"uint8 static per tensor ({best})" +
-                                                          (f", per row for {','.join(dynamic)}" if dynamic else ""),
+    save_model(model, out / "model.pt", {"quantization": {"activations": activations_description(model, best, dynamic),
                                                           "calibration": {"examples": cfg.calib_examples, "configs": cfg.configs}}})
     (out / "tokenizer.json").write_text(tokenizer_json)
     (out / "report.json").write_text(json.dumps(report, indent=1))

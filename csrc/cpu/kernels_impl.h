@@ -401,6 +401,19 @@ static int32_t qk_bound(int64_t d) {
   return (int32_t)(b < 32767 ? b : 32767);
 }
 
+// The register-blocked step of both int16 products: for r < RB, with x the int16 pair at
+// rows[r] + off broadcast to every lane, a[r] += x . va and b[r] += x . vb.
+template <int RB>
+__attribute__((always_inline)) static inline void dot2_rows(S* a, S* b, const int16_t* const* rows, int64_t off,
+                                                            S va, S vb) {
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) {
+    const S x = VecS16::set1_pair(rows[r] + off);
+    a[r] = VecS16::dot2(a[r], x, va);
+    b[r] = VecS16::dot2(b[r], x, vb);
+  }
+}
+
 // Scores of kAttentionRows query rows (int16, `pairs` channel pairs, row stride ldq) against
 // all keys of kt (kKeyBlock keys per block: [block][pair][key][2]), times the key scales (the
 // row scale is left to the softmax). Whole blocks are stored: prob rows are padded to np.
@@ -416,13 +429,7 @@ __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, 
     for (int r = 0; r < RB; ++r) a[r] = b[r] = VecS16::zero();
     const int16_t* kp = kt + j * 2 * pairs;
     for (int64_t c = 0; c < pairs; ++c, kp += 2 * kKeyBlock) {
-      const S ka = VecS16::load(kp), kb = VecS16::load(kp + 2 * W);
-#pragma GCC unroll 8
-      for (int r = 0; r < RB; ++r) {
-        const S x = VecS16::set1_pair(qp[r] + 2 * c);
-        a[r] = VecS16::dot2(a[r], x, ka);
-        b[r] = VecS16::dot2(b[r], x, kb);
-      }
+      dot2_rows<RB>(a, b, qp, 2 * c, VecS16::load(kp), VecS16::load(kp + 2 * W));
     }
     // Every row is stored (constant indices keep the accumulators in registers); rows past
     // `rows` repeat the last one and land in prob's spare rows.
@@ -453,13 +460,7 @@ __attribute__((noinline)) static void pv16_block(const int16_t* v, int64_t n, in
     const int16_t* vp = v + 2 * c;
     if (two) {
       for (int64_t j = 0; j < pairs; ++j, vp += 2 * dv) {
-        const S va = VecS16::load(vp), vb = VecS16::load(vp + 2 * W);
-#pragma GCC unroll 8
-        for (int r = 0; r < RB; ++r) {
-          const S x = VecS16::set1_pair(pp[r] + 2 * j);
-          a[r] = VecS16::dot2(a[r], x, va);
-          b[r] = VecS16::dot2(b[r], x, vb);
-        }
+        dot2_rows<RB>(a, b, pp, 2 * j, VecS16::load(vp), VecS16::load(vp + 2 * W));
       }
     } else {
       for (int64_t j = 0; j < pairs; ++j, vp += 2 * dv) {

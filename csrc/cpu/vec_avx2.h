@@ -46,27 +46,18 @@ struct VecF {
   static inline reg from_i32(const int32_t* p) {
     return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
-  static inline void store_u8(uint8_t* p, reg v, int n = width) {
+  // Round half to even, clamp to [lo, hi], store n values of T.
+  template <class T>
+  static inline void store_int(T* p, reg v, int lo, int hi, int n) {
     __m256i i = _mm256_cvtps_epi32(v);
-    i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), _mm256_set1_epi32(255));
+    i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi));
     alignas(32) int32_t tmp[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i);
-    for (int j = 0; j < n; ++j) p[j] = (uint8_t)tmp[j];
+    for (int j = 0; j < n; ++j) p[j] = (T)tmp[j];
   }
-  static inline void store_s8(int8_t* p, reg v, int n = width) {
-    __m256i i = _mm256_cvtps_epi32(v);
-    i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(-127)), _mm256_set1_epi32(127));
-    alignas(32) int32_t tmp[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i);
-    for (int j = 0; j < n; ++j) p[j] = (int8_t)tmp[j];
-  }
-  static inline void store_s16(int16_t* p, reg v, int n = width) {
-    __m256i i = _mm256_cvtps_epi32(v);
-    i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(-32767)), _mm256_set1_epi32(32767));
-    alignas(32) int32_t tmp[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i);
-    for (int j = 0; j < n; ++j) p[j] = (int16_t)tmp[j];
-  }
+  static inline void store_u8(uint8_t* p, reg v, int n = width) { store_int(p, v, 0, 255, n); }
+  static inline void store_s8(int8_t* p, reg v, int n = width) { store_int(p, v, -127, 127, n); }
+  static inline void store_s16(int16_t* p, reg v, int n = width) { store_int(p, v, -32767, 32767, n); }
   static inline reg exp(reg x) {
     x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
     reg n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
