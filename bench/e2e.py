@@ -284,8 +284,9 @@ def main() -> None:
     # this machine's speed drifts by tens of percent over minutes.
     latency = {s.name: {} for s in systems}
     for name, ws, batch in settings:
-        reps = {s.name: args.repeats if not s.name.startswith("BERT-base") or batch == 1 else max(2, args.repeats // 2)
-                for s in systems}
+        # A batch-1 pass is one window: 5x the passes for a stable median at little cost.
+        reps = {s.name: 5 * args.repeats if len(ws) == 1 else
+                args.repeats if not s.name.startswith("BERT-base") else max(2, args.repeats // 2) for s in systems}
         got = interleaved_ms_per_sample({s.name: (s.infer, not s.name.startswith("qualam_rt")) for s in systems},
                                         ws, batch, reps)
         for s in systems:
