@@ -39,11 +39,12 @@ def main() -> None:
                **squad.evaluate(held, squad.predict(held, windows, engine.logits, 32))}
         rows.append(row)
         print(row, flush=True)
-    md = [f"The first {len(held)} questions of the last {args.held_out_articles} SQuAD v1.1 training articles.", "",
+    md = [f"The first {len(held)} questions of the last {args.held_out_articles} SQuAD v1.1 training articles; "
+          f"kernel path `{qualam_rt.isa()}`.", "",
           "| model | length config | attention | EM | F1 |", "|---|---|---|---|---|"]
     md += [f"| `{r['model']}` | {'full' if r['length_config'] is None else tuple(round(x, 3) for x in r['length_config'])} | "
            f"{r['attention']} | {r['exact_match']:.2f} | {r['f1']:.2f} |" for r in rows]
-    write_results(args.name, header(args.threads), rows, "\n".join(md))
+    write_results(args.name, header(args.threads) | {"isa": qualam_rt.isa()}, rows, "\n".join(md))
 
 
 if __name__ == "__main__":

@@ -524,8 +524,8 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   const float* k = q + a.part_stride;
   const float* v = k + a.part_stride;
   const float bound = (float)qk_bound(d), inv_sqrt_d = 1.f / std::sqrt((float)d);
-  // One pass over the rows for Q, K and the channel maxima of V. Rows are 3H floats apart, too
-  // far for the hardware prefetchers, so each row's three slices are prefetched 8 rows ahead.
+  // One pass over the rows for Q, K and the channel maxima of V. In the row-major layout rows
+  // are 3H floats apart, too far for the hardware prefetchers: prefetch 8 rows ahead.
   R vmax[kMaxHeadVectors];
   const int64_t dvec = (d + W - 1) / W;
   for (int64_t c = 0; c < dvec; ++c) vmax[c] = VecF::zero();
