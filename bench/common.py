@@ -83,6 +83,15 @@ def header(threads: int) -> dict:
     }
 
 
+def synthetic_windows(n: int, count: int, vocab: int, seed: int = 0) -> list:
+    """count windows of n random token ids (no text behind them: for timing only)."""
+    import numpy as np
+    from qualam_rt import squad
+    rng = np.random.default_rng(seed)
+    return [squad.Window(0, rng.integers(1000, vocab, n).astype(np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))
+            for _ in range(count)]
+
+
 def engine_from_spec(spec: str, threads: int):
     """An Engine from "MODEL.qrt[:full|:r1,...][@fp32|@int16|@int8]": the model, optionally
     with another length configuration and attention path than its defaults."""

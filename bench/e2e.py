@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, header, interleaved_ms_per_sample, write_results  # noqa: E402
+from common import RESULTS, header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import squad  # noqa: E402
@@ -194,12 +194,6 @@ def bert_base_system():
 
 
 # ---- measurements ------------------------------------------------------------------------
-
-def synthetic_windows(n, count, vocab, seed=0):
-    rng = np.random.default_rng(seed)
-    return [squad.Window(0, rng.integers(1000, vocab, n).astype(np.int32), np.zeros(n, np.int32),
-                         np.full((n, 2), -1)) for _ in range(count)]
-
 
 def accuracy(system, examples, windows, batch=32):
     return squad.evaluate(examples, squad.predict(examples, windows, system.infer, batch, progress=system.name))

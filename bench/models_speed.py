@@ -15,18 +15,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import engine_from_spec, header, interleaved_ms_per_sample, write_results  # noqa: E402
+from common import engine_from_spec, header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import squad  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "dev-v1.1.json"
-
-
-def synthetic_windows(n: int, count: int, vocab: int, seed: int = 0) -> list:
-    rng = np.random.default_rng(seed)
-    return [squad.Window(0, rng.integers(1000, vocab, n).astype(np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))
-            for _ in range(count)]
 
 
 def main() -> None:

@@ -268,3 +268,12 @@ def test_head_dims_that_are_not_whole_vectors(isa, attention):
     for s in range(len(off) - 1):
         want, _ = r.sequence(*split(ids, types, off, s), RATIOS)
         assert_close_to_int8_reference(out[off[s]:off[s + 1]], want)
+
+
+def test_int16_attention_refuses_head_dims_beyond_its_bound():
+    cfg = dict(CFG, hidden=272, heads=1, intermediate=32, layers=1)
+    enc = _C.Encoder(cfg, syn.random_tensors(cfg, seed=4))
+    ids, types, off = syn.random_batch(cfg, [9], seed=16)
+    assert np.isfinite(enc.forward(ids, types, off, attention="fp32")["logits"]).all()
+    with pytest.raises(ValueError, match="head dims up to 256"):
+        enc.forward(ids, types, off, attention="int16")
