@@ -56,7 +56,7 @@ struct GemmArgs {
 // Arithmetic of attention's two products; softmax is fp32 in all three.
 //   F32:   fp32 FMA.
 //   Int16: Q (per-row scale) x K (per-key scale) and P x V (per-channel scale) as int16 pairs
-//          into exact int32 sums (vpdpwssd); errors ~1e-4 relative.
+//          into exact int32 sums (vpdpwssd); context errors ~1e-3 relative.
 //   Int8:  Q as u8 (per-row scale, zero point) x K as s8 (per-head scale), probabilities as
 //          u8 (per-row scale: row max / 255) x V as s8 (per-channel scales), on the GEMM kernel.
 enum class AttentionPrecision { F32, Int16, Int8 };

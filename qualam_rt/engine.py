@@ -30,7 +30,7 @@ class Engine:
     per-layer keep ratios. max_macs / max_latency_ms: instead, the most accurate configuration
     of the model's frontier within that budget (MACs at n=384; measured latency at n=384).
     attention: the arithmetic of attention's two products: "fp32", "int16" (int16 pairs into
-    exact int32 sums, ~1e-4 relative error) or "int8"; None: the model's choice.
+    exact int32 sums; ~1e-3 relative error in the context vectors) or "int8"; None: the model's choice.
     Thread-safe: several threads may call answer() on one Engine.
     """
 
