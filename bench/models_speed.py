@@ -49,7 +49,8 @@ def main() -> None:
         print(name, {k: round(v, 2) for k, v in got.items()}, flush=True)
     cols = [name for name, _, _ in settings]
     base = rows[0]
-    md = ["ms per window (median, all models interleaved round by round); in brackets the ratio to the first row.", "",
+    md = [f"Kernel path `{qualam_rt.isa()}`. ms per window (median, all models interleaved round by round); "
+          "in brackets the ratio to the first row.", "",
           "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     md += [f"| `{r['model']}` | " + " | ".join(f"{r[c]:.2f} ({r[c] / base[c]:.2f})" for c in cols) + " |" for r in rows]
     write_results(args.name, header(args.threads) | {"isa": qualam_rt.isa()}, rows, "\n".join(md))
