@@ -532,7 +532,7 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   for (int64_t j = 0; j < np; ++j) {
     int32_t* dst = reinterpret_cast<int32_t*>(kt16 + (j / kKeyBlock) * pairs * 2 * kKeyBlock) + j % kKeyBlock;
     if (j < n) {
-      for (int64_t c = 0; c < d; c += 16) {
+      for (int64_t c = 0; j + 8 < n && c < d; c += 16) {
         __builtin_prefetch(q + (j + 8) * ld + c);
         __builtin_prefetch(k + (j + 8) * ld + c);
         __builtin_prefetch(v + (j + 8) * ld + c);
