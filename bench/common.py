@@ -10,6 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+import qualam_rt
+from qualam_rt import squad
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -85,8 +90,6 @@ def header(threads: int) -> dict:
 
 def synthetic_windows(n: int, count: int, vocab: int, seed: int = 0) -> list:
     """count windows of n random token ids (no text behind them: for timing only)."""
-    import numpy as np
-    from qualam_rt import squad
     rng = np.random.default_rng(seed)
     return [squad.Window(0, rng.integers(1000, vocab, n).astype(np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))
             for _ in range(count)]
@@ -95,7 +98,6 @@ def synthetic_windows(n: int, count: int, vocab: int, seed: int = 0) -> list:
 def engine_from_spec(spec: str, threads: int):
     """An Engine from "MODEL.qrt[:full|:r1,...][@fp32|@int16|@int8]": the model, optionally
     with another length configuration and attention path than its defaults."""
-    import qualam_rt
     spec, _, attention = spec.partition("@")
     path, _, cfg = spec.partition(":")
     config = "default" if not cfg else "full" if cfg == "full" else tuple(float(x) for x in cfg.split(","))

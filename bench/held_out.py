@@ -33,9 +33,8 @@ def main() -> None:
     rows = []
     for spec in args.models:
         engine = engine_from_spec(spec, args.threads)
-        path = spec.partition(":")[0].partition("@")[0]
         windows = engine.windows([(e.question, e.context) for e in held])
-        row = {"model": path, "length_config": engine.length_config, "attention": engine.attention,
+        row = {"model": str(engine.path), "length_config": engine.length_config, "attention": engine.attention,
                **squad.evaluate(held, squad.predict(held, windows, engine.logits, 32))}
         rows.append(row)
         print(row, flush=True)

@@ -118,8 +118,6 @@ py::object encoder_forward(const Encoder& e, const py::array& ids, const py::arr
   else if (attention == "int16") precision = AttentionPrecision::Int16;
   else if (attention == "int8") precision = AttentionPrecision::Int8;
   else throw py::value_error("attention must be 'fp32', 'int16' or 'int8'");
-  if (precision == AttentionPrecision::Int16 && e.config().hidden / e.config().heads > 256)
-    throw py::value_error("the int16 attention path supports head dims up to 256");
   const int32_t* ip = data_of<int32_t>(ids, "input_ids");
   const int32_t* tp = data_of<int32_t>(types, "token_type_ids");
   const int64_t* op = data_of<int64_t>(offsets, "offsets");

@@ -171,8 +171,10 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
                       const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res,
                       AttentionPrecision attention) const {
   const EncoderConfig& c = cfg_;
-  const int64_t H = c.hidden, I = c.intermediate;
+  const int64_t H = c.hidden, I = c.intermediate, d = H / c.heads;
   check_keep_ratios(ratios, c.layers);
+  if (attention == AttentionPrecision::Int16 && d > kMaxInt16HeadDim)
+    throw std::invalid_argument("the int16 attention path supports head dims up to " + std::to_string(kMaxInt16HeadDim));
   if (B < 0 || offsets[0] != 0) throw std::invalid_argument("offsets must start at 0");
   int64_t max_len = 0;
   for (int64_t s = 0; s < B; ++s) {
@@ -239,24 +241,22 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   for (int64_t l = 0; l < c.layers; ++l) {
     const EncoderLayer& L = layers_[l];
     // 1. QKV projection of the current rows.
-    GemmArgs a;
-    quantize_input(L.qkv, ws.cur.data(), Tc, H, ws, a);
+    GemmArgs qkv;
+    quantize_input(L.qkv, ws.cur.data(), Tc, H, ws, qkv);
     timer.lap(kQuantize);
-    a.out_kind = OutKind::F32;
-    a.out = ws.qkv.data();
+    qkv.out_kind = OutKind::F32;
+    qkv.out = ws.qkv.data();
     // Head-major output ([3 * heads][rows][head_dim]) when a head is whole vectors: each
     // attention task then reads its Q, K and V as contiguous blocks instead of 3H-strided rows.
-    const int64_t d = H / c.heads;
-    const bool head_major = d % 16 == 0;
+    const bool head_major = d % kMaxVectorFloats == 0;
     if (head_major) {
-      a.ldo = d;
-      a.out_split = d;
-      a.out_split_stride = Tc * d;
+      qkv.ldo = d;
+      qkv.out_split = d;
+      qkv.out_split_stride = Tc * d;
     } else {
-      a.ldo = 3 * H;
+      qkv.ldo = 3 * H;
     }
-    K.gemm_u8s8(a);
-    a.out_split = 0;  // `a` serves the O-projection next
+    K.gemm_u8s8(qkv);
     timer.lap(kQKV);
 
     // 2. Attention per sequence, with each token's significance.
@@ -328,6 +328,7 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     timer.lap(kSelect);
 
     // 4. O-projection + residual, LayerNorm.
+    GemmArgs a;
     quantize_input(L.out, ctx_in, Tk, H, ws, a);
     timer.lap(kQuantize);
     a.residual = resid_in;

@@ -40,6 +40,11 @@ struct AttentionArgs {
 constexpr int64_t kAttentionRowBlock = 48;
 // Upper bound of every ISA's fp32 query block (kAttentionRows in vec_<isa>.h): sizes scratch.
 constexpr int64_t kMaxAttentionRows = 8;
+// Floats in the widest vector of any ISA: column blocks of GemmArgs::out_split must be whole
+// vectors of it.
+constexpr int64_t kMaxVectorFloats = 16;
+// Largest head dim of the int16 attention path (its per-channel maxima live in registers).
+constexpr int64_t kMaxInt16HeadDim = 256;
 // Per worker: fp32 path: contiguous K^T and V copies and up to 8 probability rows; int16
 // path: int16 Q, K and V in their layouts, their scales, up to 8 score rows and their int16
 // probabilities; INT8 path: u8 Q, packed K and V^T with their column sums and scales, a

@@ -480,8 +480,7 @@ __attribute__((noinline)) static void pv16_block(const int16_t* v, int64_t n, in
   }
 }
 
-// Head dims up to kMaxHeadVectors * W take the int16 path (checked by the encoder).
-constexpr int64_t kMaxHeadVectors = 256 / W;
+constexpr int64_t kMaxHeadVectors = kMaxInt16HeadDim / W;
 
 static float abs_max(const float* x, int64_t n) {
   R m = VecF::zero();
