@@ -6,12 +6,18 @@ offers here), of torch._int_mm (raw int32, no epilogue), and of fp32 torch.matmu
 fraction of the measured int8 peak (a register-only loop of the path's dot-product
 instruction). All systems are timed in the same run, with the same thread count.
 
+The peak fractions are medians over repeats of (GEMM rate / peak rate measured right before
+it): this machine's speed drifts by tens of percent within minutes (shared host), so a peak
+taken once at the start would mix two machine states.
+
     python bench/gemm_bench.py --threads 2
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import warnings
@@ -26,6 +32,22 @@ from qualam_rt import _C  # noqa: E402
 
 SHAPES = [(384, 1152), (384, 384), (384, 1536), (1536, 384)]
 ROWS = [1, 8, 32, 384, 1024, 4096, 12288]
+
+
+def paired_peak_fraction(fn, ops: int, repeats: int, span: float = 0.003) -> float:
+    """Median over repeats of (rate of fn) / (int8 peak measured just before it). Each repeat
+    times fn back to back for `span` seconds after one untimed call, so a short GEMM is not
+    charged for the switch from the peak loop."""
+    fracs = []
+    for _ in range(repeats):
+        peak_ops = 2 * _C.int8_peak_macs_per_s(span)
+        fn()
+        calls, t0 = 0, time.perf_counter()
+        while calls == 0 or time.perf_counter() - t0 < span:
+            fn()
+            calls += 1
+        fracs.append(ops * calls / (time.perf_counter() - t0) / peak_ops)
+    return statistics.median(fracs)
 
 
 def main() -> None:
@@ -66,10 +88,10 @@ def main() -> None:
             ops = 2 * M * K * N
             repeats = args.repeats if M >= 32 else args.repeats * 20
             row = {"M": M, "K": K, "N": N, "epilogue": "bias+gelu" if gelu else "bias"}
-            t = time_call(lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu), repeats=repeats)
-            row["qualam_fused"] = ops / t["median"] / 1e9
-            t = time_call(lambda: _C.gemm(A, 0.02, 7, packed, out_dtype="int32"), repeats=repeats)
-            row["qualam_int32"] = ops / t["median"] / 1e9
+            fused = lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu)  # noqa: E731
+            raw = lambda: _C.gemm(A, 0.02, 7, packed, out_dtype="int32")  # noqa: E731
+            row["qualam_fused"] = ops / time_call(fused, repeats=repeats)["median"] / 1e9
+            row["qualam_int32"] = ops / time_call(raw, repeats=repeats)["median"] / 1e9
             if torch is not None:
                 x = torch.randn(M, K)
                 for eng in engines:
@@ -88,13 +110,15 @@ def main() -> None:
                 with torch.inference_mode():
                     t = time_call(lambda: torch.matmul(x, wt.T), repeats=repeats)
                 row["torch_fp32"] = ops / t["median"] / 1e9
-            row["qualam_fused_peak_frac"] = row["qualam_fused"] / (2 * peak / 1e9)
+            row["qualam_fused_peak_frac"] = paired_peak_fraction(fused, ops, args.repeats)
+            row["qualam_int32_peak_frac"] = paired_peak_fraction(raw, ops, args.repeats)
             rows_out.append(row)
             print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
     cols = [c for c in rows_out[0] if c not in ("M", "K", "N", "epilogue")]
     md = [f"Path `{_C.isa()}`; measured int8 peak {2 * peak / 1e9:.0f} GOP/s. Values in GOP/s "
-          "(2 x M x K x N / median time); `peak_frac` = fused / peak. torch_int_mm has no epilogue and "
+          "(2 x M x K x N / median time); `peak_frac`: median over repeats of the GEMM's rate / the "
+          "peak measured right before it (the peak above is from the start of the run). torch_int_mm has no epilogue and "
           "runs at least 17 rows.", "",
           "| M | K x N | epilogue | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in rows_out:
