@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "dispatch.h"
+#include "huge_pages.h"
 
 namespace qrt {
 
@@ -63,9 +64,12 @@ QLinear load_linear(const TensorMap& t, const std::string& name, int64_t out, in
 }
 
 // Working memory of one forward call, kept per calling thread and only ever grown.
+// Its large buffers live on huge pages (huge_pages.h).
 struct Workspace {
-  std::vector<float> full, cur, nxt, qkv, ctx, ctx_k, resid_k, h1, ffn_f32, sig, att_scratch, a_scale;
-  std::vector<uint8_t> a_u8, ffn_u8;
+  template <class T>
+  using Buffer = std::vector<T, HugePageAllocator<T>>;
+  Buffer<float> full, cur, nxt, qkv, ctx, ctx_k, resid_k, h1, ffn_f32, sig, att_scratch, a_scale;
+  Buffer<uint8_t> a_u8, ffn_u8;
   std::vector<int32_t> a_zp, pos_cur, pos_nxt, order;
   std::vector<int64_t> off_cur, off_nxt;
   template <class V>

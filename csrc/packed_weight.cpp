@@ -1,5 +1,7 @@
 #include "packed_weight.h"
 
+#include "huge_pages.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -15,8 +17,7 @@ PackedWeight::PackedWeight(const int8_t* w, int64_t N, int64_t K, const float* s
     throw std::invalid_argument("K = " + std::to_string(K) + " exceeds " + std::to_string(kMaxGemmK) +
                                 ", the bound where int32 accumulation of u8 x s8 can overflow");
   const size_t bytes = (size_t)Np_ * Kg_ * 4;
-  data_.reset(static_cast<int8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)));
-  if (!data_) throw std::bad_alloc();
+  data_.reset(static_cast<int8_t*>(alloc_large(bytes)));
   std::memset(data_.get(), 0, bytes);
   col_sums_.assign(Np_, 0);
   scales_.assign(Np_, 0.f);
