@@ -1,0 +1,100 @@
+"""Encoder latency of two builds of qualam_rt, timed in alternating processes.
+
+A code change to the kernels can only be judged against the code before it on the same
+machine at the same time: this host's speed drifts by tens of percent within minutes. Build
+each version into its own folder, then let this script run them in turn, flipping the order
+every round, and report the per-round ratio B / A and its median. Run A against itself first
+to see the noise floor.
+
+    git worktree add /tmp/qrt_base <commit>
+    pip install --no-deps --no-build-isolation --target /tmp/qrt_a /tmp/qrt_base
+    pip install --no-deps --no-build-isolation --target /tmp/qrt_b .
+    python bench/compare_builds.py /tmp/qrt_a /tmp/qrt_b --batch 32 --rounds 10
+
+Each process runs `python -S` with the build folder first on its path: an editable install of
+qualam_rt in site-packages hooks imports before sys.path, and -S keeps that hook out.
+Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+WORKER = "--worker"
+
+
+def worker(batch: int, repeats: int, threads: int, attention: str) -> None:
+    """Prints the median ms per sequence of `repeats` encoder calls after one warm-up."""
+    import qualam_rt
+    from qualam_rt import _C
+    from qualam_rt import synthetic as syn
+
+    qualam_rt.set_num_threads(threads)
+    cfg = syn.MINILM_L6_H384
+    tensors = syn.random_tensors(cfg, seed=0)
+    calib = [syn.random_batch(cfg, [128], seed=s) for s in range(2)]
+    tensors = syn.calibrate_minmax(cfg, tensors, [(i, t) for i, t, _ in calib])
+    enc = _C.Encoder(cfg, tensors)
+    ids, types, offsets = syn.random_batch(cfg, [384] * batch, seed=1)
+    enc.forward(ids, types, offsets, None, attention=attention)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        enc.forward(ids, types, offsets, None, attention=attention)
+        times.append(time.perf_counter() - t)
+    print(1e3 * statistics.median(times) / batch, _C.__file__)
+
+
+def run_build(folder: str, args) -> float:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, sysconfig.get_paths()["purelib"]]))
+    out = subprocess.run([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.repeats),
+                          str(args.threads), args.attention], env=env, capture_output=True, text=True, check=True)
+    ms, module = out.stdout.split()
+    if not Path(module).resolve().is_relative_to(Path(folder).resolve()):
+        raise SystemExit(f"{folder}: imported {module} instead; is the folder a built package?")
+    return float(ms)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("a", help="folder with build A (the baseline)")
+    ap.add_argument("b", help="folder with build B")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=8, help="encoder calls per process")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
+    ap.add_argument("--name", default=None, help="write bench/results/<name>.{md,json}")
+    args = ap.parse_args()
+
+    rows = []
+    for r in range(args.rounds):
+        order = ("a", "b") if r % 2 == 0 else ("b", "a")
+        ms = {label: run_build(getattr(args, label), args) for label in order}
+        rows.append({"round": r, "a_ms": ms["a"], "b_ms": ms["b"], "ratio": ms["b"] / ms["a"]})
+        print(f"round {r}: A {ms['a']:.2f}  B {ms['b']:.2f} ms/seq  B/A {rows[-1]['ratio']:.3f}", flush=True)
+    ratios = sorted(x["ratio"] for x in rows)
+    med = statistics.median(ratios)
+    print(f"median B/A {med:.3f} (range {ratios[0]:.3f}-{ratios[-1]:.3f}, {sum(x < 1 for x in ratios)}/{len(ratios)} rounds B faster)")
+    if args.name:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from common import header, write_results
+        md = [f"Encoder ms per sequence, n=384, batch {args.batch}, full length, {args.attention} attention, "
+              f"random weights; A = `{args.a}`, B = `{args.b}`; processes alternate, order flipped each round.", "",
+              "| round | A ms/seq | B ms/seq | B / A |", "|---|---|---|---|"]
+        md += [f"| {x['round']} | {x['a_ms']:.2f} | {x['b_ms']:.2f} | {x['ratio']:.3f} |" for x in rows]
+        md += ["", f"Median B / A: **{med:.3f}** (range {ratios[0]:.3f}-{ratios[-1]:.3f})."]
+        write_results(args.name, header(args.threads) | {"a": args.a, "b": args.b, "median_ratio": med}, rows, "\n".join(md))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == WORKER:
+        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    else:
+        main()
