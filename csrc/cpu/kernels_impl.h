@@ -336,9 +336,11 @@ __attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float sc
   float m = VecF::reduce_max(mx);
   for (int64_t j = nw; j < n; ++j) m = pr[j] > m ? pr[j] : m;
   R sum = VecF::zero();
-  const R sv = VecF::set1(scale), msv = VecF::set1(-m * scale);
+  // exp(scale * (x - m)) as 2^(x * sv - m * sv): log2(e) folded into the scale.
+  const float sl = scale * 1.44269504088896341f;
+  const R sv = VecF::set1(sl), msv = VecF::set1(-m * sl);
   auto exp_step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
-    R e = VecF::exp(VecF::fma(load_n(pr + j, cnt), sv, msv));
+    R e = VecF::exp2(VecF::fma(load_n(pr + j, cnt), sv, msv));
     if (cnt < W) e = VecF::keep(e, cnt);
     store_n(pr + j, e, cnt);
     sum = VecF::add(sum, e);
@@ -701,11 +703,11 @@ static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, fl
       }
       float m = VecF::reduce_max(mx);
       for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
-      const R mv = VecF::set1(m);
+      const R log2e = VecF::set1(1.44269504088896341f), mv = VecF::set1(-m * 1.44269504088896341f);
       R sum = VecF::zero();
       for (int64_t j = 0; j < n; j += W) {
         const int cnt = n - j < W ? (int)(n - j) : W;
-        const R e = VecF::keep(VecF::exp(VecF::sub(VecF::load(pr + j, cnt), mv)), cnt);
+        const R e = VecF::keep(VecF::exp2(VecF::fma(VecF::load(pr + j, cnt), log2e, mv)), cnt);
         VecF::store(pr + j, e, cnt);
         sum = VecF::add(sum, e);
       }

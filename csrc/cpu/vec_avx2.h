@@ -58,22 +58,18 @@ struct VecF {
   static inline void store_u8(uint8_t* p, reg v, int n = width) { store_int(p, v, 0, 255, n); }
   static inline void store_s8(int8_t* p, reg v, int n = width) { store_int(p, v, -127, 127, n); }
   static inline void store_s16(int16_t* p, reg v, int n = width) { store_int(p, v, -32767, 32767, n); }
-  static inline reg exp(reg x) {
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
-    reg n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    reg r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-    reg p = _mm256_set1_ps(1.f / 5040);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 720));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
-    // 2^n by adding n to the exponent field (n in [-126, 127] after the clamp).
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  // 2^t for the softmax's t <= 0, as in vec_avx512.h; 2^n by adding n to the exponent
+  // field, so t is clamped at -126 (2^-126 is below anything a probability sum notices).
+  static inline reg exp2(reg t) {
+    t = _mm256_max_ps(t, _mm256_set1_ps(-126.f));
+    const reg n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const reg f = _mm256_sub_ps(t, n);
+    reg p = _mm256_fmadd_ps(_mm256_set1_ps(1.3266971e-3f), f, _mm256_set1_ps(9.6754599e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5507425e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022122e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314694e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0000001f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
   static inline reg abs(reg x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }

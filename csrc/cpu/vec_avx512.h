@@ -47,21 +47,18 @@ struct VecF {
   static inline void store_s16(int16_t* p, reg v, int n = width) {
     _mm512_mask_cvtsepi32_storeu_epi16(p, tail_mask(n), _mm512_cvtps_epi32(v));
   }
-  static inline reg exp(reg x) {
-    // exp(x) = 2^n * exp(r), r = x - n*ln2 in [-ln2/2, ln2/2]; degree-7 Taylor, rel err ~2e-8.
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
-    reg n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    reg r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-    reg p = _mm512_set1_ps(1.f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  // 2^t for the softmax's t <= 0: n = round(t), f = t - n in [-1/2, 1/2] (exact), 2^f by a
+  // degree-5 fit (relative error 2.3e-7), scaled by 2^n. Below -127 the result is 0 or
+  // subnormal, as it should be.
+  static inline reg exp2(reg t) {
+    t = _mm512_max_ps(t, _mm512_set1_ps(-127.f));
+    const reg n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const reg f = _mm512_sub_ps(t, n);
+    reg p = _mm512_fmadd_ps(_mm512_set1_ps(1.3266971e-3f), f, _mm512_set1_ps(9.6754599e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5507425e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022122e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314694e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001f));
     return _mm512_scalef_ps(p, n);
   }
   static inline reg abs(reg x) { return _mm512_abs_ps(x); }
