@@ -19,10 +19,11 @@ constexpr size_t kHugePage = size_t(2) << 20;
 inline void* alloc_large(size_t bytes) {
   const bool huge = bytes >= kHugePage;
   const size_t align = huge ? kHugePage : 64;
-  void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
+  const size_t size = bytes == 0 ? align : (bytes + align - 1) / align * align;  // aligned_alloc wants a multiple
+  void* p = std::aligned_alloc(align, size);
   if (!p) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (huge) madvise(p, (bytes + align - 1) / align * align, MADV_HUGEPAGE);  // a hint: failure is harmless
+  if (huge) madvise(p, size, MADV_HUGEPAGE);  // a hint: failure is harmless
 #endif
   return p;
 }

@@ -48,8 +48,8 @@ struct VecF {
     _mm512_mask_cvtsepi32_storeu_epi16(p, tail_mask(n), _mm512_cvtps_epi32(v));
   }
   // 2^t for the softmax's t <= 0: n = round(t), f = t - n in [-1/2, 1/2] (exact), 2^f by a
-  // degree-5 fit (relative error 2.3e-7), scaled by 2^n. Below -127 the result is 0 or
-  // subnormal, as it should be.
+  // degree-5 fit (relative error 2.3e-7), scaled by 2^n. t is clamped at -127, where 2^t is
+  // already subnormal.
   static inline reg exp2(reg t) {
     t = _mm512_max_ps(t, _mm512_set1_ps(-127.f));
     const reg n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
