@@ -58,17 +58,8 @@ struct VecF {
   static inline void store_u8(uint8_t* p, reg v, int n = width) { store_int(p, v, 0, 255, n); }
   static inline void store_s8(int8_t* p, reg v, int n = width) { store_int(p, v, -127, 127, n); }
   static inline void store_s16(int16_t* p, reg v, int n = width) { store_int(p, v, -32767, 32767, n); }
-  // 2^t for the softmax's t <= 0, as in vec_avx512.h; 2^n by adding n to the exponent
-  // field, so t is clamped at -126 (2^-126 is below anything a probability sum notices).
-  static inline reg exp2(reg t) {
-    t = _mm256_max_ps(t, _mm256_set1_ps(-126.f));
-    const reg n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const reg f = _mm256_sub_ps(t, n);
-    reg p = _mm256_fmadd_ps(_mm256_set1_ps(1.3266971e-3f), f, _mm256_set1_ps(9.6754599e-3f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5507425e-2f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022122e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314694e-1f));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0000001f));
+  // p * 2^n for integral n in [-126, 127] (exp2 in kernels_impl.h): n added to the exponent field.
+  static inline reg scale_pow2(reg p, reg n) {
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }

@@ -47,20 +47,8 @@ struct VecF {
   static inline void store_s16(int16_t* p, reg v, int n = width) {
     _mm512_mask_cvtsepi32_storeu_epi16(p, tail_mask(n), _mm512_cvtps_epi32(v));
   }
-  // 2^t for the softmax's t <= 0: n = round(t), f = t - n in [-1/2, 1/2] (exact), 2^f by a
-  // degree-5 fit (relative error 2.3e-7), scaled by 2^n. t is clamped at -127, where 2^t is
-  // already subnormal.
-  static inline reg exp2(reg t) {
-    t = _mm512_max_ps(t, _mm512_set1_ps(-127.f));
-    const reg n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const reg f = _mm512_sub_ps(t, n);
-    reg p = _mm512_fmadd_ps(_mm512_set1_ps(1.3266971e-3f), f, _mm512_set1_ps(9.6754599e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5507425e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022122e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314694e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0000001f));
-    return _mm512_scalef_ps(p, n);
-  }
+  // p * 2^n for integral n (exp2 in kernels_impl.h).
+  static inline reg scale_pow2(reg p, reg n) { return _mm512_scalef_ps(p, n); }
   static inline reg abs(reg x) { return _mm512_abs_ps(x); }
   static inline reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
 };

@@ -44,7 +44,7 @@ struct VecF {
     float r = std::nearbyint(v);
     *p = (int16_t)(r < -32767.f ? -32767.f : (r > 32767.f ? 32767.f : r));
   }
-  static inline reg exp2(reg t) { return std::exp2(t); }
+  static inline reg scale_pow2(reg p, reg n) { return std::ldexp(p, (int)n); }
   static inline reg erf(reg x) { return std::erf(x); }
   static inline reg abs(reg x) { return std::fabs(x); }
 };
