@@ -95,6 +95,19 @@ def synthetic_windows(n: int, count: int, vocab: int, seed: int = 0) -> list:
             for _ in range(count)]
 
 
+def random_minilm_encoder():
+    """(native Encoder, its config) with random MiniLM-L6-H384 weights and static activation
+    quantization calibrated on two random 128-token sequences: speed does not depend on the
+    weights' values."""
+    from qualam_rt import _C
+    from qualam_rt import synthetic as syn
+    cfg = syn.MINILM_L6_H384
+    tensors = syn.random_tensors(cfg, seed=0)
+    calib = [syn.random_batch(cfg, [128], seed=s) for s in range(2)]
+    tensors = syn.calibrate_minmax(cfg, tensors, [(i, t) for i, t, _ in calib])
+    return _C.Encoder(cfg, tensors), cfg
+
+
 def engine_from_spec(spec: str, threads: int):
     """An Engine from "MODEL.qrt[:full|:r1,...][@fp32|@int16|@int8]": the model, optionally
     with another length configuration and attention path than its defaults."""

@@ -31,16 +31,14 @@ WORKER = "--worker"
 
 def worker(batch: int, repeats: int, threads: int, attention: str) -> None:
     """Prints the median ms per sequence of `repeats` encoder calls after one warm-up."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import qualam_rt
+    from common import random_minilm_encoder
     from qualam_rt import _C
     from qualam_rt import synthetic as syn
 
     qualam_rt.set_num_threads(threads)
-    cfg = syn.MINILM_L6_H384
-    tensors = syn.random_tensors(cfg, seed=0)
-    calib = [syn.random_batch(cfg, [128], seed=s) for s in range(2)]
-    tensors = syn.calibrate_minmax(cfg, tensors, [(i, t) for i, t, _ in calib])
-    enc = _C.Encoder(cfg, tensors)
+    enc, cfg = random_minilm_encoder()
     ids, types, offsets = syn.random_batch(cfg, [384] * batch, seed=1)
     enc.forward(ids, types, offsets, None, attention=attention)
     times = []

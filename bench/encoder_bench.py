@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, time_call, write_results  # noqa: E402
+from common import header, random_minilm_encoder, time_call, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import _C  # noqa: E402
@@ -69,11 +69,7 @@ def main() -> None:
     args = ap.parse_args()
     qualam_rt.set_num_threads(args.threads)
 
-    cfg = syn.MINILM_L6_H384
-    tensors = syn.random_tensors(cfg, seed=0)
-    calib = [syn.random_batch(cfg, [128], seed=s) for s in range(2)]
-    tensors = syn.calibrate_minmax(cfg, tensors, [(i, t) for i, t, _ in calib])
-    enc = _C.Encoder(cfg, tensors)
+    enc, cfg = random_minilm_encoder()
     mix = squad_window_lengths(args.mix)
     print(f"path {_C.isa()}; length mix: {len(mix)} windows, mean {mix.mean():.0f}, max {mix.max()}")
 
