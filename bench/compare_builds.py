@@ -1,4 +1,4 @@
-"""Encoder latency of two builds of qualam_rt, timed in alternating processes.
+"""Encoder (or one GEMM's) latency of two builds of qualam_rt, timed in alternating processes.
 
 A code change to the kernels can only be judged against the code before it on the same
 machine at the same time: this host's speed drifts by tens of percent within minutes. Build
@@ -13,7 +13,11 @@ to see the noise floor.
 
 Each process runs `python -S` with the build folder first on its path: an editable install of
 qualam_rt in site-packages hooks imports before sys.path, and -S keeps that hook out.
-Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length.
+Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length. With
+`--gemm M K N EPILOGUE` the workload is one fused GEMM instead (u8 [M, K] x s8 [N, K]^T,
+epilogue bias, gelu, residual or int32), timed in ms per call.
+
+    python bench/compare_builds.py /tmp/qrt_a /tmp/qrt_b --gemm 4096 384 1536 gelu
 """
 from __future__ import annotations
 
@@ -29,30 +33,43 @@ from pathlib import Path
 WORKER = "--worker"
 
 
-def worker(batch: int, repeats: int, threads: int, attention: str) -> None:
-    """Prints the median ms per sequence of `repeats` encoder calls after one warm-up."""
+def worker(batch: int, repeats: int, threads: int, attention: str, gemm: list[str]) -> None:
+    """Prints the median ms (per sequence, or per GEMM call) of `repeats` calls after one warm-up."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import numpy as np
+
     import qualam_rt
     from common import random_minilm_encoder
     from qualam_rt import _C
     from qualam_rt import synthetic as syn
 
     qualam_rt.set_num_threads(threads)
-    enc, cfg = random_minilm_encoder()
-    ids, types, offsets = syn.random_batch(cfg, [384] * batch, seed=1)
-    enc.forward(ids, types, offsets, None, attention=attention)
+    if gemm:
+        M, K, N, epilogue = int(gemm[0]), int(gemm[1]), int(gemm[2]), gemm[3]
+        rng = np.random.default_rng(0)
+        W = _C.PackedWeight(rng.integers(-127, 128, (N, K), dtype=np.int8), np.full(N, 0.01, np.float32))
+        A = rng.integers(0, 256, (M, K), dtype=np.uint8)
+        bias, residual = rng.standard_normal(N).astype(np.float32), rng.standard_normal((M, N)).astype(np.float32)
+        kw = {"int32": {"out_dtype": "int32"}, "bias": {"bias": bias}, "gelu": {"bias": bias, "gelu": True},
+              "residual": {"bias": bias, "residual": residual}}[epilogue]
+        call, per = (lambda: _C.gemm(A, 0.02, 7, W, **kw)), 1
+    else:
+        enc, cfg = random_minilm_encoder()
+        ids, types, offsets = syn.random_batch(cfg, [384] * batch, seed=1)
+        call, per = (lambda: enc.forward(ids, types, offsets, None, attention=attention)), batch
+    call()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        enc.forward(ids, types, offsets, None, attention=attention)
+        call()
         times.append(time.perf_counter() - t)
-    print(1e3 * statistics.median(times) / batch, _C.__file__)
+    print(1e3 * statistics.median(times) / per, _C.__file__)
 
 
 def run_build(folder: str, args) -> float:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, sysconfig.get_paths()["purelib"]]))
     out = subprocess.run([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.repeats),
-                          str(args.threads), args.attention], env=env, capture_output=True, text=True, check=True)
+                          str(args.threads), args.attention, *args.gemm], env=env, capture_output=True, text=True, check=True)
     ms, module = out.stdout.split()
     if not Path(module).resolve().is_relative_to(Path(folder).resolve()):
         raise SystemExit(f"{folder}: imported {module} instead; is the folder a built package?")
@@ -64,10 +81,12 @@ def main() -> None:
     ap.add_argument("a", help="folder with build A (the baseline)")
     ap.add_argument("b", help="folder with build B")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=8, help="encoder calls per process")
+    ap.add_argument("--repeats", type=int, default=8, help="timed calls per process")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
+    ap.add_argument("--gemm", nargs=4, default=[], metavar=("M", "K", "N", "EPILOGUE"),
+                    help="time one GEMM instead of the encoder; EPILOGUE: bias, gelu, residual or int32")
     ap.add_argument("--name", default=None, help="write bench/results/<name>.{md,json}")
     args = ap.parse_args()
 
@@ -76,16 +95,17 @@ def main() -> None:
         order = ("a", "b") if r % 2 == 0 else ("b", "a")
         ms = {label: run_build(getattr(args, label), args) for label in order}
         rows.append({"round": r, "a_ms": ms["a"], "b_ms": ms["b"], "ratio": ms["b"] / ms["a"]})
-        print(f"round {r}: A {ms['a']:.2f}  B {ms['b']:.2f} ms/seq  B/A {rows[-1]['ratio']:.3f}", flush=True)
+        print(f"round {r}: A {ms['a']:.2f}  B {ms['b']:.2f} ms  B/A {rows[-1]['ratio']:.3f}", flush=True)
     ratios = sorted(x["ratio"] for x in rows)
     med = statistics.median(ratios)
     print(f"median B/A {med:.3f} (range {ratios[0]:.3f}-{ratios[-1]:.3f}, {sum(x < 1 for x in ratios)}/{len(ratios)} rounds B faster)")
     if args.name:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from common import header, write_results
-        md = [f"Encoder ms per sequence, n=384, batch {args.batch}, full length, {args.attention} attention, "
-              f"random weights; A = `{args.a}`, B = `{args.b}`; processes alternate, order flipped each round.", "",
-              "| round | A ms/seq | B ms/seq | B / A |", "|---|---|---|---|"]
+        what = (f"GEMM ms per call, M={args.gemm[0]} K={args.gemm[1]} N={args.gemm[2]}, epilogue {args.gemm[3]}"
+                if args.gemm else f"Encoder ms per sequence, n=384, batch {args.batch}, full length, {args.attention} attention")
+        md = [f"{what}, random weights; A = `{args.a}`, B = `{args.b}`; processes alternate, order flipped each round.", "",
+              "| round | A ms | B ms | B / A |", "|---|---|---|---|"]
         md += [f"| {x['round']} | {x['a_ms']:.2f} | {x['b_ms']:.2f} | {x['ratio']:.3f} |" for x in rows]
         md += ["", f"Median B / A: **{med:.3f}** (range {ratios[0]:.3f}-{ratios[-1]:.3f})."]
         write_results(args.name, header(args.threads) | {"a": args.a, "b": args.b, "median_ratio": med}, rows, "\n".join(md))
@@ -93,6 +113,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == WORKER:
-        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6:])
     else:
         main()

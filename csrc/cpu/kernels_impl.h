@@ -53,25 +53,30 @@ static inline R exp2_vec(R t) {
   return VecF::scale_pow2(p, n);
 }
 
+// Loads and stores of cnt lanes: unmasked for whole vectors (the main loops below pass a
+// constant W, so the branch folds away; AVX2's masked moves are slow).
+static inline R load_n(const float* p, int cnt) { return cnt == W ? VecF::load(p) : VecF::load(p, cnt); }
+static inline void store_n(float* p, R v, int cnt) {
+  if (cnt == W) VecF::store(p, v);
+  else VecF::store(p, v, cnt);
+}
+
 static inline R gelu_vec(R x) {
   const R e = erf_vec<VecF>(VecF::mul(x, VecF::set1(0.70710678118654752f)), 0);
   return VecF::mul(VecF::mul(VecF::set1(0.5f), x), VecF::add(VecF::set1(1.f), e));
 }
 
-// The epilogue of one tile (rows x ncols of a weight panel): the exact int32 zero-point
-// correction, then dequantize + bias, GELU, residual and the output conversion. One
-// instantiation per output form, picked once per GEMM, so the loop has no branches and its
+// The epilogue of one tile (rows x ncols of a weight panel; the accumulators already hold the
+// exact zero-point correction): dequantize + bias, GELU, residual and the output conversion.
+// One instantiation per output form, picked once per GEMM, so the loop has no branches and its
 // pointers are locals (stores through float* could alias `a`, so fields would be reloaded).
+// A whole panel runs with a constant vector count and unmasked loads and stores.
 using Epilogue = void (*)(const GemmArgs&, const int32_t* acc, int64_t m0, int rows, int64_t n0, int ncols);
 
 template <OutKind OUT, bool GELU, bool RESIDUAL>
 static void epilogue_tile(const GemmArgs& a, const int32_t* acc, int64_t m0, int rows, int64_t n0, int ncols) {
-  const int32_t* colsum = a.W.col_sums + n0;
-  const float* wscale = a.W.scales + n0;
+  const float* wscale = a.W.scales + n0;  // padded to whole panels, like col_sums
   const float* bias = a.bias ? a.bias + n0 : nullptr;
-  const float* a_scale = a.a_scale;
-  const int32_t* a_zp = a.a_zp;
-  const bool per_row = a.a_per_row;
   const int64_t ldo = a.ldo, ldr = a.ldr;
   const float* residual = RESIDUAL ? a.residual + m0 * ldr + n0 : nullptr;
   const R inv_out = VecF::set1(1.f / a.out_scale), out_zp = VecF::set1((float)a.out_zp);
@@ -79,25 +84,26 @@ static void epilogue_tile(const GemmArgs& a, const int32_t* acc, int64_t m0, int
   for (int c = 0; c < ncols; c += W)
     col[c / W] = a.out_split ? (n0 + c) / a.out_split * a.out_split_stride + (n0 + c) % a.out_split : n0 + c;
   for (int r = 0; r < rows; ++r, acc += kPanel) {
-    const int64_t qi = per_row ? m0 + r : 0;
-    const int32_t corr = kActShift - a_zp[qi];
-    alignas(64) int32_t fixed[kPanel];
-    for (int c = 0; c < kPanel; ++c) fixed[c] = acc[c] + corr * colsum[c];  // vectorizes
     if constexpr (OUT == OutKind::S32) {
-      std::memcpy(static_cast<int32_t*>(a.out) + (m0 + r) * ldo + n0, fixed, sizeof(int32_t) * ncols);
+      std::memcpy(static_cast<int32_t*>(a.out) + (m0 + r) * ldo + n0, acc, sizeof(int32_t) * ncols);
     } else {
-      const R sa = VecF::set1(a_scale[qi]);
-      for (int c = 0; c < ncols; c += W) {
-        const int n = ncols - c < W ? ncols - c : W;
-        R v = VecF::mul(VecF::from_i32(fixed + c), VecF::mul(sa, VecF::load(wscale + c)));
-        if (bias) v = VecF::add(v, VecF::load(bias + c, n));
+      const R sa = VecF::set1(a.a_scale[a.a_per_row ? m0 + r : 0]);
+      auto step = [&](int c, int n) __attribute__((always_inline)) {
+        R v = VecF::mul(VecF::from_i32(acc + c), VecF::mul(sa, VecF::load(wscale + c)));
+        if (bias) v = VecF::add(v, load_n(bias + c, n));
         if constexpr (GELU) v = gelu_vec(v);
-        if constexpr (RESIDUAL) v = VecF::add(v, VecF::load(residual + r * ldr + c, n));
+        if constexpr (RESIDUAL) v = VecF::add(v, load_n(residual + r * ldr + c, n));
         if constexpr (OUT == OutKind::F32) {
-          VecF::store(static_cast<float*>(a.out) + (m0 + r) * ldo + col[c / W], v, n);
+          store_n(static_cast<float*>(a.out) + (m0 + r) * ldo + col[c / W], v, n);
         } else {
           VecF::store_u8(static_cast<uint8_t*>(a.out) + (m0 + r) * ldo + col[c / W], VecF::fma(v, inv_out, out_zp), n);
         }
+      };
+      if (ncols == kPanel) {
+#pragma GCC unroll 8
+        for (int c = 0; c < kPanel; c += W) step(c, W);
+      } else {
+        for (int c = 0; c < ncols; c += W) step(c, ncols - c < W ? ncols - c : W);
       }
     }
   }
@@ -118,27 +124,47 @@ static Epilogue pick_epilogue(const GemmArgs& a) {
   }
 }
 
+// One tile of MR rows: the accumulators start from the zero-point correction
+// (kActShift - a_zp) * colsum, given for the whole panel (`init`, per-tensor zero point) or
+// made here per row.
 template <int MR>
-static void tile_and_epilogue(const GemmArgs& a, int64_t m0, int64_t p, Epilogue epilogue) {
+static void tile_and_epilogue(const GemmArgs& a, int64_t m0, int64_t p, const int32_t* init, Epilogue epilogue) {
   alignas(64) int32_t acc[MR * kPanel];
-  gemm_tile<MR>(a.A + m0 * a.lda, a.lda, a.W.K, a.W.data + p * a.W.Kg * 4 * kPanel, acc);
+  alignas(64) int32_t row_init[MR * kPanel];
+  int64_t init_stride = 0;
+  if (a.a_per_row) {
+    const int32_t* colsum = a.W.col_sums + p * kPanel;
+    for (int r = 0; r < MR; ++r) {
+      const int32_t corr = kActShift - a.a_zp[m0 + r];
+      for (int c = 0; c < kPanel; ++c) row_init[r * kPanel + c] = corr * colsum[c];  // vectorizes
+    }
+    init = row_init;
+    init_stride = kPanel;
+  }
+  gemm_tile<MR>(a.A + m0 * a.lda, a.lda, a.W.K, a.W.data + p * a.W.Kg * 4 * kPanel, init, init_stride, acc);
   const int64_t n0 = p * kPanel;
   const int ncols = (int)(a.W.N - n0 < kPanel ? a.W.N - n0 : kPanel);
   epilogue(a, acc, m0, MR, n0, ncols);
 }
 
 template <int MR>
-static void tail_tile(const GemmArgs& a, int64_t m0, int rows, int64_t p, Epilogue epilogue) {
+static void tail_tile(const GemmArgs& a, int64_t m0, int rows, int64_t p, const int32_t* init, Epilogue epilogue) {
   if constexpr (MR > 0) {
-    if (rows == MR) tile_and_epilogue<MR>(a, m0, p, epilogue);
-    else tail_tile<MR - 1>(a, m0, rows, p, epilogue);
+    if (rows == MR) tile_and_epilogue<MR>(a, m0, p, init, epilogue);
+    else tail_tile<MR - 1>(a, m0, rows, p, init, epilogue);
   }
 }
 
 // Rows [m, m_end) of one weight panel.
 static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Epilogue epilogue) {
-  for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, m, p, epilogue);
-  if (m < m_end) tail_tile<kTileRows - 1>(a, m, (int)(m_end - m), p, epilogue);
+  alignas(64) int32_t init[kPanel];  // the per-tensor zero-point correction (unused per row)
+  if (!a.a_per_row) {
+    const int32_t corr = kActShift - a.a_zp[0];
+    const int32_t* colsum = a.W.col_sums + p * kPanel;
+    for (int c = 0; c < kPanel; ++c) init[c] = corr * colsum[c];
+  }
+  for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, m, p, init, epilogue);
+  if (m < m_end) tail_tile<kTileRows - 1>(a, m, (int)(m_end - m), p, init, epilogue);
 }
 
 void gemm_u8s8(const GemmArgs& a) {
@@ -332,14 +358,6 @@ __attribute__((noinline)) static void pv_block(const float* vc, int64_t n, int64
     }
     for (int r = 0; r < rows; ++r) VecF::store(ctx + r * ldc + c, s[r], cnt);
   }
-}
-
-// Loads and stores of cnt lanes: unmasked for whole vectors (the main loops below pass a
-// constant W, so the branch folds away; AVX2's masked moves are slow).
-static inline R load_n(const float* p, int cnt) { return cnt == W ? VecF::load(p) : VecF::load(p, cnt); }
-static inline void store_n(float* p, R v, int cnt) {
-  if (cnt == W) VecF::store(p, v);
-  else VecF::store(p, v, cnt);
 }
 
 // In-place stable softmax of one row of scores times `scale`; adds the probabilities to sig

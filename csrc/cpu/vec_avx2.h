@@ -82,9 +82,10 @@ struct VecS16 {
 // 2 * 128 * 127 = 32512 < 32767. The accumulator then holds sum_k (A - 128) * W.
 constexpr int32_t kActShift = 128;
 
-// Raw int32 tile for MR rows x 64 columns, in four 16-column passes.
+// Raw int32 tile for MR rows x 64 columns from init (as vec_avx512.h), in four 16-column passes.
 template <int MR>
-inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp, int32_t* C) {
+inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp, const int32_t* init,
+                      int64_t init_stride, int32_t* C) {
   // The last group of 4 k may be partial: its activations come from a padded copy
   // (padding 0x80 contributes A - 128 = 0).
   const int64_t Kfull = K / 4, tail = K % 4;
@@ -97,7 +98,10 @@ inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp
   for (int c0 = 0; c0 < 64; c0 += 16) {
     __m256i acc[MR][2];
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int r = 0; r < MR; ++r) {
+      acc[r][0] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(init + r * init_stride + c0));
+      acc[r][1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(init + r * init_stride + c0 + 8));
+    }
     for (int64_t g = 0; g < Kg; ++g) {
       const int8_t* w = Wp + g * 256 + c0 * 4;
       const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w));

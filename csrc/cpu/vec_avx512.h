@@ -72,13 +72,15 @@ struct VecS16 {
 // Activations enter vpdpbusd unshifted: acc = sum_k A * W.
 constexpr int32_t kActShift = 0;
 
-// Raw int32 tile: C[r][0..64) = sum over K of A[r, k] * W[panel col, k], for MR rows.
+// Raw int32 tile: C[r][0..64) = init[r * init_stride + c] + sum over K of A[r, k] * W[panel
+// col, k], for MR rows (init carries the zero-point correction, so no pass over C adds it).
 template <int MR>
-inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp, int32_t* C) {
+inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp, const int32_t* init,
+                      int64_t init_stride, int32_t* C) {
   __m512i acc[MR][4];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_si512();
+    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_loadu_si512(init + r * init_stride + v * 16);
   // The last group of 4 k may be partial: its activations come from a zero-padded copy.
   const int64_t Kfull = K / 4, tail = K % 4;
   alignas(64) uint8_t tail_a[MR * 4] = {};

@@ -66,10 +66,11 @@ struct VecS16 {
 constexpr int32_t kActShift = 0;
 
 template <int MR>
-inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp, int32_t* C) {
+inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp, const int32_t* init,
+                      int64_t init_stride, int32_t* C) {
   for (int r = 0; r < MR; ++r)
     for (int c = 0; c < 64; ++c) {
-      int32_t acc = 0;
+      int32_t acc = init[r * init_stride + c];
       for (int64_t k = 0; k < K; ++k)
         acc += (int32_t)A[r * lda + k] * (int32_t)Wp[((k / 4) * 64 + c) * 4 + (k % 4)];
       C[r * 64 + c] = acc;
