@@ -91,6 +91,16 @@ struct Timer {
     slots[op] += t - t0;
     t0 = t;
   }
+  // The wall time since the last lap, shared out over the ops in proportion to the
+  // thread-seconds each took inside a parallel region (`secs`, kNumOps per thread).
+  void split(const std::vector<double>& secs) {
+    if (!on) return;
+    double per_op[kNumOps] = {}, total = 0.0;
+    for (size_t i = 0; i < secs.size(); ++i) per_op[i % kNumOps] += secs[i], total += secs[i];
+    const double t = omp_get_wtime();
+    for (int op = 0; op < kNumOps; ++op) slots[op] += total > 0.0 ? (t - t0) * per_op[op] / total : 0.0;
+    t0 = t;
+  }
 };
 
 }  // namespace
@@ -149,24 +159,92 @@ Encoder::Encoder(const EncoderConfig& c, const TensorMap& t) : cfg_(c) {
 
 namespace {
 
-// Quantizes x [rows, cols] for `lin`'s GEMM and fills the activation part of `args`.
-void quantize_input(const QLinear& lin, const float* x, int64_t rows, int64_t cols, Workspace& ws, GemmArgs& a) {
+// Quantizes x [rows, cols] for `lin`'s GEMM into u8 (per-row scale and zero point into
+// row_scale, row_zp when the layer has no static input quantization) and fills the activation
+// part of `a`.
+void quantize_input(const QLinear& lin, const float* x, int64_t rows, int64_t cols, uint8_t* u8,
+                    float* row_scale, int32_t* row_zp, GemmArgs& a) {
   a.M = rows;
-  a.A = ws.a_u8.data();
+  a.A = u8;
   a.lda = cols;
   a.W = lin.weight->view();
   a.bias = lin.bias.data();
   if (lin.static_input) {
-    kernels().quantize_u8(x, rows, cols, lin.in_scale, lin.in_zp, ws.a_u8.data());
+    kernels().quantize_u8(x, rows, cols, lin.in_scale, lin.in_zp, u8);
     a.a_scale = &lin.in_scale;
     a.a_zp = &lin.in_zp;
     a.a_per_row = false;
   } else {
-    kernels().quantize_u8_per_row(x, rows, cols, ws.a_u8.data(), ws.a_scale.data(), ws.a_zp.data());
-    a.a_scale = ws.a_scale.data();
-    a.a_zp = ws.a_zp.data();
+    kernels().quantize_u8_per_row(x, rows, cols, u8, row_scale, row_zp);
+    a.a_scale = row_scale;
+    a.a_zp = row_zp;
     a.a_per_row = true;
   }
+}
+
+// Steps 4-5 of a layer for `rows` rows (row r0 onwards of the layer's kept rows): O-projection
+// + residual, LayerNorm, FFN (GELU fused into the first GEMM, whose output goes straight to
+// uint8 when the second GEMM's input quantization is static), residual + LayerNorm into
+// ws.nxt. Each buffer is used from row r0, so chunks of rows can run on different threads.
+void layer_tail(const EncoderLayer& L, const EncoderConfig& c, const float* ctx, const float* resid, int64_t rows,
+                Workspace& ws, int64_t r0, Timer& timer) {
+  const KernelTable& K = kernels();
+  const int64_t H = c.hidden, I = c.intermediate;
+  uint8_t* u8 = ws.a_u8.data() + r0 * std::max(H, I);
+  float* row_scale = ws.a_scale.data() + r0;
+  int32_t* row_zp = ws.a_zp.data() + r0;
+  float* h1 = ws.h1.data() + r0 * H;
+  float* out = ws.nxt.data() + r0 * H;
+
+  GemmArgs a;
+  quantize_input(L.out, ctx, rows, H, u8, row_scale, row_zp, a);
+  timer.lap(kQuantize);
+  a.residual = resid;
+  a.ldr = H;
+  a.out_kind = OutKind::F32;
+  a.out = h1;
+  a.ldo = H;
+  K.gemm_u8s8(a);
+  timer.lap(kOProj);
+  K.layernorm(h1, nullptr, L.ln1_g.data(), L.ln1_b.data(), c.layer_norm_eps, rows, H, h1);
+  timer.lap(kLayerNorm);
+
+  quantize_input(L.ffn1, h1, rows, H, u8, row_scale, row_zp, a);
+  timer.lap(kQuantize);
+  a.residual = nullptr;
+  a.gelu = true;
+  a.ldo = I;
+  GemmArgs f2;
+  if (L.ffn2.static_input) {
+    uint8_t* ffn = ws.ffn_u8.data() + r0 * I;
+    a.out_kind = OutKind::U8;
+    a.out = ffn;
+    a.out_scale = L.ffn2.in_scale;
+    a.out_zp = L.ffn2.in_zp;
+    K.gemm_u8s8(a);
+    timer.lap(kFFN1);
+    f2.M = rows; f2.A = ffn; f2.lda = I;
+    f2.a_scale = &L.ffn2.in_scale; f2.a_zp = &L.ffn2.in_zp; f2.a_per_row = false;
+    f2.W = L.ffn2.weight->view();
+    f2.bias = L.ffn2.bias.data();
+  } else {
+    float* ffn = ws.ffn_f32.data() + r0 * I;
+    a.out_kind = OutKind::F32;
+    a.out = ffn;
+    K.gemm_u8s8(a);
+    timer.lap(kFFN1);
+    quantize_input(L.ffn2, ffn, rows, I, u8, row_scale, row_zp, f2);
+    timer.lap(kQuantize);
+  }
+  f2.residual = h1;
+  f2.ldr = H;
+  f2.out_kind = OutKind::F32;
+  f2.out = out;
+  f2.ldo = H;
+  K.gemm_u8s8(f2);
+  timer.lap(kFFN2);
+  K.layernorm(out, nullptr, L.ln2_g.data(), L.ln2_b.data(), c.layer_norm_eps, rows, H, out);
+  timer.lap(kLayerNorm);
 }
 
 }  // namespace
@@ -246,7 +324,7 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     const EncoderLayer& L = layers_[l];
     // 1. QKV projection of the current rows.
     GemmArgs qkv;
-    quantize_input(L.qkv, ws.cur.data(), Tc, H, ws, qkv);
+    quantize_input(L.qkv, ws.cur.data(), Tc, H, ws.a_u8.data(), ws.a_scale.data(), ws.a_zp.data(), qkv);
     timer.lap(kQuantize);
     qkv.out_kind = OutKind::F32;
     qkv.out = ws.qkv.data();
@@ -331,56 +409,21 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     }
     timer.lap(kSelect);
 
-    // 4. O-projection + residual, LayerNorm.
-    GemmArgs a;
-    quantize_input(L.out, ctx_in, Tk, H, ws, a);
-    timer.lap(kQuantize);
-    a.residual = resid_in;
-    a.ldr = H;
-    a.out_kind = OutKind::F32;
-    a.out = ws.h1.data();
-    a.ldo = H;
-    K.gemm_u8s8(a);
-    timer.lap(kOProj);
-    K.layernorm(ws.h1.data(), nullptr, L.ln1_g.data(), L.ln1_b.data(), c.layer_norm_eps, Tk, H, ws.h1.data());
-    timer.lap(kLayerNorm);
-
-    // 5. FFN: GELU fused into the first GEMM, whose output goes straight to uint8 when the
-    //    second GEMM's input quantization is static.
-    quantize_input(L.ffn1, ws.h1.data(), Tk, H, ws, a);
-    timer.lap(kQuantize);
-    a.residual = nullptr;
-    a.gelu = true;
-    a.ldo = I;
-    GemmArgs f2;
-    if (L.ffn2.static_input) {
-      a.out_kind = OutKind::U8;
-      a.out = ws.ffn_u8.data();
-      a.out_scale = L.ffn2.in_scale;
-      a.out_zp = L.ffn2.in_zp;
-      K.gemm_u8s8(a);
-      timer.lap(kFFN1);
-      f2.M = Tk; f2.A = ws.ffn_u8.data(); f2.lda = I;
-      f2.a_scale = &L.ffn2.in_scale; f2.a_zp = &L.ffn2.in_zp; f2.a_per_row = false;
-      f2.W = L.ffn2.weight->view();
-      f2.bias = L.ffn2.bias.data();
-    } else {
-      a.out_kind = OutKind::F32;
-      a.out = ws.ffn_f32.data();
-      K.gemm_u8s8(a);
-      timer.lap(kFFN1);
-      quantize_input(L.ffn2, ws.ffn_f32.data(), Tk, I, ws, f2);
-      timer.lap(kQuantize);
+    // 4-5. The rest of the layer works row by row: run it on chunks of rows, one chunk per
+    //      thread at a time, so each chunk's intermediate results stay in that core's cache
+    //      instead of making a round trip through memory between the GEMMs.
+    constexpr int64_t kTailRows = 96;  // rows per chunk, at most: ~1 MB of intermediates
+    const int64_t chunks = std::max<int64_t>(1, workers * ((Tk + workers * kTailRows - 1) / (workers * kTailRows)));
+    const int64_t chunk = (Tk + chunks - 1) / chunks;
+    std::vector<double> tail_secs(profile ? workers * kNumOps : 0);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1 && chunks > 1)
+    for (int64_t ci = 0; ci < chunks; ++ci) {
+      const int64_t r0 = ci * chunk, rows = std::min(chunk, Tk - r0);
+      if (rows <= 0) continue;
+      Timer t(profile, profile ? tail_secs.data() + omp_get_thread_num() * kNumOps : nullptr);
+      layer_tail(L, c, ctx_in + r0 * H, resid_in + r0 * H, rows, ws, r0, t);
     }
-    f2.residual = ws.h1.data();
-    f2.ldr = H;
-    f2.out_kind = OutKind::F32;
-    f2.out = ws.nxt.data();
-    f2.ldo = H;
-    K.gemm_u8s8(f2);
-    timer.lap(kFFN2);
-    K.layernorm(ws.nxt.data(), nullptr, L.ln2_g.data(), L.ln2_b.data(), c.layer_norm_eps, Tk, H, ws.nxt.data());
-    timer.lap(kLayerNorm);
+    timer.split(tail_secs);
 
     std::swap(ws.cur, ws.nxt);
     std::swap(ws.pos_cur, ws.pos_nxt);

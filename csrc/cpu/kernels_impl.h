@@ -13,6 +13,10 @@ namespace qrt::cpu::QRT_ISA_NS {
 using R = VecF::reg;
 constexpr int W = VecF::width;
 
+// Whether a kernel big enough to share splits across threads: not when called from inside a
+// parallel region (the encoder's row chunks), where it runs on the calling thread.
+static inline bool forks(bool big) { return big && !omp_in_parallel(); }
+
 // erf as a rational function of x on [-4, 4] (odd degree-13 numerator over even degree-8
 // denominator; |error| < 1e-7; outside, erf is +-1 in float). No exp: the GELU epilogue was
 // a quarter of the FFN1 GEMM's time.
@@ -176,7 +180,7 @@ void gemm_u8s8(const GemmArgs& a) {
   const int64_t tasks = blocks * panels;
   const bool parallel = a.M * a.W.Np * a.W.K > (int64_t)1 << 18 && tasks > 1;
   const Epilogue epilogue = pick_epilogue(a);
-#pragma omp parallel for schedule(static) num_threads(thread_count()) if (parallel)
+#pragma omp parallel for schedule(static) num_threads(thread_count()) if (forks(parallel))
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t b = t / panels, p = t % panels;
     gemm_rows(a, b * kBlockRows, (b + 1) * kBlockRows < a.M ? (b + 1) * kBlockRows : a.M, p, epilogue);
@@ -194,7 +198,7 @@ void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_
   const int64_t total = rows * cols;
   const R s = VecF::set1(scale), z = VecF::set1((float)zp);
   // Division (not multiplication by 1/scale) so results match round(x / scale) exactly.
-#pragma omp parallel for schedule(static) num_threads(thread_count()) if (total > (1 << 16))
+#pragma omp parallel for schedule(static) num_threads(thread_count()) if (forks(total > (1 << 16)))
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; c += W) {
       const int n = cols - c < W ? (int)(cols - c) : W;
@@ -205,7 +209,7 @@ void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_
 
 void quantize_u8_per_row(const float* x, int64_t rows, int64_t cols, uint8_t* out, float* scales,
                          int32_t* zps) {
-#pragma omp parallel for schedule(static) num_threads(thread_count()) if (rows * cols > (1 << 16))
+#pragma omp parallel for schedule(static) num_threads(thread_count()) if (forks(rows * cols > (1 << 16)))
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     R lo = VecF::zero(), hi = VecF::zero();  // the range always contains 0
@@ -235,7 +239,7 @@ void quantize_u8_per_row(const float* x, int64_t rows, int64_t cols, uint8_t* ou
 
 void layernorm(const float* x, const float* residual, const float* gamma, const float* beta,
                float eps, int64_t rows, int64_t cols, float* out) {
-#pragma omp parallel for schedule(static) num_threads(thread_count()) if (rows * cols > (1 << 16))
+#pragma omp parallel for schedule(static) num_threads(thread_count()) if (forks(rows * cols > (1 << 16)))
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     const float* rr = residual ? residual + r * cols : nullptr;
