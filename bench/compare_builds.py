@@ -13,7 +13,8 @@ to see the noise floor.
 
 Each process runs `python -S` with the build folder first on its path: an editable install of
 qualam_rt in site-packages hooks imports before sys.path, and -S keeps that hook out.
-Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length. With
+Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length (or with --paper the
+paper's configuration (315,251,242,159,142,33)/384). With
 `--gemm M K N EPILOGUE` the workload is one fused GEMM instead (u8 [M, K] x s8 [N, K]^T,
 epilogue bias, gelu, residual or int32), timed in ms per call.
 
@@ -33,7 +34,10 @@ from pathlib import Path
 WORKER = "--worker"
 
 
-def worker(batch: int, repeats: int, threads: int, attention: str, gemm: list[str]) -> None:
+PAPER = [x / 384 for x in (315, 251, 242, 159, 142, 33)]
+
+
+def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, gemm: list[str]) -> None:
     """Prints the median ms (per sequence, or per GEMM call) of `repeats` calls after one warm-up."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import numpy as np
@@ -56,7 +60,8 @@ def worker(batch: int, repeats: int, threads: int, attention: str, gemm: list[st
     else:
         enc, cfg = random_minilm_encoder()
         ids, types, offsets = syn.random_batch(cfg, [384] * batch, seed=1)
-        call, per = (lambda: enc.forward(ids, types, offsets, None, attention=attention)), batch
+        ratios = PAPER if paper else None
+        call, per = (lambda: enc.forward(ids, types, offsets, ratios, attention=attention)), batch
     call()
     times = []
     for _ in range(repeats):
@@ -69,7 +74,7 @@ def worker(batch: int, repeats: int, threads: int, attention: str, gemm: list[st
 def run_build(folder: str, args) -> float:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, sysconfig.get_paths()["purelib"]]))
     out = subprocess.run([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.repeats),
-                          str(args.threads), args.attention, *args.gemm], env=env, capture_output=True, text=True, check=True)
+                          str(args.threads), args.attention, str(int(args.paper)), *args.gemm], env=env, capture_output=True, text=True, check=True)
     ms, module = out.stdout.split()
     if not Path(module).resolve().is_relative_to(Path(folder).resolve()):
         raise SystemExit(f"{folder}: imported {module} instead; is the folder a built package?")
@@ -85,6 +90,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
+    ap.add_argument("--paper", action="store_true", help="the paper's length configuration instead of full length")
     ap.add_argument("--gemm", nargs=4, default=[], metavar=("M", "K", "N", "EPILOGUE"),
                     help="time one GEMM instead of the encoder; EPILOGUE: bias, gelu, residual or int32")
     ap.add_argument("--name", default=None, help="write bench/results/<name>.{md,json}")
@@ -103,7 +109,8 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from common import header, write_results
         what = (f"GEMM ms per call, M={args.gemm[0]} K={args.gemm[1]} N={args.gemm[2]}, epilogue {args.gemm[3]}"
-                if args.gemm else f"Encoder ms per sequence, n=384, batch {args.batch}, full length, {args.attention} attention")
+                if args.gemm else f"Encoder ms per sequence, n=384, batch {args.batch}, "
+                f"{'paper configuration' if args.paper else 'full length'}, {args.attention} attention")
         md = [f"{what}, random weights; A = `{args.a}`, B = `{args.b}`; processes alternate, order flipped each round.", "",
               "| round | A ms | B ms | B / A |", "|---|---|---|---|"]
         md += [f"| {x['round']} | {x['a_ms']:.2f} | {x['b_ms']:.2f} | {x['ratio']:.3f} |" for x in rows]
@@ -113,6 +120,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == WORKER:
-        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6:])
+        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1", sys.argv[7:])
     else:
         main()

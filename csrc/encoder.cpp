@@ -300,14 +300,15 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   Timer timer(profile, res.op_seconds);
 
   // Embeddings: word + position (within the sequence) + token type, then LayerNorm.
-  for (int64_t s = 0; s < B; ++s)
-    for (int64_t t = offsets[s]; t < offsets[s + 1]; ++t) {
-      float* o = ws.cur.data() + t * H;
-      const float* w = word_.data() + (int64_t)ids[t] * H;
-      const float* p = position_.data() + (t - offsets[s]) * H;
-      const float* y = token_type_.data() + (int64_t)types[t] * H;
-      for (int64_t h = 0; h < H; ++h) o[h] = w[h] + p[h] + y[h];
-    }
+#pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && T > 64)
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t start = *(std::upper_bound(offsets, offsets + B + 1, t) - 1);  // t's sequence
+    float* o = ws.cur.data() + t * H;
+    const float* w = word_.data() + (int64_t)ids[t] * H;
+    const float* p = position_.data() + (t - start) * H;
+    const float* y = token_type_.data() + (int64_t)types[t] * H;
+    for (int64_t h = 0; h < H; ++h) o[h] = w[h] + p[h] + y[h];
+  }
   K.layernorm(ws.cur.data(), nullptr, emb_ln_g_.data(), emb_ln_b_.data(), c.layer_norm_eps, T, H, ws.cur.data());
   for (int64_t t = 0; t < T; ++t) ws.pos_cur[t] = (int32_t)t;
   std::copy(offsets, offsets + B + 1, ws.off_cur.begin());
@@ -365,44 +366,42 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     int64_t Tk = 0;
     ws.off_nxt[0] = 0;
     for (int64_t s = 0; s < B; ++s) {
-      const int64_t o = ws.off_cur[s], n = ws.off_cur[s + 1] - o, keep = std::min(n, target[s][l]);
-      int32_t* idx = ws.order.data() + o;
-      std::iota(idx, idx + n, 0);
-      if (keep < n) {
-        const float* sig = ws.sig.data() + o;
-        std::partial_sort(idx, idx + keep, idx + n, [sig](int32_t x, int32_t y) {
-          return sig[x] > sig[y] || (sig[x] == sig[y] && x < y);
-        });
-        std::sort(idx, idx + keep);
-      }
-      Tk += keep;
+      Tk += std::min(ws.off_cur[s + 1] - ws.off_cur[s], target[s][l]);
       ws.off_nxt[s + 1] = Tk;
     }
     // Nothing dropped: the layer reads ctx and cur in place. Otherwise gather the kept rows,
     // and restore each dropped row's last state (this layer's input) to its original position.
-    const float* ctx_in = ws.ctx.data();
-    const float* resid_in = ws.cur.data();
-    if (Tk == Tc) {
-      std::copy(ws.pos_cur.begin(), ws.pos_cur.begin() + Tc, ws.pos_nxt.begin());
-    } else {
-      for (int64_t s = 0; s < B; ++s) {
-        const int64_t o = ws.off_cur[s], n = ws.off_cur[s + 1] - o, kept = ws.off_nxt[s + 1] - ws.off_nxt[s];
-        const int32_t* idx = ws.order.data() + o;
-        for (int64_t k = 0, j = 0; j < n; ++j) {
-          const int64_t src = o + j;
-          if (k < kept && idx[k] == j) {
-            const int64_t dst = ws.off_nxt[s] + k++;
-            std::memcpy(ws.ctx_k.data() + dst * H, ws.ctx.data() + src * H, sizeof(float) * H);
-            std::memcpy(ws.resid_k.data() + dst * H, ws.cur.data() + src * H, sizeof(float) * H);
-            ws.pos_nxt[dst] = ws.pos_cur[src];
-          } else {
-            std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[src] * H, ws.cur.data() + src * H, sizeof(float) * H);
-          }
+    const bool drops = Tk < Tc;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1 && B > 1 && drops)
+    for (int64_t s = 0; s < B; ++s) {
+      const int64_t o = ws.off_cur[s], n = ws.off_cur[s + 1] - o, kept = ws.off_nxt[s + 1] - ws.off_nxt[s];
+      if (!drops) {
+        std::copy(ws.pos_cur.begin() + o, ws.pos_cur.begin() + o + n, ws.pos_nxt.begin() + ws.off_nxt[s]);
+        continue;
+      }
+      int32_t* idx = ws.order.data() + o;
+      std::iota(idx, idx + n, 0);
+      if (kept < n) {
+        const float* sig = ws.sig.data() + o;
+        std::partial_sort(idx, idx + kept, idx + n, [sig](int32_t x, int32_t y) {
+          return sig[x] > sig[y] || (sig[x] == sig[y] && x < y);
+        });
+        std::sort(idx, idx + kept);
+      }
+      for (int64_t k = 0, j = 0; j < n; ++j) {
+        const int64_t src = o + j;
+        if (k < kept && idx[k] == j) {
+          const int64_t dst = ws.off_nxt[s] + k++;
+          std::memcpy(ws.ctx_k.data() + dst * H, ws.ctx.data() + src * H, sizeof(float) * H);
+          std::memcpy(ws.resid_k.data() + dst * H, ws.cur.data() + src * H, sizeof(float) * H);
+          ws.pos_nxt[dst] = ws.pos_cur[src];
+        } else {
+          std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[src] * H, ws.cur.data() + src * H, sizeof(float) * H);
         }
       }
-      ctx_in = ws.ctx_k.data();
-      resid_in = ws.resid_k.data();
     }
+    const float* ctx_in = drops ? ws.ctx_k.data() : ws.ctx.data();
+    const float* resid_in = drops ? ws.resid_k.data() : ws.cur.data();
     if (record_kept) {
       res.kept.emplace_back(ws.pos_nxt.begin(), ws.pos_nxt.begin() + Tk);
       res.kept_offsets.emplace_back(ws.off_nxt.begin(), ws.off_nxt.begin() + B + 1);
@@ -432,11 +431,13 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   }
   // 6. Restore: the rows that went through every layer go back to their original positions
   //    (dropped rows were restored when they were dropped).
+#pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && Tc > 64)
   for (int64_t k = 0; k < Tc; ++k)
     std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[k] * H, ws.cur.data() + k * H, sizeof(float) * H);
   timer.lap(kRestore);
 
   // QA head on every position of the restored sequence (fp32).
+#pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && T > 64)
   for (int64_t t = 0; t < T; ++t) {
     const float* h = ws.full.data() + t * H;
     float s0 = qa_b_[0], s1 = qa_b_[1];

@@ -794,13 +794,14 @@ void attention(const AttentionArgs& a) {
         default: attention_head(local, s, h, work);
       }
     }
+    // Sum the heads in a fixed order: the result does not depend on the thread count.
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      float s = 0.f;
+      for (int64_t h = 0; h < a.num_heads; ++h) s += sig_parts[h * T + t];
+      a.significance[t] = s;
+    }
     _mm_setcsr(csr);
-  }
-  // Sum the heads in a fixed order: the result does not depend on the thread count.
-  for (int64_t t = 0; t < T; ++t) {
-    float s = 0.f;
-    for (int64_t h = 0; h < a.num_heads; ++h) s += sig_parts[h * T + t];
-    a.significance[t] = s;
   }
 }
 
