@@ -364,17 +364,11 @@ __attribute__((noinline)) static void pv_block(const float* vc, int64_t n, int64
   }
 }
 
-// In-place stable softmax of one row of scores times `scale`; adds the probabilities to sig
-// (significance). S16: the probabilities go to p16 as round(p * 32767) instead of back to pr.
-template <bool S16>
-__attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float scale, float* sig, int16_t* p16) {
+// exp(scale * (x - m)) in place over one row of n scores whose maximum is m; returns the
+// row's sum. Computed as 2^(x * sl - m * sl), log2(e) folded into the scale.
+static float exp_row(float* pr, int64_t n, float m, float scale) {
   const int64_t nw = n / W * W;  // whole vectors; then one partial one
-  R mx = VecF::set1(-INFINITY);
-  for (int64_t j = 0; j < nw; j += W) mx = VecF::max(mx, VecF::load(pr + j));
-  float m = VecF::reduce_max(mx);
-  for (int64_t j = nw; j < n; ++j) m = pr[j] > m ? pr[j] : m;
   R sum = VecF::zero();
-  // exp(scale * (x - m)) as 2^(x * sv - m * sv): log2(e) folded into the scale.
   const float sl = scale * kLog2e;
   const R sv = VecF::set1(sl), msv = VecF::set1(-m * sl);
   auto exp_step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
@@ -385,17 +379,25 @@ __attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float sc
   };
   for (int64_t j = 0; j < nw; j += W) exp_step(j, W);
   if (nw < n) exp_step(nw, (int)(n - nw));
-  const float inv_sum = 1.f / VecF::reduce_add(sum);
-  const R inv = VecF::set1(inv_sum), inv16 = VecF::set1(inv_sum * 32767.f);
+  return VecF::reduce_add(sum);
+}
+
+// In-place stable softmax of one row of scores times `scale`; adds the probabilities to sig
+// (significance).
+__attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float scale, float* sig) {
+  const int64_t nw = n / W * W;
+  R mx = VecF::set1(-INFINITY);
+  for (int64_t j = 0; j < nw; j += W) mx = VecF::max(mx, VecF::load(pr + j));
+  float m = VecF::reduce_max(mx);
+  for (int64_t j = nw; j < n; ++j) m = pr[j] > m ? pr[j] : m;
+  const R inv = VecF::set1(1.f / exp_row(pr, n, m, scale));
   auto normalize_step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
-    const R e = load_n(pr + j, cnt), p = VecF::mul(e, inv);
-    if constexpr (S16) VecF::store_s16(p16 + j, VecF::mul(e, inv16), cnt);
-    else store_n(pr + j, p, cnt);
+    const R p = VecF::mul(load_n(pr + j, cnt), inv);
+    store_n(pr + j, p, cnt);
     store_n(sig + j, VecF::add(load_n(sig + j, cnt), p), cnt);
   };
   for (int64_t j = 0; j < nw; j += W) normalize_step(j, W);
   if (nw < n) normalize_step(nw, (int)(n - nw));
-  if (S16 && (n & 1)) p16[n] = 0;  // the pair loop of pv16_block reads one past an odd n
 }
 
 // One (sequence, head): scores for blocks of kAttentionRows query rows against K^T, stable
@@ -422,7 +424,7 @@ static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* 
   for (int64_t i0 = 0; i0 < n; i0 += RB) {
     const int rows = n - i0 < RB ? (int)(n - i0) : RB;
     qk_block(kt, np, n, d, q + i0 * ld, ld, rows, prob);
-    for (int r = 0; r < rows; ++r) softmax_row<false>(prob + r * np, n, scale, sig, nullptr);
+    for (int r = 0; r < rows; ++r) softmax_row(prob + r * np, n, scale, sig);
     pv_block(vc, n, d, prob, np, a.context + (off + i0) * H + h * d, H, rows);
   }
 }
@@ -456,14 +458,19 @@ __attribute__((always_inline)) static inline void dot2_rows(S* a, S* b, const in
 
 // Scores of kAttentionRows query rows (int16, `pairs` channel pairs, row stride ldq) against
 // all keys of kt (kKeyBlock keys per block: [block][pair][key][2]), times the key scales (the
-// row scale is left to the softmax). Whole blocks are stored: prob rows are padded to np.
+// row scale is left to the softmax), and each row's maximum score into row_max. Whole blocks
+// are stored: prob rows are padded to np.
 __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, int64_t n, int64_t pairs,
                                                  const int16_t* q, int64_t ldq, const float* k_scale,
-                                                 int rows, float* prob) {
+                                                 int rows, float* prob, float* row_max) {
   constexpr int RB = kAttentionRows;
   const int16_t* qp[RB];
   for (int r = 0; r < RB; ++r) qp[r] = q + (r < rows ? r : rows - 1) * ldq;
-  for (int64_t j = 0; j < n; j += kKeyBlock) {
+  R mx[RB];  // running maxima of the whole key blocks, while the scores are in registers
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r) mx[r] = VecF::set1(-INFINITY);
+  int64_t j = 0;
+  for (; j < n; j += kKeyBlock) {
     S a[RB], b[RB];
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) a[r] = b[r] = VecS16::zero();
@@ -474,12 +481,44 @@ __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, 
     // Every row is stored (constant indices keep the accumulators in registers); rows past
     // `rows` repeat the last one and land in prob's spare rows.
     const R ska = VecF::load(k_scale + j), skb = VecF::load(k_scale + j + W);
+    const bool whole = j + kKeyBlock <= n;  // the last block's padding keys must not count
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
-      VecF::store(prob + r * np + j, VecF::mul(VecS16::to_f32(a[r]), ska));
-      VecF::store(prob + r * np + j + W, VecF::mul(VecS16::to_f32(b[r]), skb));
+      const R sa = VecF::mul(VecS16::to_f32(a[r]), ska), sb = VecF::mul(VecS16::to_f32(b[r]), skb);
+      VecF::store(prob + r * np + j, sa);
+      VecF::store(prob + r * np + j + W, sb);
+      if (whole) mx[r] = VecF::max(mx[r], VecF::max(sa, sb));
     }
+    if (!whole) break;
   }
+  for (int r = 0; r < rows; ++r) {
+    float m = VecF::reduce_max(mx[r]);
+    for (int64_t k = j; k < n; ++k) m = prob[r * np + k] > m ? prob[r * np + k] : m;
+    row_max[r] = m;
+  }
+}
+
+// Softmax of `rows` rows of scores (stride np; maxima from qk16_block) times their per-row
+// scales, as int16 probabilities round(p * 32767) into p16 (same stride, padded to an even
+// length with a zero); all rows' probabilities are added to sig (significance) in one pass.
+__attribute__((noinline)) static void softmax_rows_s16(float* prob, int64_t np, int64_t n, int rows,
+                                                       const float* row_max, const float* scale, float* sig,
+                                                       int16_t* p16) {
+  float inv[kAttentionRows];
+  for (int r = 0; r < rows; ++r) inv[r] = 1.f / exp_row(prob + r * np, n, row_max[r], scale[r]);
+  auto step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
+    R acc = VecF::zero();
+    for (int r = 0; r < rows; ++r) {
+      const R e = load_n(prob + r * np + j, cnt);
+      VecF::store_s16(p16 + r * np + j, VecF::mul(e, VecF::set1(inv[r] * 32767.f)), cnt);
+      acc = VecF::fma(e, VecF::set1(inv[r]), acc);
+    }
+    store_n(sig + j, VecF::add(load_n(sig + j, cnt), acc), cnt);
+  };
+  const int64_t nw = n / W * W;
+  for (int64_t j = 0; j < nw; j += W) step(j, W);
+  if (nw < n) step(nw, (int)(n - nw));
+  for (int r = 0; r < rows && (n & 1); ++r) p16[r * np + n] = 0;  // pv16_block reads pairs
 }
 
 // Context of kAttentionRows query rows from int16 probabilities (rows of p, stride np,
@@ -613,8 +652,9 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   for (int64_t i0 = 0; i0 < n; i0 += RB) {
     const int rows = n - i0 < RB ? (int)(n - i0) : RB;
-    qk16_block(kt16, np, n, pairs, q16 + i0 * 2 * pairs, 2 * pairs, k_scale, rows, prob);
-    for (int r = 0; r < rows; ++r) softmax_row<true>(prob + r * np, n, q_scale[i0 + r], sig, p16 + r * np);
+    float row_max[RB];
+    qk16_block(kt16, np, n, pairs, q16 + i0 * 2 * pairs, 2 * pairs, k_scale, rows, prob, row_max);
+    softmax_rows_s16(prob, np, n, rows, row_max, q_scale + i0, sig, p16);
     pv16_block(v16, n, d, dv, p16, np, v_scale, a.context + (off + i0) * H + h * d, H, rows);
   }
 }
