@@ -70,7 +70,7 @@ struct Workspace {
   using Buffer = std::vector<T, HugePageAllocator<T>>;
   Buffer<float> full, cur, nxt, qkv, ctx, ctx_k, resid_k, h1, ffn_f32, sig, att_scratch, a_scale;
   Buffer<uint8_t> a_u8, ffn_u8;
-  std::vector<int32_t> a_zp, pos_cur, pos_nxt, order;
+  std::vector<int32_t> a_zp, pos_cur, pos_nxt, order, kept_src;
   std::vector<int64_t> off_cur, off_nxt;
   template <class V>
   static void fit(V& v, size_t n) {
@@ -293,6 +293,7 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   Workspace::fit(ws.pos_cur, T);
   Workspace::fit(ws.pos_nxt, T);
   Workspace::fit(ws.order, T);
+  Workspace::fit(ws.kept_src, T);
   Workspace::fit(ws.off_cur, B + 1);
   Workspace::fit(ws.off_nxt, B + 1);
   Workspace::fit(ws.att_scratch, attention_scratch_floats(max_len, c.heads, H / c.heads, T, workers));
@@ -362,16 +363,15 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     timer.lap(kAttention);
 
     // 3. Keep the most significant tokens of each sequence (ties: lower position first),
-    //    in position order; gather their context vectors and residual rows.
+    //    in position order. Each dropped row's last state (this layer's input) is restored to
+    //    its original position now; the kept rows are gathered by the row chunks below.
     int64_t Tk = 0;
     ws.off_nxt[0] = 0;
     for (int64_t s = 0; s < B; ++s) {
       Tk += std::min(ws.off_cur[s + 1] - ws.off_cur[s], target[s][l]);
       ws.off_nxt[s + 1] = Tk;
     }
-    // Nothing dropped: the layer reads ctx and cur in place. Otherwise gather the kept rows,
-    // and restore each dropped row's last state (this layer's input) to its original position.
-    const bool drops = Tk < Tc;
+    const bool drops = Tk < Tc;  // if not, the layer reads ctx and cur in place
 #pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1 && B > 1 && drops)
     for (int64_t s = 0; s < B; ++s) {
       const int64_t o = ws.off_cur[s], n = ws.off_cur[s + 1] - o, kept = ws.off_nxt[s + 1] - ws.off_nxt[s];
@@ -392,8 +392,7 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
         const int64_t src = o + j;
         if (k < kept && idx[k] == j) {
           const int64_t dst = ws.off_nxt[s] + k++;
-          std::memcpy(ws.ctx_k.data() + dst * H, ws.ctx.data() + src * H, sizeof(float) * H);
-          std::memcpy(ws.resid_k.data() + dst * H, ws.cur.data() + src * H, sizeof(float) * H);
+          ws.kept_src[dst] = (int32_t)src;
           ws.pos_nxt[dst] = ws.pos_cur[src];
         } else {
           std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[src] * H, ws.cur.data() + src * H, sizeof(float) * H);
@@ -420,6 +419,11 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
       const int64_t r0 = ci * chunk, rows = std::min(chunk, Tk - r0);
       if (rows <= 0) continue;
       Timer t(profile, profile ? tail_secs.data() + omp_get_thread_num() * kNumOps : nullptr);
+      for (int64_t k = r0; drops && k < r0 + rows; ++k) {  // gather this chunk's kept rows
+        std::memcpy(ws.ctx_k.data() + k * H, ws.ctx.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
+        std::memcpy(ws.resid_k.data() + k * H, ws.cur.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
+      }
+      t.lap(kSelect);
       layer_tail(L, c, ctx_in + r0 * H, resid_in + r0 * H, rows, ws, r0, t);
     }
     timer.split(tail_secs);
