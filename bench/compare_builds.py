@@ -16,7 +16,7 @@ qualam_rt in site-packages hooks imports before sys.path, and -S keeps that hook
 Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length (or with --paper the
 paper's configuration (315,251,242,159,142,33)/384). With
 `--gemm M K N EPILOGUE` the workload is one fused GEMM instead (u8 [M, K] x s8 [N, K]^T,
-epilogue bias, gelu, residual or int32), timed in ms per call.
+epilogue bias, gelu, gelu_u8 (requantized output), residual or int32), timed in ms per call.
 
     python bench/compare_builds.py /tmp/qrt_a /tmp/qrt_b --gemm 4096 384 1536 gelu
 """
@@ -55,7 +55,8 @@ def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, 
         A = rng.integers(0, 256, (M, K), dtype=np.uint8)
         bias, residual = rng.standard_normal(N).astype(np.float32), rng.standard_normal((M, N)).astype(np.float32)
         kw = {"int32": {"out_dtype": "int32"}, "bias": {"bias": bias}, "gelu": {"bias": bias, "gelu": True},
-              "residual": {"bias": bias, "residual": residual}}[epilogue]
+              "residual": {"bias": bias, "residual": residual},
+              "gelu_u8": {"bias": bias, "gelu": True, "out_dtype": "uint8", "out_scale": 0.05, "out_zp": 40}}[epilogue]
         call, per = (lambda: _C.gemm(A, 0.02, 7, W, **kw)), 1
     else:
         enc, cfg = random_minilm_encoder()
@@ -92,7 +93,7 @@ def main() -> None:
     ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
     ap.add_argument("--paper", action="store_true", help="the paper's length configuration instead of full length")
     ap.add_argument("--gemm", nargs=4, default=[], metavar=("M", "K", "N", "EPILOGUE"),
-                    help="time one GEMM instead of the encoder; EPILOGUE: bias, gelu, residual or int32")
+                    help="time one GEMM instead of the encoder; EPILOGUE: bias, gelu, gelu_u8, residual or int32")
     ap.add_argument("--name", default=None, help="write bench/results/<name>.{md,json}")
     args = ap.parse_args()
 

@@ -65,9 +65,10 @@ static inline void store_n(float* p, R v, int cnt) {
   else VecF::store(p, v, cnt);
 }
 
-static inline R gelu_vec(R x) {
+static inline R gelu_vec(R x) {  // x/2 + x/2 * erf(x / sqrt(2))
   const R e = erf_vec<VecF>(VecF::mul(x, VecF::set1(0.70710678118654752f)), 0);
-  return VecF::mul(VecF::mul(VecF::set1(0.5f), x), VecF::add(VecF::set1(1.f), e));
+  const R half_x = VecF::mul(VecF::set1(0.5f), x);
+  return VecF::fma(half_x, e, half_x);
 }
 
 // The epilogue of one tile (rows x ncols of a weight panel; the accumulators already hold the
@@ -84,6 +85,10 @@ static void epilogue_tile(const GemmArgs& a, const int32_t* acc, int64_t m0, int
   const int64_t ldo = a.ldo, ldr = a.ldr;
   const float* residual = RESIDUAL ? a.residual + m0 * ldr + n0 : nullptr;
   const R inv_out = VecF::set1(1.f / a.out_scale), out_zp = VecF::set1((float)a.out_zp);
+  alignas(64) float scale[kPanel];     // a_scale * w_scale
+  alignas(64) float bias_pad[kPanel];  // the bias, zero past ncols, so whole vectors load it
+  if (bias)
+    for (int c = 0; c < kPanel; ++c) bias_pad[c] = c < ncols ? bias[c] : 0.f;
   int64_t col[kPanel / W];  // where each output vector of this tile's row 0 goes
   for (int c = 0; c < ncols; c += W)
     col[c / W] = a.out_split ? (n0 + c) / a.out_split * a.out_split_stride + (n0 + c) % a.out_split : n0 + c;
@@ -91,10 +96,12 @@ static void epilogue_tile(const GemmArgs& a, const int32_t* acc, int64_t m0, int
     if constexpr (OUT == OutKind::S32) {
       std::memcpy(static_cast<int32_t*>(a.out) + (m0 + r) * ldo + n0, acc, sizeof(int32_t) * ncols);
     } else {
-      const R sa = VecF::set1(a.a_scale[a.a_per_row ? m0 + r : 0]);
+      if (a.a_per_row || r == 0)  // the dequantization scale of each column, for this row
+        for (int c = 0; c < kPanel; c += W)
+          VecF::store(scale + c, VecF::mul(VecF::set1(a.a_scale[a.a_per_row ? m0 + r : 0]), VecF::load(wscale + c)));
       auto step = [&](int c, int n) __attribute__((always_inline)) {
-        R v = VecF::mul(VecF::from_i32(acc + c), VecF::mul(sa, VecF::load(wscale + c)));
-        if (bias) v = VecF::add(v, load_n(bias + c, n));
+        const R x = VecF::from_i32(acc + c), s = VecF::load(scale + c);
+        R v = bias ? VecF::fma(x, s, VecF::load(bias_pad + c)) : VecF::mul(x, s);
         if constexpr (GELU) v = gelu_vec(v);
         if constexpr (RESIDUAL) v = VecF::add(v, load_n(residual + r * ldr + c, n));
         if constexpr (OUT == OutKind::F32) {

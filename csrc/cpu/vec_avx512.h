@@ -33,9 +33,8 @@ struct VecF {
   static inline reg from_i32(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_loadu_si512(p)); }
   // Round to nearest even, clamp to [0, 255], store n bytes.
   static inline void store_u8(uint8_t* p, reg v, int n = width) {
-    __m512i i = _mm512_cvtps_epi32(v);
-    i = _mm512_min_epi32(_mm512_max_epi32(i, _mm512_setzero_si512()), _mm512_set1_epi32(255));
-    _mm_mask_storeu_epi8(p, tail_mask(n), _mm512_cvtepi32_epi8(i));
+    const __m512i i = _mm512_max_epi32(_mm512_cvtps_epi32(v), _mm512_setzero_si512());
+    _mm512_mask_cvtusepi32_storeu_epi8(p, tail_mask(n), i);  // saturates above at 255
   }
   // Round half to even, clamp to [-127, 127], store n bytes.
   static inline void store_s8(int8_t* p, reg v, int n = width) {
