@@ -642,18 +642,17 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   // v_scale: first 32767 / channel max (to quantize), then channel max / 32767^2 (the output
   // scale, with the probabilities' 1 / 32767).
   for (int64_t c = 0; c < d; ++c) v_scale[c] = v_scale[c] > 0.f ? 32767.f / v_scale[c] : 1.f;
-  for (int64_t j = 0; j < n + (n & 1); ++j) {
-    if (j < n) {
-      for (int64_t c = 0; c < d; c += W) {
-        const int cnt = d - c < W ? (int)(d - c) : W;
-        VecF::store_s16(row + c, VecF::mul(VecF::load(v + j * ld + c, cnt), VecF::load(v_scale + c, cnt)), cnt);
-      }
-      for (int64_t c = d; c < dv; ++c) row[c] = 0;
-    } else {
-      for (int64_t c = 0; c < dv; ++c) row[c] = 0;  // the zero key that pairs an odd n
+  // V as int16 pairs of consecutive keys ([key pair][channel][2]); an odd n pairs its last
+  // key with a zero one. Channels d..dv are zero (masked loads).
+  for (int64_t j = 0; j < n; j += 2) {
+    int16_t* dst = v16 + j * dv;
+    for (int64_t c = 0; c < dv; c += W) {
+      const int cnt = d - c < W ? (int)(d - c) : W;
+      const R s = load_n(v_scale + c, cnt);
+      const R lo = VecF::mul(load_n(v + j * ld + c, cnt), s);
+      const R hi = j + 1 < n ? VecF::mul(load_n(v + (j + 1) * ld + c, cnt), s) : VecF::zero();
+      VecS16::store_pairs(dst + 2 * c, lo, hi);
     }
-    int16_t* dst = v16 + (j / 2) * 2 * dv + (j & 1);
-    for (int64_t c = 0; c < dv; ++c) dst[2 * c] = row[c];
   }
   for (int64_t c = 0; c < d; ++c) v_scale[c] = 1.f / (v_scale[c] * 32767.f);
   for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;

@@ -75,6 +75,12 @@ struct VecS16 {
   static inline reg set1_pair(const int16_t* p) { int32_t x; std::memcpy(&x, p, 4); return _mm256_set1_epi32(x); }
   static inline reg dot2(reg acc, reg a, reg b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
   static inline VecF::reg to_f32(reg v) { return _mm256_cvtepi32_ps(v); }
+  // lo and hi rounded to int16 (|x| <= 32767) and stored interleaved: p[2i] = lo[i], p[2i+1] = hi[i].
+  static inline void store_pairs(int16_t* p, VecF::reg lo, VecF::reg hi) {
+    const __m256i l = _mm256_cvtps_epi32(lo), h = _mm256_cvtps_epi32(hi);
+    const __m256i pairs = _mm256_or_si256(_mm256_slli_epi32(h, 16), _mm256_and_si256(l, _mm256_set1_epi32(0xffff)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), pairs);
+  }
 };
 
 // vpmaddubsw adds two u8*s8 products into s16 and saturates. To stay exact we feed it

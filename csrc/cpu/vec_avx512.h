@@ -66,6 +66,11 @@ struct VecS16 {
     return acc;
   }
   static inline VecF::reg to_f32(reg v) { return _mm512_cvtepi32_ps(v); }
+  // lo and hi rounded to int16 (|x| <= 32767) and stored interleaved: p[2i] = lo[i], p[2i+1] = hi[i].
+  static inline void store_pairs(int16_t* p, VecF::reg lo, VecF::reg hi) {
+    const __m512i l = _mm512_cvtps_epi32(lo), h = _mm512_cvtps_epi32(hi);
+    _mm512_storeu_si512(p, _mm512_or_si512(_mm512_slli_epi32(h, 16), _mm512_and_si512(l, _mm512_set1_epi32(0xffff))));
+  }
 };
 
 // Activations enter vpdpbusd unshifted: acc = sum_k A * W.

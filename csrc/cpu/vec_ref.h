@@ -61,6 +61,8 @@ struct VecS16 {
     return (int32_t)((uint32_t)acc + (uint32_t)lo + (uint32_t)hi);  // wraps like the hardware
   }
   static inline VecF::reg to_f32(reg v) { return (float)v; }
+  // lo and hi rounded to int16 and stored as one pair: p[0] = lo, p[1] = hi.
+  static inline void store_pairs(int16_t* p, VecF::reg lo, VecF::reg hi) { VecF::store_s16(p, lo); VecF::store_s16(p + 1, hi); }
 };
 
 constexpr int32_t kActShift = 0;
