@@ -1,4 +1,6 @@
 """The native drop-and-restore encoder against the numpy reference (qualam_rt.reference)."""
+import time
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -110,7 +112,10 @@ def test_a_sequence_does_not_depend_on_its_batch(model, lengths, seed):
         np.testing.assert_array_equal(batch[off[s]:off[s + 1]], alone)
 
 
-def test_results_do_not_depend_on_thread_count(isa, model):
+@pytest.mark.parametrize("attention", ["fp32", "int16"])
+def test_results_do_not_depend_on_thread_count(isa, model, attention):
+    """With several threads, each layer's rows are split into chunks run in parallel (and the
+    kernels inside run serially); the logits must still match one thread's bit for bit."""
     _, enc = model
     ids, types, off = syn.random_batch(CFG, [100, 3, 250, 31], seed=7)
     before = _C.num_threads()
@@ -118,7 +123,7 @@ def test_results_do_not_depend_on_thread_count(isa, model):
         results = []
         for n in (1, 2, 3):
             _C.set_num_threads(n)
-            results.append(enc.forward(ids, types, off, RATIOS)["logits"])
+            results.append(enc.forward(ids, types, off, RATIOS, attention=attention)["logits"])
     finally:
         _C.set_num_threads(before)
     for r in results[1:]:
@@ -277,3 +282,26 @@ def test_int16_attention_refuses_head_dims_beyond_its_bound():
     assert np.isfinite(enc.forward(ids, types, off, attention="fp32")["logits"]).all()
     with pytest.raises(ValueError, match="head dims up to 256"):
         enc.forward(ids, types, off, attention="int16")
+
+
+def test_profile_splits_the_call_time_over_the_ops(model):
+    """profile=True times each op; ops that run in parallel row chunks share out their wall
+    time, so the parts add up to at most the call's time (not thread-seconds). The logits
+    are those of an unprofiled call."""
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, [120, 77, 200], seed=21)
+    before = _C.num_threads()
+    try:
+        _C.set_num_threads(2)
+        start = time.perf_counter()
+        out = enc.forward(ids, types, off, RATIOS, profile=True, attention="int16")
+        wall = time.perf_counter() - start
+        plain = enc.forward(ids, types, off, RATIOS, attention="int16")["logits"]
+    finally:
+        _C.set_num_threads(before)
+    secs = out["op_seconds"]
+    assert set(secs) >= {"qkv", "attention", "significance+gather", "o_proj", "ffn1", "ffn2", "layernorm"}
+    assert all(v >= 0 for v in secs.values())
+    assert secs["ffn1"] > 0 and secs["attention"] > 0
+    assert sum(secs.values()) <= wall
+    np.testing.assert_array_equal(out["logits"], plain)
