@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--paper", action="store_true", help="the paper's length configuration instead of full length")
     ap.add_argument("--gemm", nargs=4, default=[], metavar=("M", "K", "N", "EPILOGUE"),
                     help="time one GEMM instead of the encoder; EPILOGUE: bias, gelu, gelu_u8, residual or int32")
+    ap.add_argument("--labels", nargs=2, default=None, metavar=("A_LABEL", "B_LABEL"),
+                    help="what each build is (e.g. the commits they were built from), for the results file")
     ap.add_argument("--name", default=None, help="write bench/results/<name>.{md,json}")
     args = ap.parse_args()
 
@@ -112,11 +114,12 @@ def main() -> None:
         what = (f"GEMM ms per call, M={args.gemm[0]} K={args.gemm[1]} N={args.gemm[2]}, epilogue {args.gemm[3]}"
                 if args.gemm else f"Encoder ms per sequence, n=384, batch {args.batch}, "
                 f"{'paper configuration' if args.paper else 'full length'}, {args.attention} attention")
-        md = [f"{what}, random weights; A = `{args.a}`, B = `{args.b}`; processes alternate, order flipped each round.", "",
+        a_name, b_name = args.labels or (args.a, args.b)
+        md = [f"{what}, random weights; A = `{a_name}`, B = `{b_name}`; processes alternate, order flipped each round.", "",
               "| round | A ms | B ms | B / A |", "|---|---|---|---|"]
         md += [f"| {x['round']} | {x['a_ms']:.2f} | {x['b_ms']:.2f} | {x['ratio']:.3f} |" for x in rows]
         md += ["", f"Median B / A: **{med:.3f}** (range {ratios[0]:.3f}-{ratios[-1]:.3f})."]
-        write_results(args.name, header(args.threads) | {"a": args.a, "b": args.b, "median_ratio": med}, rows, "\n".join(md))
+        write_results(args.name, header(args.threads) | {"a": a_name, "b": b_name, "median_ratio": med}, rows, "\n".join(md))
 
 
 if __name__ == "__main__":
