@@ -182,6 +182,21 @@ void quantize_input(const QLinear& lin, const float* x, int64_t rows, int64_t co
   }
 }
 
+// out = LayerNorm(GEMM a + residual), which closes both halves of a layer (timed as `op`).
+void gemm_residual_layernorm(GemmArgs& a, const float* residual, float* out, const std::vector<float>& gamma,
+                             const std::vector<float>& beta, float eps, Op op, Timer& timer) {
+  const int64_t N = a.W.N;
+  a.residual = residual;
+  a.ldr = N;
+  a.out_kind = OutKind::F32;
+  a.out = out;
+  a.ldo = N;
+  kernels().gemm_u8s8(a);
+  timer.lap(op);
+  kernels().layernorm(out, nullptr, gamma.data(), beta.data(), eps, a.M, N, out);
+  timer.lap(kLayerNorm);
+}
+
 // Steps 4-5 of a layer for `rows` rows (row r0 onwards of the layer's kept rows): O-projection
 // + residual, LayerNorm, FFN (GELU fused into the first GEMM, whose output goes straight to
 // uint8 when the second GEMM's input quantization is static), residual + LayerNorm into
@@ -199,15 +214,7 @@ void layer_tail(const EncoderLayer& L, const EncoderConfig& c, const float* ctx,
   GemmArgs a;
   quantize_input(L.out, ctx, rows, H, u8, row_scale, row_zp, a);
   timer.lap(kQuantize);
-  a.residual = resid;
-  a.ldr = H;
-  a.out_kind = OutKind::F32;
-  a.out = h1;
-  a.ldo = H;
-  K.gemm_u8s8(a);
-  timer.lap(kOProj);
-  K.layernorm(h1, nullptr, L.ln1_g.data(), L.ln1_b.data(), c.layer_norm_eps, rows, H, h1);
-  timer.lap(kLayerNorm);
+  gemm_residual_layernorm(a, resid, h1, L.ln1_g, L.ln1_b, c.layer_norm_eps, kOProj, timer);
 
   quantize_input(L.ffn1, h1, rows, H, u8, row_scale, row_zp, a);
   timer.lap(kQuantize);
@@ -236,15 +243,7 @@ void layer_tail(const EncoderLayer& L, const EncoderConfig& c, const float* ctx,
     quantize_input(L.ffn2, ffn, rows, I, u8, row_scale, row_zp, f2);
     timer.lap(kQuantize);
   }
-  f2.residual = h1;
-  f2.ldr = H;
-  f2.out_kind = OutKind::F32;
-  f2.out = out;
-  f2.ldo = H;
-  K.gemm_u8s8(f2);
-  timer.lap(kFFN2);
-  K.layernorm(out, nullptr, L.ln2_g.data(), L.ln2_b.data(), c.layer_norm_eps, rows, H, out);
-  timer.lap(kLayerNorm);
+  gemm_residual_layernorm(f2, h1, out, L.ln2_g, L.ln2_b, c.layer_norm_eps, kFFN2, timer);
 }
 
 }  // namespace
