@@ -79,6 +79,12 @@ def test_gemm_requantized_u8_output(isa, gelu):
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
+def test_gemm_of_zero_rows_is_empty(isa):
+    pw = _C.PackedWeight(np.ones((5, 8), np.int8), np.ones(5, np.float32))
+    assert _C.gemm(np.zeros((0, 8), np.uint8), 0.1, 0, pw).shape == (0, 5)
+    assert _C.gemm(np.zeros((0, 8), np.uint8), 0.1, 0, pw, out_dtype="int32").shape == (0, 5)
+
+
 def test_gemm_results_do_not_depend_on_thread_count(isa):
     rng = np.random.default_rng(3)
     A, W, w_scale = random_problem(rng, 300, 384, 1152)

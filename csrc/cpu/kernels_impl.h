@@ -179,18 +179,23 @@ static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Ep
 }
 
 void gemm_u8s8(const GemmArgs& a) {
-  // Tasks are (row block, panel) pairs; a block of 48 rows and one weight panel stay in
-  // L2 while the tile kernel streams over K.
-  constexpr int64_t kBlockRows = 12 * kTileRows;
+  // Tasks are (row block, panel) pairs; a block of up to 12 tiles of rows and one weight panel
+  // stay in L2 while the tile kernel streams over K. The blocks are made equal and their
+  // count a multiple of the thread count, so the static schedule gives every thread the same
+  // rows (with 72-row blocks, 384 rows split 216 / 168).
+  if (a.M <= 0) return;
+  const int64_t threads = forks(a.M * a.W.Np * a.W.K > (int64_t)1 << 18) ? thread_count() : 1;
+  const int64_t tiles = (a.M + kTileRows - 1) / kTileRows;
+  const int64_t even_blocks = threads * ((tiles + 12 * threads - 1) / (12 * threads));
+  const int64_t block_rows = (tiles + even_blocks - 1) / even_blocks * kTileRows;
   const int64_t panels = a.W.Np / kPanel;
-  const int64_t blocks = (a.M + kBlockRows - 1) / kBlockRows;
+  const int64_t blocks = (a.M + block_rows - 1) / block_rows;
   const int64_t tasks = blocks * panels;
-  const bool parallel = a.M * a.W.Np * a.W.K > (int64_t)1 << 18 && tasks > 1;
   const Epilogue epilogue = pick_epilogue(a);
-#pragma omp parallel for schedule(static) num_threads(thread_count()) if (forks(parallel))
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tasks > 1)
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t b = t / panels, p = t % panels;
-    gemm_rows(a, b * kBlockRows, (b + 1) * kBlockRows < a.M ? (b + 1) * kBlockRows : a.M, p, epilogue);
+    gemm_rows(a, b * block_rows, (b + 1) * block_rows < a.M ? (b + 1) * block_rows : a.M, p, epilogue);
   }
 }
 
