@@ -4,7 +4,8 @@ Random weights (speed does not depend on their values) with calibrated static ac
 quantization. Reports ms per sequence at n=384 for batch 1 and 32, at full length and at the
 paper's length configuration (315,251,242,159,142,33)/384; on the real length mix of SQuAD
 windows (question + context window, from held-out *training* articles, packed without
-padding); a per-op time breakdown and the share of time outside the INT8 GEMMs.
+padding); a per-op time breakdown and the share of time outside the INT8 GEMMs; and batch 1
+over batch 32 per sequence, the two timed back to back in alternating rounds.
 
     python bench/encoder_bench.py --threads 2
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +63,30 @@ def squad_window_lengths(count: int, seed: int = 0) -> np.ndarray:
     return np.array(lengths[:count])
 
 
+def batch1_over_batch32(enc, cfg, attention: str, rounds: int = 9) -> list[float]:
+    """Per round, ms per sequence at batch 1 over that at batch 32 (n=384, full length), the two
+    timed back to back in alternating order: the machine drifts too much for a ratio of two
+    settings measured minutes apart."""
+    one, many = syn.random_batch(cfg, [384], seed=1), syn.random_batch(cfg, [384] * 32, seed=1)
+
+    def ms_per_seq(batch, n_seq: int, calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            enc.forward(*batch, None, attention=attention)
+        return (time.perf_counter() - start) / (calls * n_seq)
+
+    ratios = []
+    for r in range(rounds):
+        if r % 2:
+            b32 = ms_per_seq(many, 32, 1)
+            b1 = ms_per_seq(one, 1, 8)
+        else:
+            b1 = ms_per_seq(one, 1, 8)
+            b32 = ms_per_seq(many, 32, 1)
+        ratios.append(b1 / b32)
+    return ratios
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -100,6 +127,10 @@ def main() -> None:
             print(f"{name:18s} {cname:36s} {row['ms_per_seq_median']:7.2f} ms/seq (min {row['ms_per_seq_min']:.2f}); "
                   f"outside GEMMs {row['outside_gemm_frac']:.0%}", flush=True)
 
+    ratios = sorted(batch1_over_batch32(enc, cfg, args.attention))
+    b1_b32 = statistics.median(ratios)
+    print(f"batch 1 / batch 32 per sequence, timed alternately: median {b1_b32:.2f} (range {ratios[0]:.2f}-{ratios[-1]:.2f})")
+
     ops = list(rows[0]["breakdown_frac"])
     md = [f"Path `{_C.isa()}`, MiniLM-L6-H384 shapes, random weights, static INT8 activations, {args.attention} attention. "
           f"SQuAD mix: {len(mix)} windows from held-out training articles, mean {mix.mean():.0f} tokens, "
@@ -111,7 +142,10 @@ def main() -> None:
            "|---|---|" + "---|" * len(ops)]
     md += [f"| {r['setting']} | {r['config'].split(' ')[0]} | " + " | ".join(f"{r['breakdown_frac'][k]:.1%}" for k in ops) + " |"
            for r in rows]
-    write_results(f"encoder_{_C.isa()}_{args.attention}_attention", header(args.threads) | {"isa": _C.isa(), "mix_mean": float(mix.mean())},
+    md += ["", f"Batch 1 over batch 32 (ms per sequence, n=384, full length), the two timed back to back in "
+           f"{len(ratios)} rounds of alternating order: median **{b1_b32:.2f}** (range {ratios[0]:.2f}-{ratios[-1]:.2f})."]
+    write_results(f"encoder_{_C.isa()}_{args.attention}_attention", header(args.threads) | {"isa": _C.isa(), "mix_mean": float(mix.mean()),
+                                                                                 "batch1_over_batch32": ratios},
                   rows, "\n".join(md))
 
 
