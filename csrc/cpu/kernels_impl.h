@@ -71,43 +71,69 @@ static inline R gelu_vec(R x) {  // x/2 + x/2 * erf(x / sqrt(2))
   return VecF::fma(half_x, e, half_x);
 }
 
-// The epilogue of one tile (rows x ncols of a weight panel; the accumulators already hold the
-// exact zero-point correction): dequantize + bias, GELU, residual and the output conversion.
+// What the tiles of one weight panel share, made once per panel by gemm_rows: its columns,
+// where each of their output vectors goes in row 0, the zero-point correction the
+// accumulators start from and the dequantization scale a_scale * w_scale (both for a
+// per-tensor activation quantization), and the bias, zero past the last column (and
+// everywhere without one) so whole vectors load it.
+struct Panel {
+  int64_t p = 0, n0 = 0;
+  int ncols = 0;
+  int64_t col[kPanel / W];
+  alignas(64) int32_t init[kPanel];
+  alignas(64) float scale[kPanel];
+  alignas(64) float bias[kPanel];
+};
+
+static void make_panel(const GemmArgs& a, int64_t p, Panel& pn) {
+  pn.p = p;
+  pn.n0 = p * kPanel;
+  pn.ncols = (int)(a.W.N - pn.n0 < kPanel ? a.W.N - pn.n0 : kPanel);
+  for (int c = 0; c < pn.ncols; c += W) {
+    const int64_t n = pn.n0 + c;
+    pn.col[c / W] = a.out_split ? n / a.out_split * a.out_split_stride + n % a.out_split : n;
+  }
+  const int32_t* colsum = a.W.col_sums + pn.n0;
+  const float* wscale = a.W.scales + pn.n0;  // padded to whole panels, like col_sums
+  for (int c = 0; c < kPanel; ++c) {
+    pn.init[c] = a.a_per_row ? 0 : (kActShift - a.a_zp[0]) * colsum[c];
+    pn.scale[c] = a.a_per_row ? 0.f : a.a_scale[0] * wscale[c];
+    pn.bias[c] = a.bias && c < pn.ncols ? a.bias[pn.n0 + c] : 0.f;
+  }
+}
+
+// The epilogue of one tile (rows of a weight panel; the accumulators already hold the exact
+// zero-point correction): dequantize + bias, GELU, residual and the output conversion.
 // One instantiation per output form, picked once per GEMM, so the loop has no branches and its
 // pointers are locals (stores through float* could alias `a`, so fields would be reloaded).
 // A whole panel runs with a constant vector count and unmasked loads and stores.
-using Epilogue = void (*)(const GemmArgs&, const int32_t* acc, int64_t m0, int rows, int64_t n0, int ncols);
+using Epilogue = void (*)(const GemmArgs&, const Panel&, const int32_t* acc, int64_t m0, int rows);
 
 template <OutKind OUT, bool GELU, bool RESIDUAL>
-static void epilogue_tile(const GemmArgs& a, const int32_t* acc, int64_t m0, int rows, int64_t n0, int ncols) {
-  const float* wscale = a.W.scales + n0;  // padded to whole panels, like col_sums
-  const float* bias = a.bias ? a.bias + n0 : nullptr;
-  const int64_t ldo = a.ldo, ldr = a.ldr;
+static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc, int64_t m0, int rows) {
+  const int64_t n0 = pn.n0, ldo = a.ldo, ldr = a.ldr;
+  const int ncols = pn.ncols;
   const float* residual = RESIDUAL ? a.residual + m0 * ldr + n0 : nullptr;
   const R inv_out = VecF::set1(1.f / a.out_scale), out_zp = VecF::set1((float)a.out_zp);
-  alignas(64) float scale[kPanel];     // a_scale * w_scale
-  alignas(64) float bias_pad[kPanel];  // the bias, zero past ncols, so whole vectors load it
-  if (bias)
-    for (int c = 0; c < kPanel; ++c) bias_pad[c] = c < ncols ? bias[c] : 0.f;
-  int64_t col[kPanel / W];  // where each output vector of this tile's row 0 goes
-  for (int c = 0; c < ncols; c += W)
-    col[c / W] = a.out_split ? (n0 + c) / a.out_split * a.out_split_stride + (n0 + c) % a.out_split : n0 + c;
+  alignas(64) float row_scale[kPanel];  // per-row activation scales: a_scale[m] * w_scale
   for (int r = 0; r < rows; ++r, acc += kPanel) {
     if constexpr (OUT == OutKind::S32) {
       std::memcpy(static_cast<int32_t*>(a.out) + (m0 + r) * ldo + n0, acc, sizeof(int32_t) * ncols);
     } else {
-      if (a.a_per_row || r == 0)  // the dequantization scale of each column, for this row
+      const float* scale = pn.scale;
+      if (a.a_per_row) {
         for (int c = 0; c < kPanel; c += W)
-          VecF::store(scale + c, VecF::mul(VecF::set1(a.a_scale[a.a_per_row ? m0 + r : 0]), VecF::load(wscale + c)));
+          VecF::store(row_scale + c, VecF::mul(VecF::set1(a.a_scale[m0 + r]), VecF::load(a.W.scales + n0 + c)));
+        scale = row_scale;
+      }
       auto step = [&](int c, int n) __attribute__((always_inline)) {
-        const R x = VecF::from_i32(acc + c), s = VecF::load(scale + c);
-        R v = bias ? VecF::fma(x, s, VecF::load(bias_pad + c)) : VecF::mul(x, s);
+        R v = VecF::fma(VecF::from_i32(acc + c), VecF::load(scale + c), VecF::load(pn.bias + c));
         if constexpr (GELU) v = gelu_vec(v);
         if constexpr (RESIDUAL) v = VecF::add(v, load_n(residual + r * ldr + c, n));
         if constexpr (OUT == OutKind::F32) {
-          store_n(static_cast<float*>(a.out) + (m0 + r) * ldo + col[c / W], v, n);
+          store_n(static_cast<float*>(a.out) + (m0 + r) * ldo + pn.col[c / W], v, n);
         } else {
-          VecF::store_u8(static_cast<uint8_t*>(a.out) + (m0 + r) * ldo + col[c / W], VecF::fma(v, inv_out, out_zp), n);
+          VecF::store_u8(static_cast<uint8_t*>(a.out) + (m0 + r) * ldo + pn.col[c / W], VecF::fma(v, inv_out, out_zp), n);
         }
       };
       if (ncols == kPanel) {
@@ -136,15 +162,15 @@ static Epilogue pick_epilogue(const GemmArgs& a) {
 }
 
 // One tile of MR rows: the accumulators start from the zero-point correction
-// (kActShift - a_zp) * colsum, given for the whole panel (`init`, per-tensor zero point) or
-// made here per row.
+// (kActShift - a_zp) * colsum, the panel's (per-tensor zero point) or made here per row.
 template <int MR>
-static void tile_and_epilogue(const GemmArgs& a, int64_t m0, int64_t p, const int32_t* init, Epilogue epilogue) {
+static void tile_and_epilogue(const GemmArgs& a, const Panel& pn, int64_t m0, Epilogue epilogue) {
   alignas(64) int32_t acc[MR * kPanel];
   alignas(64) int32_t row_init[MR * kPanel];
+  const int32_t* init = pn.init;
   int64_t init_stride = 0;
   if (a.a_per_row) {
-    const int32_t* colsum = a.W.col_sums + p * kPanel;
+    const int32_t* colsum = a.W.col_sums + pn.n0;
     for (int r = 0; r < MR; ++r) {
       const int32_t corr = kActShift - a.a_zp[m0 + r];
       for (int c = 0; c < kPanel; ++c) row_init[r * kPanel + c] = corr * colsum[c];  // vectorizes
@@ -152,30 +178,24 @@ static void tile_and_epilogue(const GemmArgs& a, int64_t m0, int64_t p, const in
     init = row_init;
     init_stride = kPanel;
   }
-  gemm_tile<MR>(a.A + m0 * a.lda, a.lda, a.W.K, a.W.data + p * a.W.Kg * 4 * kPanel, init, init_stride, acc);
-  const int64_t n0 = p * kPanel;
-  const int ncols = (int)(a.W.N - n0 < kPanel ? a.W.N - n0 : kPanel);
-  epilogue(a, acc, m0, MR, n0, ncols);
+  gemm_tile<MR>(a.A + m0 * a.lda, a.lda, a.W.K, a.W.data + pn.p * a.W.Kg * 4 * kPanel, init, init_stride, acc);
+  epilogue(a, pn, acc, m0, MR);
 }
 
 template <int MR>
-static void tail_tile(const GemmArgs& a, int64_t m0, int rows, int64_t p, const int32_t* init, Epilogue epilogue) {
+static void tail_tile(const GemmArgs& a, const Panel& pn, int64_t m0, int rows, Epilogue epilogue) {
   if constexpr (MR > 0) {
-    if (rows == MR) tile_and_epilogue<MR>(a, m0, p, init, epilogue);
-    else tail_tile<MR - 1>(a, m0, rows, p, init, epilogue);
+    if (rows == MR) tile_and_epilogue<MR>(a, pn, m0, epilogue);
+    else tail_tile<MR - 1>(a, pn, m0, rows, epilogue);
   }
 }
 
-// Rows [m, m_end) of one weight panel.
+// Rows [m, m_end) of weight panel p.
 static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Epilogue epilogue) {
-  alignas(64) int32_t init[kPanel];  // the per-tensor zero-point correction (unused per row)
-  if (!a.a_per_row) {
-    const int32_t corr = kActShift - a.a_zp[0];
-    const int32_t* colsum = a.W.col_sums + p * kPanel;
-    for (int c = 0; c < kPanel; ++c) init[c] = corr * colsum[c];
-  }
-  for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, m, p, init, epilogue);
-  if (m < m_end) tail_tile<kTileRows - 1>(a, m, (int)(m_end - m), p, init, epilogue);
+  Panel pn;
+  make_panel(a, p, pn);
+  for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, pn, m, epilogue);
+  if (m < m_end) tail_tile<kTileRows - 1>(a, pn, m, (int)(m_end - m), epilogue);
 }
 
 void gemm_u8s8(const GemmArgs& a) {
@@ -792,15 +812,7 @@ static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, fl
       }
       float m = VecF::reduce_max(mx);
       for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
-      const R log2e = VecF::set1(kLog2e), mv = VecF::set1(-m * kLog2e);
-      R sum = VecF::zero();
-      for (int64_t j = 0; j < n; j += W) {
-        const int cnt = n - j < W ? (int)(n - j) : W;
-        const R e = VecF::keep(exp2_vec(VecF::fma(VecF::load(pr + j, cnt), log2e, mv)), cnt);
-        VecF::store(pr + j, e, cnt);
-        sum = VecF::add(sum, e);
-      }
-      const float inv_sum = 1.f / VecF::reduce_add(sum);
+      const float inv_sum = 1.f / exp_row(pr, n, m, 1.f);
       const R is = VecF::set1(inv_sum), s255 = VecF::set1(255.f);
       uint8_t* p8r = p8 + r * n4;
       for (int64_t j = 0; j < n; j += W) {
