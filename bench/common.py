@@ -28,6 +28,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The paper's length configuration for n = 384: tokens kept after each of the six layers.
+PAPER = [x / 384 for x in (315, 251, 242, 159, 142, 33)]
+
+
 def time_call(fn, warmup: int = 3, repeats: int = 15, min_time: float = 0.0) -> dict:
     """Median and min wall time (seconds) of fn() over `repeats` runs after `warmup` runs."""
     for _ in range(warmup):

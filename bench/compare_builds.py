@@ -28,13 +28,9 @@ import statistics
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 WORKER = "--worker"
-
-
-PAPER = [x / 384 for x in (315, 251, 242, 159, 142, 33)]
 
 
 def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, gemm: list[str]) -> None:
@@ -43,7 +39,7 @@ def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, 
     import numpy as np
 
     import qualam_rt
-    from common import random_minilm_encoder
+    from common import PAPER, random_minilm_encoder, time_call
     from qualam_rt import _C
     from qualam_rt import synthetic as syn
 
@@ -63,13 +59,7 @@ def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, 
         ids, types, offsets = syn.random_batch(cfg, [384] * batch, seed=1)
         ratios = PAPER if paper else None
         call, per = (lambda: enc.forward(ids, types, offsets, ratios, attention=attention)), batch
-    call()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    print(1e3 * statistics.median(times) / per, _C.__file__)
+    print(1e3 * time_call(call, warmup=1, repeats=repeats)["median"] / per, _C.__file__)
 
 
 def run_build(folder: str, args) -> float:

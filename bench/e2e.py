@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
+from common import PAPER, RESULTS, header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import squad  # noqa: E402
@@ -239,7 +239,7 @@ def main() -> None:
     default = engine.meta.get("default_config")
     for p in frontier:
         p["default"] = default is not None and list(p["ratios"]) == list(default)
-    paper = {"ratios": [x / 384 for x in (315, 251, 242, 159, 142, 33)], "label": "paper config (315,251,242,159,142,33)/384"}
+    paper = {"ratios": PAPER, "label": "paper config (315,251,242,159,142,33)/384"}
 
     fp32_attention = qualam_rt.Engine(qrt, threads=args.threads, length_config="full", attention="fp32")
     systems = qualam_systems(engine, frontier or ([paper] if args.random else []), fp32_attention)

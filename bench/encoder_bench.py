@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, random_minilm_encoder, time_call, write_results  # noqa: E402
+from common import PAPER, header, random_minilm_encoder, time_call, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import _C  # noqa: E402

@@ -92,14 +92,16 @@ struct Timer {
     t0 = t;
   }
   // The wall time since the last lap, shared out over the ops in proportion to the
-  // thread-seconds each took inside a parallel region (`secs`, kNumOps per thread).
-  void split(const std::vector<double>& secs) {
+  // thread-seconds each took inside a parallel region (`secs`, kNumOps per thread; reset to
+  // zero for the next region).
+  void split(std::vector<double>& secs) {
     if (!on) return;
     double per_op[kNumOps] = {}, total = 0.0;
     for (size_t i = 0; i < secs.size(); ++i) per_op[i % kNumOps] += secs[i], total += secs[i];
     const double t = omp_get_wtime();
     for (int op = 0; op < kNumOps; ++op) slots[op] += total > 0.0 ? (t - t0) * per_op[op] / total : 0.0;
     t0 = t;
+    std::fill(secs.begin(), secs.end(), 0.0);
   }
 };
 
@@ -320,6 +322,7 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     target[s] = ratios.empty() ? std::vector<int64_t>(c.layers, offsets[s + 1] - offsets[s])
                                : layer_lengths(offsets[s + 1] - offsets[s], ratios, c.min_keep);
 
+  std::vector<double> chunk_secs(profile ? workers * kNumOps : 0);  // per thread, when profiling
   int64_t Tc = T;
   for (int64_t l = 0; l < c.layers; ++l) {
     const EncoderLayer& L = layers_[l];
@@ -410,14 +413,13 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     //      thread at a time, so each chunk's intermediate results stay in that core's cache
     //      instead of making a round trip through memory between the GEMMs.
     constexpr int64_t kTailRows = 96;  // rows per chunk, at most: ~1 MB of intermediates
-    const int64_t chunks = std::max<int64_t>(1, workers * ((Tk + workers * kTailRows - 1) / (workers * kTailRows)));
+    const int64_t chunks = even_pieces(Tk, kTailRows, workers);
     const int64_t chunk = (Tk + chunks - 1) / chunks;
-    std::vector<double> tail_secs(profile ? workers * kNumOps : 0);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1 && chunks > 1)
     for (int64_t ci = 0; ci < chunks; ++ci) {
       const int64_t r0 = ci * chunk, rows = std::min(chunk, Tk - r0);
       if (rows <= 0) continue;
-      Timer t(profile, profile ? tail_secs.data() + omp_get_thread_num() * kNumOps : nullptr);
+      Timer t(profile, profile ? chunk_secs.data() + omp_get_thread_num() * kNumOps : nullptr);
       for (int64_t k = r0; drops && k < r0 + rows; ++k) {  // gather this chunk's kept rows
         std::memcpy(ws.ctx_k.data() + k * H, ws.ctx.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
         std::memcpy(ws.resid_k.data() + k * H, ws.cur.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
@@ -425,7 +427,7 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
       t.lap(kSelect);
       layer_tail(L, c, ctx_in + r0 * H, resid_in + r0 * H, rows, ws, r0, t);
     }
-    timer.split(tail_secs);
+    timer.split(chunk_secs);
 
     std::swap(ws.cur, ws.nxt);
     std::swap(ws.pos_cur, ws.pos_nxt);

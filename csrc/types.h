@@ -25,6 +25,13 @@ struct PackedView {
 // rather than OpenMP's per-thread setting, so calls from any Python thread agree.
 int thread_count();
 
+// How many pieces to cut `items` into so that none holds more than `most` and every one of
+// `threads` threads gets the same number of them (a static split of equal pieces is even).
+inline int64_t even_pieces(int64_t items, int64_t most, int64_t threads) {
+  const int64_t per_thread = (items + most * threads - 1) / (most * threads);
+  return threads * (per_thread > 0 ? per_thread : 1);
+}
+
 enum class OutKind : int { F32 = 0, U8 = 1, S32 = 2 };
 
 // C[m, n] = sum_k (A[m, k] - a_zp[m]) * W[n, k], then the epilogue:

@@ -206,7 +206,7 @@ void gemm_u8s8(const GemmArgs& a) {
   if (a.M <= 0) return;
   const int64_t threads = forks(a.M * a.W.Np * a.W.K > (int64_t)1 << 18) ? thread_count() : 1;
   const int64_t tiles = (a.M + kTileRows - 1) / kTileRows;
-  const int64_t even_blocks = threads * ((tiles + 12 * threads - 1) / (12 * threads));
+  const int64_t even_blocks = even_pieces(tiles, 12, threads);
   const int64_t block_rows = (tiles + even_blocks - 1) / even_blocks * kTileRows;
   const int64_t panels = a.W.Np / kPanel;
   const int64_t blocks = (a.M + block_rows - 1) / block_rows;
