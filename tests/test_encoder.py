@@ -260,6 +260,19 @@ def test_int16_attention_lengths_and_odd_sizes(isa, model, n):
     assert_close_to_int8_reference(got, want)
 
 
+@pytest.mark.parametrize("n", [513, 1031])
+def test_int16_attention_beyond_one_probability_chunk(isa, n):
+    """Rows of more than 512 keys: their int16 probabilities span several chunks of the
+    P x V block layout (1031 also pads its last key pair with a zero)."""
+    cfg = dict(CFG, max_position=1100)
+    tensors = syn.random_tensors(cfg, seed=3)
+    enc = _C.Encoder(cfg, tensors)
+    ids, types, off = syn.random_batch(cfg, [n], seed=n)
+    got = enc.forward(ids, types, off, attention="int16")["logits"]
+    want, _ = ref.ReferenceEncoder(cfg, tensors, "int8", attention="int16").sequence(ids, types)
+    assert_close_to_int8_reference(got, want)
+
+
 @pytest.mark.parametrize("attention", ["fp32", "int16", "int8"])
 def test_head_dims_that_are_not_whole_vectors(isa, attention):
     """Head dim 15: odd (int16 pads a zero channel pair), not a multiple of any vector width,

@@ -40,13 +40,17 @@ struct AttentionArgs {
 constexpr int64_t kAttentionRowBlock = 48;
 // Upper bound of every ISA's fp32 query block (kAttentionRows in vec_<isa>.h): sizes scratch.
 constexpr int64_t kMaxAttentionRows = 8;
+// The same for the int16 path's query block (kInt16Rows), and the keys per chunk of its int16
+// probability rows (kernels_impl.h prob16_at).
+constexpr int64_t kMaxInt16Rows = 12;
+constexpr int64_t kProbChunk = 512;
 // Floats in the widest vector of any ISA: column blocks of GemmArgs::out_split must be whole
 // vectors of it.
 constexpr int64_t kMaxVectorFloats = 16;
 // Largest head dim of the int16 attention path (its per-channel maxima live in registers).
 constexpr int64_t kMaxInt16HeadDim = 256;
 // Per worker: fp32 path: contiguous K^T and V copies and up to 8 probability rows; int16
-// path: int16 Q, K and V in their layouts, their scales, up to 8 score rows and their int16
+// path: int16 Q, K and V in their layouts, their scales, up to 12 score rows and their int16
 // probabilities; INT8 path: u8 Q, packed K and V^T with their column sums and scales, a
 // score block and its u8 probabilities. Per head one significance row.
 inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
@@ -55,8 +59,9 @@ inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
   const int64_t fp32 = (2 * head_dim + kMaxAttentionRows) * np;
   const int64_t int8_bytes = 2 * max_len * head_dim + np * kg * 4 + dp * ng * 4 + kAttentionRowBlock * np;
   const int64_t int8 = int8_bytes / 4 + 4 * np + 2 * dp + kAttentionRowBlock * np + 64 + 6 * 16;  // + alignment
-  const int64_t dp2 = head_dim + 1, int16_halves = 2 * np * dp2 + np * dp + kMaxAttentionRows * np + dp;
-  const int64_t int16 = (kMaxAttentionRows + 2) * np + dp + (int16_halves + 1) / 2;
+  const int64_t np_chunks = (np + kProbChunk - 1) / kProbChunk * kProbChunk;
+  const int64_t dp2 = head_dim + 1, int16_halves = 2 * np * dp2 + np * dp + kMaxInt16Rows * np_chunks + dp;
+  const int64_t int16 = (kMaxInt16Rows + 2) * np + dp + (int16_halves + 1) / 2;
   const int64_t most = fp32 > int8 ? fp32 : int8;
   return (most > int16 ? most : int16) + 64;
 }

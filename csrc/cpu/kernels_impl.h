@@ -93,13 +93,20 @@ static void make_panel(const GemmArgs& a, int64_t p, Panel& pn) {
     const int64_t n = pn.n0 + c;
     pn.col[c / W] = a.out_split ? n / a.out_split * a.out_split_stride + n % a.out_split : n;
   }
+  // Everything read through `a` is copied to locals first: the stores into pn could alias
+  // it, which would keep these loops scalar (they run once per panel and row block).
   const int32_t* colsum = a.W.col_sums + pn.n0;
   const float* wscale = a.W.scales + pn.n0;  // padded to whole panels, like col_sums
+  const int32_t corr = a.a_per_row ? 0 : kActShift - a.a_zp[0];
+  const float a_scale = a.a_per_row ? 0.f : a.a_scale[0];
   for (int c = 0; c < kPanel; ++c) {
-    pn.init[c] = a.a_per_row ? 0 : (kActShift - a.a_zp[0]) * colsum[c];
-    pn.scale[c] = a.a_per_row ? 0.f : a.a_scale[0] * wscale[c];
-    pn.bias[c] = a.bias && c < pn.ncols ? a.bias[pn.n0 + c] : 0.f;
+    pn.init[c] = corr * colsum[c];
+    pn.scale[c] = a_scale * wscale[c];
   }
+  const float* bias = a.bias ? a.bias + pn.n0 : nullptr;
+  const int nbias = bias ? pn.ncols : 0;
+  for (int c = 0; c < nbias; ++c) pn.bias[c] = bias[c];
+  for (int c = nbias; c < kPanel; ++c) pn.bias[c] = 0.f;
 }
 
 // The epilogue of one tile (rows of a weight panel; the accumulators already hold the exact
@@ -475,52 +482,49 @@ static int32_t qk_bound(int64_t d) {
   return (int32_t)(b < 32767 ? b : 32767);
 }
 
-// The register-blocked step of both int16 products: for r < RB, with x the int16 pair at
-// rows[r] + off broadcast to every lane, a[r] += x . va and b[r] += x . vb.
-template <int RB>
-__attribute__((always_inline)) static inline void dot2_rows(S* a, S* b, const int16_t* const* rows, int64_t off,
-                                                            S va, S vb) {
-#pragma GCC unroll 8
-  for (int r = 0; r < RB; ++r) {
-    const S x = VecS16::set1_pair(rows[r] + off);
-    a[r] = VecS16::dot2(a[r], x, va);
-    b[r] = VecS16::dot2(b[r], x, vb);
-  }
-}
-
-// Scores of kAttentionRows query rows (int16, `pairs` channel pairs, row stride ldq) against
-// all keys of kt (kKeyBlock keys per block: [block][pair][key][2]), times the key scales (the
+// Scores of kScoreRows query rows (int16, `pairs` channel pairs, row stride ldq) against all
+// keys of kt (kScoreKeys keys per block: [block][pair][key][2]), times the key scales (the
 // row scale is left to the softmax), and each row's maximum score into row_max. Whole blocks
-// are stored: prob rows are padded to np.
+// are stored: prob rows (stride np) are padded to whole blocks. A short block repeats its
+// last row into prob's spare rows (constant indices keep the accumulators in registers).
+constexpr int kScoreKeys = kScoreKeyVectors * W;
 __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, int64_t n, int64_t pairs,
                                                  const int16_t* q, int64_t ldq, const float* k_scale,
                                                  int rows, float* prob, float* row_max) {
-  constexpr int RB = kAttentionRows;
+  constexpr int RB = kScoreRows, KV = kScoreKeyVectors;
   const int16_t* qp[RB];
   for (int r = 0; r < RB; ++r) qp[r] = q + (r < rows ? r : rows - 1) * ldq;
   R mx[RB];  // running maxima of the whole key blocks, while the scores are in registers
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) mx[r] = VecF::set1(-INFINITY);
   int64_t j = 0;
-  for (; j < n; j += kKeyBlock) {
-    S a[RB], b[RB];
+  for (; j < n; j += kScoreKeys) {
+    S acc[RB][KV];
 #pragma GCC unroll 8
-    for (int r = 0; r < RB; ++r) a[r] = b[r] = VecS16::zero();
+    for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < KV; ++v) acc[r][v] = VecS16::zero();
     const int16_t* kp = kt + j * 2 * pairs;
-    for (int64_t c = 0; c < pairs; ++c, kp += 2 * kKeyBlock) {
-      dot2_rows<RB>(a, b, qp, 2 * c, VecS16::load(kp), VecS16::load(kp + 2 * W));
-    }
-    // Every row is stored (constant indices keep the accumulators in registers); rows past
-    // `rows` repeat the last one and land in prob's spare rows.
-    const R ska = VecF::load(k_scale + j), skb = VecF::load(k_scale + j + W);
-    const bool whole = j + kKeyBlock <= n;  // the last block's padding keys must not count
+    for (int64_t c = 0; c < pairs; ++c, kp += 2 * kScoreKeys) {
+      S k[KV];
+#pragma GCC unroll 4
+      for (int v = 0; v < KV; ++v) k[v] = VecS16::load(kp + 2 * W * v);
 #pragma GCC unroll 8
-    for (int r = 0; r < RB; ++r) {
-      const R sa = VecF::mul(VecS16::to_f32(a[r]), ska), sb = VecF::mul(VecS16::to_f32(b[r]), skb);
-      VecF::store(prob + r * np + j, sa);
-      VecF::store(prob + r * np + j + W, sb);
-      if (whole) mx[r] = VecF::max(mx[r], VecF::max(sa, sb));
+      for (int r = 0; r < RB; ++r) {
+        const S x = VecS16::set1_pair(qp[r] + 2 * c);
+#pragma GCC unroll 4
+        for (int v = 0; v < KV; ++v) acc[r][v] = VecS16::dot2(acc[r][v], x, k[v]);
+      }
     }
+    const bool whole = j + kScoreKeys <= n;  // the last block's padding keys must not count
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < KV; ++v) {
+        const R s = VecF::mul(VecS16::to_f32(acc[r][v]), VecF::load(k_scale + j + v * W));
+        VecF::store(prob + r * np + j + v * W, s);
+        if (whole) mx[r] = VecF::max(mx[r], s);
+      }
     if (!whole) break;
   }
   for (int r = 0; r < rows; ++r) {
@@ -530,19 +534,29 @@ __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, 
   }
 }
 
+// int16 probabilities of a block of kInt16Rows query rows, laid out so that every row is the
+// same compile-time distance from the next: keys in chunks of kProbChunk, [chunk][row][key].
+// The P x V loop then reaches all rows from one pointer (a pointer per row ran out of
+// general registers at 12 rows).
+static inline int16_t* prob16_at(int16_t* p16, int64_t r, int64_t j) {
+  return p16 + (j / kProbChunk) * kInt16Rows * kProbChunk + r * kProbChunk + j % kProbChunk;
+}
+
 // Softmax of `rows` rows of scores (stride np; maxima from qk16_block) times their per-row
-// scales, as int16 probabilities round(p * 32767) into p16 (same stride, padded to an even
-// length with a zero); all rows' probabilities are added to sig (significance) in one pass.
+// scales, as int16 probabilities round(p * 32767) into p16 (prob16_at's layout; an odd n
+// gets a zero key so whole pairs can be read); all rows' probabilities are added to sig
+// (significance) in one pass.
 __attribute__((noinline)) static void softmax_rows_s16(float* prob, int64_t np, int64_t n, int rows,
                                                        const float* row_max, const float* scale, float* sig,
                                                        int16_t* p16) {
-  float inv[kAttentionRows];
+  float inv[kInt16Rows];
   for (int r = 0; r < rows; ++r) inv[r] = 1.f / exp_row(prob + r * np, n, row_max[r], scale[r]);
   auto step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
     R acc = VecF::zero();
-    for (int r = 0; r < rows; ++r) {
+    int16_t* out = prob16_at(p16, 0, j);  // chunks hold whole vectors
+    for (int r = 0; r < rows; ++r, out += kProbChunk) {
       const R e = load_n(prob + r * np + j, cnt);
-      VecF::store_s16(p16 + r * np + j, VecF::mul(e, VecF::set1(inv[r] * 32767.f)), cnt);
+      VecF::store_s16(out, VecF::mul(e, VecF::set1(inv[r] * 32767.f)), cnt);
       acc = VecF::fma(e, VecF::set1(inv[r]), acc);
     }
     store_n(sig + j, VecF::add(load_n(sig + j, cnt), acc), cnt);
@@ -550,39 +564,48 @@ __attribute__((noinline)) static void softmax_rows_s16(float* prob, int64_t np, 
   const int64_t nw = n / W * W;
   for (int64_t j = 0; j < nw; j += W) step(j, W);
   if (nw < n) step(nw, (int)(n - nw));
-  for (int r = 0; r < rows && (n & 1); ++r) p16[r * np + n] = 0;  // pv16_block reads pairs
+  for (int r = 0; r < rows && (n & 1); ++r) *prob16_at(p16, r, n) = 0;
 }
 
-// Context of kAttentionRows query rows from int16 probabilities (rows of p, stride np,
-// padded to an even length with a zero) and V ([key pair][channel][2], dv channels):
-// ctx[r][c] = v_scale[c] * sum_j p[r][j] * V[j][c]; only `rows` rows and d channels stored.
+// Context of kInt16Rows query rows from int16 probabilities (prob16_at's layout) and V
+// ([key pair][channel][2], dv channels): ctx[r][c] = v_scale[c] * sum_j p[r][j] * V[j][c];
+// only `rows` rows and d channels stored (rows past them read stale probabilities).
 __attribute__((noinline)) static void pv16_block(const int16_t* v, int64_t n, int64_t d, int64_t dv,
-                                                 const int16_t* p, int64_t np, const float* v_scale,
-                                                 float* ctx, int64_t ldc, int rows) {
-  constexpr int RB = kAttentionRows;
-  const int16_t* pp[RB];
-  for (int r = 0; r < RB; ++r) pp[r] = p + (r < rows ? r : rows - 1) * np;
+                                                 const int16_t* p16, const float* v_scale, float* ctx,
+                                                 int64_t ldc, int rows) {
+  constexpr int RB = kInt16Rows;
+  constexpr int64_t kChunkPairs = kProbChunk / 2;
   const int64_t pairs = (n + 1) / 2;
   for (int64_t c = 0; c < dv; c += 2 * W) {
     const bool two = c + W < dv;  // a second vector of channels
     S a[RB], b[RB];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int r = 0; r < RB; ++r) a[r] = b[r] = VecS16::zero();
-    const int16_t* vp = v + 2 * c;
-    if (two) {
-      for (int64_t j = 0; j < pairs; ++j, vp += 2 * dv) {
-        dot2_rows<RB>(a, b, pp, 2 * j, VecS16::load(vp), VecS16::load(vp + 2 * W));
-      }
-    } else {
-      for (int64_t j = 0; j < pairs; ++j, vp += 2 * dv) {
-        const S va = VecS16::load(vp);
-#pragma GCC unroll 8
-        for (int r = 0; r < RB; ++r) a[r] = VecS16::dot2(a[r], VecS16::set1_pair(pp[r] + 2 * j), va);
+    for (int64_t j0 = 0; j0 < pairs; j0 += kChunkPairs) {
+      const int64_t j1 = pairs - j0 < kChunkPairs ? pairs : j0 + kChunkPairs;
+      const int16_t* pj = p16 + (j0 / kChunkPairs) * RB * kProbChunk;
+      const int16_t* vp = v + 2 * c + j0 * 2 * dv;
+      if (two) {
+        for (int64_t j = j0; j < j1; ++j, pj += 2, vp += 2 * dv) {
+          const S va = VecS16::load(vp), vb = VecS16::load(vp + 2 * W);
+#pragma GCC unroll 12
+          for (int r = 0; r < RB; ++r) {
+            const S x = VecS16::set1_pair(pj + r * kProbChunk);
+            a[r] = VecS16::dot2(a[r], x, va);
+            b[r] = VecS16::dot2(b[r], x, vb);
+          }
+        }
+      } else {
+        for (int64_t j = j0; j < j1; ++j, pj += 2, vp += 2 * dv) {
+          const S va = VecS16::load(vp);
+#pragma GCC unroll 12
+          for (int r = 0; r < RB; ++r) a[r] = VecS16::dot2(a[r], VecS16::set1_pair(pj + r * kProbChunk), va);
+        }
       }
     }
     const int na = d - c < W ? (int)(d - c) : W, nb = d - c - W < W ? (int)(d - c - W) : W;
     const R sa = VecF::load(v_scale + c), sb = two ? VecF::load(v_scale + c + W) : sa;
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int r = 0; r < RB; ++r) {  // constant indices: the accumulators stay in registers
       if (r >= rows) break;
       VecF::store(ctx + r * ldc + c, VecF::mul(VecS16::to_f32(a[r]), sa), na);
@@ -613,22 +636,24 @@ static void to_s16(const float* x, int64_t n, int64_t n_pad, float inv, int16_t*
 }
 
 // One (sequence, head) of int16 attention: quantize Q, K, V into their layouts, then per
-// block of kAttentionRows queries: scores, softmax (+ significance), probabilities x V.
+// block of kInt16Rows queries: scores, softmax (+ significance), probabilities x V.
+static_assert(kInt16Rows % kScoreRows == 0 && kInt16Rows <= kMaxInt16Rows, "int16 attention row blocks");
+static_assert(kScoreKeys <= 64 && kProbChunk % W == 0, "attention scratch pads keys to 64");
 static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
-  constexpr int RB = kAttentionRows;
+  constexpr int RB = kInt16Rows;
   const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
   const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
-  const int64_t np = (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
+  const int64_t np = (n + kScoreKeys - 1) / kScoreKeys * kScoreKeys;
   const int64_t pairs = (d + 1) / 2, dv = (d + W - 1) / W * W;
   float* prob = work;                      // [RB][np]
   float* q_scale = prob + RB * np;         // [n]
   float* k_scale = q_scale + n;            // [np]
   float* v_scale = k_scale + np;           // [dv]
   int16_t* q16 = reinterpret_cast<int16_t*>(v_scale + dv);  // [n][2 pairs]
-  int16_t* kt16 = q16 + n * 2 * pairs;     // [np / kKeyBlock][pairs][kKeyBlock][2]
+  int16_t* kt16 = q16 + n * 2 * pairs;     // [np / kScoreKeys][pairs][kScoreKeys][2]
   int16_t* v16 = kt16 + np * 2 * pairs;    // [np / 2][dv][2]
-  int16_t* p16 = v16 + np * dv;            // [RB][np]
-  int16_t* row = p16 + RB * np;            // one quantized row, 2 * pairs or dv long
+  int16_t* p16 = v16 + np * dv;            // prob16_at's layout, np keys
+  int16_t* row = p16 + (np + kProbChunk - 1) / kProbChunk * RB * kProbChunk;  // one quantized row, 2 * pairs or dv long
   float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
   const float* q = a.qkv + h * a.head_stride + off * ld;
   const float* k = q + a.part_stride;
@@ -640,7 +665,7 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   const int64_t dvec = (d + W - 1) / W;
   for (int64_t c = 0; c < dvec; ++c) vmax[c] = VecF::zero();
   for (int64_t j = 0; j < np; ++j) {
-    int32_t* dst = reinterpret_cast<int32_t*>(kt16 + (j / kKeyBlock) * pairs * 2 * kKeyBlock) + j % kKeyBlock;
+    int32_t* dst = reinterpret_cast<int32_t*>(kt16 + (j / kScoreKeys) * pairs * 2 * kScoreKeys) + j % kScoreKeys;
     if (j < n) {
       for (int64_t c = 0; j + 8 < n && c < d; c += 16) {
         __builtin_prefetch(q + (j + 8) * ld + c);
@@ -661,7 +686,7 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
       k_scale[j] = 0.f;
       for (int64_t c = 0; c < 2 * pairs; ++c) row[c] = 0;
     }
-    for (int64_t c = 0; c < pairs; ++c) std::memcpy(dst + c * kKeyBlock, row + 2 * c, 4);
+    for (int64_t c = 0; c < pairs; ++c) std::memcpy(dst + c * kScoreKeys, row + 2 * c, 4);
   }
   for (int64_t c = 0; c < dvec; ++c) VecF::store(v_scale + c * W, vmax[c]);
   // v_scale: first 32767 / channel max (to quantize), then channel max / 32767^2 (the output
@@ -684,9 +709,11 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   for (int64_t i0 = 0; i0 < n; i0 += RB) {
     const int rows = n - i0 < RB ? (int)(n - i0) : RB;
     float row_max[RB];
-    qk16_block(kt16, np, n, pairs, q16 + i0 * 2 * pairs, 2 * pairs, k_scale, rows, prob, row_max);
+    for (int r0 = 0; r0 < rows; r0 += kScoreRows)
+      qk16_block(kt16, np, n, pairs, q16 + (i0 + r0) * 2 * pairs, 2 * pairs, k_scale,
+                 rows - r0 < kScoreRows ? rows - r0 : kScoreRows, prob + r0 * np, row_max + r0);
     softmax_rows_s16(prob, np, n, rows, row_max, q_scale + i0, sig, p16);
-    pv16_block(v16, n, d, dv, p16, np, v_scale, a.context + (off + i0) * H + h * d, H, rows);
+    pv16_block(v16, n, d, dv, p16, v_scale, a.context + (off + i0) * H + h * d, H, rows);
   }
 }
 

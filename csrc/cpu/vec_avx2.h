@@ -136,6 +136,11 @@ inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp
 // fp32 attention: query rows per block (x 2 vectors = 8 accumulators of 16 registers).
 constexpr int kAttentionRows = 4;
 constexpr int kTileRows = 4;
+// int16 attention: scores in register blocks of 4 queries x 2 vectors of keys; probabilities
+// x V for 4 queries at once (8 chains of 16 registers either way).
+constexpr int kScoreRows = 4;
+constexpr int kScoreKeyVectors = 2;
+constexpr int kInt16Rows = 4;
 
 // Register-only loop of the exact u8 x s8 step above (sign, maddubs, madd, add): the
 // peak of this path.

@@ -114,6 +114,13 @@ inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp
 // fp32 attention: query rows per block (x 2 vectors = 16 FMA chains of 32 registers).
 constexpr int kAttentionRows = 8;
 constexpr int kTileRows = 6;
+// int16 attention: scores in register blocks of 6 queries x 4 vectors of keys (the GEMM
+// tile's shape: 24 chains, 10 loads per 24 vpdpwssd; 8 x 2 spent 10 per 16 and ran ~15%
+// slower); probabilities x V for 12 queries at once (24 chains over the 2 vectors of a
+// 32-wide head).
+constexpr int kScoreRows = 6;
+constexpr int kScoreKeyVectors = 4;
+constexpr int kInt16Rows = 12;
 
 // Register-only vpdpbusd loop (12 independent chains, named so each stays in a register)
 // for measuring the INT8 peak.

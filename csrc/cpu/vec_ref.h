@@ -81,6 +81,10 @@ inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp
 // fp32 attention: query rows per block.
 constexpr int kAttentionRows = 4;
 constexpr int kTileRows = 4;
+// int16 attention blocks (vec_avx512.h explains them).
+constexpr int kScoreRows = 4;
+constexpr int kScoreKeyVectors = 2;
+constexpr int kInt16Rows = 4;
 
 // Scalar multiply-add loop: the "peak" of the reference path.
 inline int64_t int8_peak_loop(int64_t iters) {
