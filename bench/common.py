@@ -99,16 +99,18 @@ def synthetic_windows(n: int, count: int, vocab: int, seed: int = 0) -> list:
             for _ in range(count)]
 
 
-def random_minilm_encoder():
+def random_minilm_encoder(static: bool = True):
     """(native Encoder, its config) with random MiniLM-L6-H384 weights and static activation
-    quantization calibrated on two random 128-token sequences: speed does not depend on the
-    weights' values."""
+    quantization calibrated on two random 128-token sequences (or, with static=False, every
+    GEMM input quantized per row at run time, as in the shipped model): speed does not depend
+    on the weights' values."""
     from qualam_rt import _C
     from qualam_rt import synthetic as syn
     cfg = syn.MINILM_L6_H384
     tensors = syn.random_tensors(cfg, seed=0)
-    calib = [syn.random_batch(cfg, [128], seed=s) for s in range(2)]
-    tensors = syn.calibrate_minmax(cfg, tensors, [(i, t) for i, t, _ in calib])
+    if static:
+        calib = [syn.random_batch(cfg, [128], seed=s) for s in range(2)]
+        tensors = syn.calibrate_minmax(cfg, tensors, [(i, t) for i, t, _ in calib])
     return _C.Encoder(cfg, tensors), cfg
 
 

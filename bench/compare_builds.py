@@ -14,7 +14,8 @@ to see the noise floor.
 Each process runs `python -S` with the build folder first on its path: an editable install of
 qualam_rt in site-packages hooks imports before sys.path, and -S keeps that hook out.
 Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length (or with --paper the
-paper's configuration (315,251,242,159,142,33)/384). With
+paper's configuration (315,251,242,159,142,33)/384), static activation quantization (or with
+--per-row every GEMM input quantized per row at run time, as in the shipped model). With
 `--gemm M K N EPILOGUE` the workload is one fused GEMM instead (u8 [M, K] x s8 [N, K]^T,
 epilogue bias, gelu, gelu_u8 (requantized output), residual or int32), timed in ms per call.
 
@@ -33,7 +34,7 @@ from pathlib import Path
 WORKER = "--worker"
 
 
-def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, gemm: list[str]) -> None:
+def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, per_row: bool, gemm: list[str]) -> None:
     """Prints the median ms (per sequence, or per GEMM call) of `repeats` calls after one warm-up."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import numpy as np
@@ -55,7 +56,7 @@ def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, 
               "gelu_u8": {"bias": bias, "gelu": True, "out_dtype": "uint8", "out_scale": 0.05, "out_zp": 40}}[epilogue]
         call, per = (lambda: _C.gemm(A, 0.02, 7, W, **kw)), 1
     else:
-        enc, cfg = random_minilm_encoder()
+        enc, cfg = random_minilm_encoder(static=not per_row)
         ids, types, offsets = syn.random_batch(cfg, [384] * batch, seed=1)
         ratios = PAPER if paper else None
         call, per = (lambda: enc.forward(ids, types, offsets, ratios, attention=attention)), batch
@@ -65,7 +66,8 @@ def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, 
 def run_build(folder: str, args) -> float:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, sysconfig.get_paths()["purelib"]]))
     out = subprocess.run([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.repeats),
-                          str(args.threads), args.attention, str(int(args.paper)), *args.gemm], env=env, capture_output=True, text=True, check=True)
+                          str(args.threads), args.attention, str(int(args.paper)), str(int(args.per_row)), *args.gemm],
+                         env=env, capture_output=True, text=True, check=True)
     ms, module = out.stdout.split()
     if not Path(module).resolve().is_relative_to(Path(folder).resolve()):
         raise SystemExit(f"{folder}: imported {module} instead; is the folder a built package?")
@@ -82,6 +84,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
     ap.add_argument("--paper", action="store_true", help="the paper's length configuration instead of full length")
+    ap.add_argument("--per-row", action="store_true",
+                    help="activations quantized per row at run time (the shipped model) instead of static calibration")
     ap.add_argument("--gemm", nargs=4, default=[], metavar=("M", "K", "N", "EPILOGUE"),
                     help="time one GEMM instead of the encoder; EPILOGUE: bias, gelu, gelu_u8, residual or int32")
     ap.add_argument("--labels", nargs=2, default=None, metavar=("A_LABEL", "B_LABEL"),
@@ -103,7 +107,8 @@ def main() -> None:
         from common import header, write_results
         what = (f"GEMM ms per call, M={args.gemm[0]} K={args.gemm[1]} N={args.gemm[2]}, epilogue {args.gemm[3]}"
                 if args.gemm else f"Encoder ms per sequence, n=384, batch {args.batch}, "
-                f"{'paper configuration' if args.paper else 'full length'}, {args.attention} attention")
+                f"{'paper configuration' if args.paper else 'full length'}, {args.attention} attention, "
+                f"{'per-row' if args.per_row else 'static'} activation quantization")
         a_name, b_name = args.labels or (args.a, args.b)
         md = [f"{what}, random weights; A = `{a_name}`, B = `{b_name}`; processes alternate, order flipped each round.", "",
               "| round | A ms | B ms | B / A |", "|---|---|---|---|"]
@@ -114,6 +119,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == WORKER:
-        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1", sys.argv[7:])
+        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1", sys.argv[7] == "1", sys.argv[8:])
     else:
         main()

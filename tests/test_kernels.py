@@ -114,6 +114,32 @@ def test_quantize_matches_reference_exactly(isa, rows, cols, seed):
     np.testing.assert_array_equal(q, q_ref)
 
 
+@pytest.mark.parametrize("scale", [0.25, 0.037, 3.1e-9, 7.7e5, 1e-39])
+def test_quantize_is_exact_at_rounding_ties(isa, scale):
+    """x / scale on and next to .5 ties (exact ties for a power-of-two scale): the quotient is
+    the correctly rounded division and ties go to even, as numpy's rint. 1e-39 is a denormal
+    scale, whose reciprocal overflows (the kernels then divide)."""
+    rng = np.random.default_rng(5)
+    k = rng.integers(-300, 300, 4000).astype(np.float32) + np.float32(0.5)
+    x = (k * np.float32(scale)).astype(np.float32)
+    x = np.concatenate([x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf))]).reshape(12, 1000)
+    np.testing.assert_array_equal(_C.quantize(x, scale, 7), ref.quantize(x, scale, 7))
+
+
+def test_quantize_saturates_far_outside_the_range(isa):
+    """Values whose quotient is beyond the int32 range (or infinite) clamp to 0 and 255."""
+    x = np.array([[1e30, -1e30, np.inf, -np.inf, 3e9, -3e9, 300.0, 1.0]], np.float32)
+    np.testing.assert_array_equal(_C.quantize(x, 0.5, 100)[0], [255, 0, 255, 0, 255, 0, 255, 102])
+
+
+def test_gemm_u8_output_saturates_far_outside_the_range(isa):
+    rng = np.random.default_rng(2)
+    A, W, w_scale = random_problem(rng, 3, 64, 20)
+    got = _C.gemm(A, 0.02, 128, _C.PackedWeight(W, w_scale), out_dtype="uint8", out_scale=1e-12, out_zp=128)
+    f = ref.gemm(A, 0.02, 128, W, w_scale)
+    np.testing.assert_array_equal(got, np.where(f > 0, 255, np.where(f < 0, 0, 128)))
+
+
 def test_quantize_per_row_handles_constant_rows(isa):
     x = np.zeros((3, 5), np.float32)
     x[1] = 2.0

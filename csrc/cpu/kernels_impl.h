@@ -232,18 +232,35 @@ static void gemm_serial(const GemmArgs& a) {
   for (int64_t p = 0; p < a.W.Np / kPanel; ++p) gemm_rows(a, 0, a.M, p, epilogue);
 }
 
+// round(x / scale) + zp into u8 for one row. The quotient is the correctly rounded division
+// (so results match the reference exactly), through VecF::quotient where 1/scale is finite.
+// With CLAMP, x is first clamped to +-1024 scale: every value beyond that saturates either
+// way, the product x * (1/scale) cannot overflow (a non-finite x would turn the correction
+// into NaN) and the quotient converts to int32. Per-row scales bound |x / scale| by 255.
+template <bool CLAMP, bool BY_RCP>
+static inline void quantize_row(const float* x, int64_t cols, float scale, int32_t zp, uint8_t* out) {
+  const R s = VecF::set1(scale), r = VecF::set1(1.f / scale);
+  const R lim = VecF::set1(1024.f * scale), neg_lim = VecF::set1(-1024.f * scale);
+  auto step = [&](int64_t c, int n) __attribute__((always_inline)) {
+    R v = load_n(x + c, n);
+    if (CLAMP) v = VecF::min(VecF::max(v, neg_lim), lim);
+    VecF::store_u8_plus(out + c, BY_RCP ? VecF::quotient(v, s, r) : VecF::div(v, s), zp, n);
+  };
+  const int64_t cw = cols / W * W;
+  for (int64_t c = 0; c < cw; c += W) step(c, W);
+  if (cw < cols) step(cw, (int)(cols - cw));
+}
+template <bool CLAMP>
+static inline void quantize_row(const float* x, int64_t cols, float scale, int32_t zp, uint8_t* out) {
+  if (std::isfinite(1.f / scale)) quantize_row<CLAMP, true>(x, cols, scale, zp, out);
+  else quantize_row<CLAMP, false>(x, cols, scale, zp, out);
+}
+
 void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_t zp,
                  uint8_t* out) {
   const int64_t total = rows * cols;
-  const R s = VecF::set1(scale), z = VecF::set1((float)zp);
-  // Division (not multiplication by 1/scale) so results match round(x / scale) exactly.
 #pragma omp parallel for schedule(static) num_threads(thread_count()) if (forks(total > (1 << 16)))
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; c += W) {
-      const int n = cols - c < W ? (int)(cols - c) : W;
-      R v = VecF::load(x + r * cols + c, n);
-      VecF::store_u8(out + r * cols + c, VecF::add(VecF::round(VecF::div(v, s)), z), n);
-    }
+  for (int64_t r = 0; r < rows; ++r) quantize_row<true>(x + r * cols, cols, scale, zp, out + r * cols);
 }
 
 void quantize_u8_per_row(const float* x, int64_t rows, int64_t cols, uint8_t* out, float* scales,
@@ -268,11 +285,7 @@ void quantize_u8_per_row(const float* x, int64_t rows, int64_t cols, uint8_t* ou
     zp = zp < 0 ? 0 : (zp > 255 ? 255 : zp);
     scales[r] = scale;
     zps[r] = zp;
-    const R s = VecF::set1(scale), z = VecF::set1((float)zp);
-    for (int64_t c = 0; c < cols; c += W) {
-      const int n = cols - c < W ? (int)(cols - c) : W;
-      VecF::store_u8(out + r * cols + c, VecF::add(VecF::round(VecF::div(VecF::load(xr + c, n), s)), z), n);
-    }
+    quantize_row<false>(xr, cols, scale, zp, out + r * cols);
   }
 }
 

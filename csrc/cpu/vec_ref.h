@@ -29,11 +29,16 @@ struct VecF {
   static inline reg max(reg a, reg b) { return a > b ? a : b; }
   static inline reg min(reg a, reg b) { return a < b ? a : b; }
   static inline reg div(reg a, reg b) { return a / b; }
+  static inline reg quotient(reg x, reg s, reg) { return x / s; }  // the definition the others match
   static inline float reduce_add(reg v) { return v; }
   static inline float reduce_max(reg v) { return v; }
   static inline reg from_i32(const int32_t* p) { return (float)*p; }
   static inline void store_u8(uint8_t* p, reg v, int = 1) {
     float r = std::nearbyint(v);
+    *p = (uint8_t)(r < 0.f ? 0.f : (r > 255.f ? 255.f : r));
+  }
+  static inline void store_u8_plus(uint8_t* p, reg q, int32_t zp, int = 1) {
+    const float r = std::nearbyint(q) + (float)zp;
     *p = (uint8_t)(r < 0.f ? 0.f : (r > 255.f ? 255.f : r));
   }
   static inline void store_s8(int8_t* p, reg v, int = 1) {
