@@ -1,17 +1,18 @@
-"""Encoder (or one GEMM's) latency of two builds of qualam_rt, timed in alternating processes.
+"""Encoder (or one GEMM's) latency of two builds of qualam_rt, timed in alternation.
 
 A code change to the kernels can only be judged against the code before it on the same
-machine at the same time: this host's speed drifts by tens of percent within minutes. Build
-each version into its own folder, then let this script run them in turn, flipping the order
-every round, and report the per-round ratio B / A and its median. Run A against itself first
-to see the noise floor.
+machine at the same time: this host's speed drifts by tens of percent within minutes, and
+swings of +-15% last seconds. Build each version into its own folder; this script keeps one
+worker process per build, set up and warmed up once, and lets them run in turn, a few calls
+each (the other one waits, idle), flipping the order every round. It reports the per-round
+ratio B / A and its median. Run A against itself first to see the noise floor.
 
     git worktree add /tmp/qrt_base <commit>
     pip install --no-deps --no-build-isolation --target /tmp/qrt_a /tmp/qrt_base
     pip install --no-deps --no-build-isolation --target /tmp/qrt_b .
-    python bench/compare_builds.py /tmp/qrt_a /tmp/qrt_b --batch 32 --rounds 10
+    python bench/compare_builds.py /tmp/qrt_a /tmp/qrt_b --batch 32 --rounds 20
 
-Each process runs `python -S` with the build folder first on its path: an editable install of
+Each worker runs `python -S` with the build folder first on its path: an editable install of
 qualam_rt in site-packages hooks imports before sys.path, and -S keeps that hook out.
 Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length (or with --paper the
 paper's configuration (315,251,242,159,142,33)/384), static activation quantization (or with
@@ -35,7 +36,9 @@ WORKER = "--worker"
 
 
 def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, per_row: bool, gemm: list[str]) -> None:
-    """Prints the median ms (per sequence, or per GEMM call) of `repeats` calls after one warm-up."""
+    """Sets the workload up, warms it up and prints the path of the module it runs; then for
+    every line read from stdin prints the median ms (per sequence, or per GEMM call) of
+    `repeats` calls, until stdin closes."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import numpy as np
 
@@ -60,18 +63,34 @@ def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, 
         ids, types, offsets = syn.random_batch(cfg, [384] * batch, seed=1)
         ratios = PAPER if paper else None
         call, per = (lambda: enc.forward(ids, types, offsets, ratios, attention=attention)), batch
-    print(1e3 * time_call(call, warmup=1, repeats=repeats)["median"] / per, _C.__file__)
+    for _ in range(2):  # warm-up
+        call()
+    print(_C.__file__, flush=True)
+    for _ in sys.stdin:
+        print(1e3 * time_call(call, warmup=0, repeats=repeats)["median"] / per, flush=True)
 
 
-def run_build(folder: str, args) -> float:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, sysconfig.get_paths()["purelib"]]))
-    out = subprocess.run([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.repeats),
-                          str(args.threads), args.attention, str(int(args.paper)), str(int(args.per_row)), *args.gemm],
-                         env=env, capture_output=True, text=True, check=True)
-    ms, module = out.stdout.split()
-    if not Path(module).resolve().is_relative_to(Path(folder).resolve()):
-        raise SystemExit(f"{folder}: imported {module} instead; is the folder a built package?")
-    return float(ms)
+class Build:
+    """A worker process running one build's workload on request; idle (blocked on its stdin)
+    while the other build runs."""
+
+    def __init__(self, folder: str, args):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, sysconfig.get_paths()["purelib"]]))
+        self.proc = subprocess.Popen([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.repeats),
+                                      str(args.threads), args.attention, str(int(args.paper)), str(int(args.per_row)),
+                                      *args.gemm], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        module = self.proc.stdout.readline().strip()
+        if not module or not Path(module).resolve().is_relative_to(Path(folder).resolve()):
+            raise SystemExit(f"{folder}: imported {module or 'nothing'} instead; is the folder a built package?")
+
+    def time(self) -> float:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> None:
@@ -79,8 +98,8 @@ def main() -> None:
     ap.add_argument("a", help="folder with build A (the baseline)")
     ap.add_argument("b", help="folder with build B")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=8, help="timed calls per process")
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per build per round (their median counts)")
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
     ap.add_argument("--paper", action="store_true", help="the paper's length configuration instead of full length")
@@ -93,12 +112,15 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="write bench/results/<name>.{md,json}")
     args = ap.parse_args()
 
+    builds = {"a": Build(args.a, args), "b": Build(args.b, args)}
     rows = []
     for r in range(args.rounds):
         order = ("a", "b") if r % 2 == 0 else ("b", "a")
-        ms = {label: run_build(getattr(args, label), args) for label in order}
+        ms = {label: builds[label].time() for label in order}
         rows.append({"round": r, "a_ms": ms["a"], "b_ms": ms["b"], "ratio": ms["b"] / ms["a"]})
         print(f"round {r}: A {ms['a']:.2f}  B {ms['b']:.2f} ms  B/A {rows[-1]['ratio']:.3f}", flush=True)
+    for b in builds.values():
+        b.close()
     ratios = sorted(x["ratio"] for x in rows)
     med = statistics.median(ratios)
     print(f"median B/A {med:.3f} (range {ratios[0]:.3f}-{ratios[-1]:.3f}, {sum(x < 1 for x in ratios)}/{len(ratios)} rounds B faster)")
