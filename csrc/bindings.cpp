@@ -275,7 +275,7 @@ PYBIND11_MODULE(_C, m) {
   }, py::arg("x"));
 
   m.def("layernorm", [](const py::array& x, const py::array& gamma, const py::array& beta, float eps,
-                        std::optional<py::array> residual) {
+                        std::optional<py::array> residual, py::object quantize) -> py::object {
     const float* xp = data_of<float>(x, "x");
     const float* rp = residual ? data_of<float>(*residual, "residual") : nullptr;
     const Shape rs = residual ? shape_of(*residual) : Shape{};
@@ -284,9 +284,34 @@ PYBIND11_MODULE(_C, m) {
     const Shape xs = shape_of(x), gs = shape_of(gamma), bs = shape_of(beta);
     auto out = empty<float>(xs);
     float* op = out.mutable_data();
-    py::gil_scoped_release nogil;
-    layernorm(xp, xs, rp, rs, gp, gs, bp, bs, eps, op);
-    return out;
+    if (quantize.is_none()) {
+      py::gil_scoped_release nogil;
+      layernorm(xp, xs, rp, rs, gp, gs, bp, bs, eps, op);
+      return std::move(out);
+    }
+    U8Output u8;
+    py::array_t<uint8_t> q = empty<uint8_t>(xs);
+    py::array_t<float> scales = empty<float>({xs.empty() ? 0 : xs[0]});
+    py::array_t<int32_t> zps = empty<int32_t>({xs.empty() ? 0 : xs[0]});
+    u8.data = q.mutable_data();
+    if (py::isinstance<py::str>(quantize) && quantize.cast<std::string>() == "per_row") {
+      u8.per_row = true;
+      u8.row_scale = scales.mutable_data();
+      u8.row_zp = zps.mutable_data();
+    } else if (py::isinstance<py::tuple>(quantize) && py::len(quantize) == 2) {
+      u8.scale = quantize.cast<py::tuple>()[0].cast<float>();
+      u8.zp = quantize.cast<py::tuple>()[1].cast<int32_t>();
+    } else {
+      throw py::value_error("quantize must be None, 'per_row' or a (scale, zero_point) tuple");
+    }
+    {
+      py::gil_scoped_release nogil;
+      layernorm(xp, xs, rp, rs, gp, gs, bp, bs, eps, op, &u8);
+    }
+    if (u8.per_row) return py::make_tuple(out, q, scales, zps);
+    return py::make_tuple(out, q);
   }, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps") = 1e-12f,
-     py::arg("residual") = py::none(), "LayerNorm(x + residual) * gamma + beta over the last axis.");
+     py::arg("residual") = py::none(), py::arg("quantize") = py::none(),
+     "LayerNorm(x + residual) * gamma + beta over the last axis; with quantize ('per_row' or "
+     "(scale, zero_point)) also its u8 quantization: (out, u8) or (out, u8, scales, zero_points).");
 }

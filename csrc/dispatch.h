@@ -14,7 +14,7 @@ struct KernelTable {
   void (*quantize_u8)(const float*, int64_t, int64_t, float, int32_t, uint8_t*);
   void (*quantize_u8_per_row)(const float*, int64_t, int64_t, uint8_t*, float*, int32_t*);
   void (*layernorm)(const float*, const float*, const float*, const float*, float, int64_t,
-                    int64_t, float*);
+                    int64_t, float*, const U8Output*);
   void (*attention)(const AttentionArgs&);
   double (*int8_peak_macs_per_s)(double);
 };

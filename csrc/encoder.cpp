@@ -68,9 +68,9 @@ QLinear load_linear(const TensorMap& t, const std::string& name, int64_t out, in
 struct Workspace {
   template <class T>
   using Buffer = std::vector<T, HugePageAllocator<T>>;
-  Buffer<float> full, cur, nxt, qkv, ctx, ctx_k, resid_k, h1, ffn_f32, sig, att_scratch, a_scale;
-  Buffer<uint8_t> a_u8, ffn_u8;
-  std::vector<int32_t> a_zp, pos_cur, pos_nxt, order, kept_src;
+  Buffer<float> full, cur, nxt, qkv, ctx, ctx_k, resid_k, h1, ffn_f32, sig, att_scratch, a_scale, in_scale;
+  Buffer<uint8_t> a_u8, ffn_u8, in_u8;  // in_*: the current rows quantized for the QKV GEMM
+  std::vector<int32_t> a_zp, in_zp, pos_cur, pos_nxt, order, kept_src;
   std::vector<int64_t> off_cur, off_nxt;
   template <class V>
   static void fit(V& v, size_t n) {
@@ -161,32 +161,47 @@ Encoder::Encoder(const EncoderConfig& c, const TensorMap& t) : cfg_(c) {
 
 namespace {
 
+// How `lin`'s GEMM takes its input: u8 with the layer's static scale and zero point, or per
+// row (scales and zero points into row_scale, row_zp) when it has none.
+U8Output input_quantization(const QLinear& lin, uint8_t* u8, float* row_scale, int32_t* row_zp) {
+  U8Output q;
+  q.data = u8;
+  q.per_row = !lin.static_input;
+  q.scale = lin.in_scale;
+  q.zp = lin.in_zp;
+  q.row_scale = row_scale;
+  q.row_zp = row_zp;
+  return q;
+}
+
+// The activation part of `a` for `lin`'s GEMM over `rows` rows quantized as q says.
+void input_args(const QLinear& lin, const U8Output& q, int64_t rows, int64_t cols, GemmArgs& a) {
+  a.M = rows;
+  a.A = q.data;
+  a.lda = cols;
+  a.W = lin.weight->view();
+  a.bias = lin.bias.data();
+  a.a_per_row = q.per_row;
+  a.a_scale = q.per_row ? q.row_scale : &lin.in_scale;
+  a.a_zp = q.per_row ? q.row_zp : &lin.in_zp;
+}
+
 // Quantizes x [rows, cols] for `lin`'s GEMM into u8 (per-row scale and zero point into
 // row_scale, row_zp when the layer has no static input quantization) and fills the activation
 // part of `a`.
 void quantize_input(const QLinear& lin, const float* x, int64_t rows, int64_t cols, uint8_t* u8,
                     float* row_scale, int32_t* row_zp, GemmArgs& a) {
-  a.M = rows;
-  a.A = u8;
-  a.lda = cols;
-  a.W = lin.weight->view();
-  a.bias = lin.bias.data();
-  if (lin.static_input) {
-    kernels().quantize_u8(x, rows, cols, lin.in_scale, lin.in_zp, u8);
-    a.a_scale = &lin.in_scale;
-    a.a_zp = &lin.in_zp;
-    a.a_per_row = false;
-  } else {
-    kernels().quantize_u8_per_row(x, rows, cols, u8, row_scale, row_zp);
-    a.a_scale = row_scale;
-    a.a_zp = row_zp;
-    a.a_per_row = true;
-  }
+  const U8Output q = input_quantization(lin, u8, row_scale, row_zp);
+  if (q.per_row) kernels().quantize_u8_per_row(x, rows, cols, u8, row_scale, row_zp);
+  else kernels().quantize_u8(x, rows, cols, q.scale, q.zp, u8);
+  input_args(lin, q, rows, cols, a);
 }
 
-// out = LayerNorm(GEMM a + residual), which closes both halves of a layer (timed as `op`).
+// out = LayerNorm(GEMM a + residual), which closes both halves of a layer (timed as `op`);
+// with `next`, also out quantized as the next GEMM's input (made while each row is in L1).
 void gemm_residual_layernorm(GemmArgs& a, const float* residual, float* out, const std::vector<float>& gamma,
-                             const std::vector<float>& beta, float eps, Op op, Timer& timer) {
+                             const std::vector<float>& beta, float eps, Op op, Timer& timer,
+                             const U8Output* next = nullptr) {
   const int64_t N = a.W.N;
   a.residual = residual;
   a.ldr = N;
@@ -195,16 +210,17 @@ void gemm_residual_layernorm(GemmArgs& a, const float* residual, float* out, con
   a.ldo = N;
   kernels().gemm_u8s8(a);
   timer.lap(op);
-  kernels().layernorm(out, nullptr, gamma.data(), beta.data(), eps, a.M, N, out);
+  kernels().layernorm(out, nullptr, gamma.data(), beta.data(), eps, a.M, N, out, next);
   timer.lap(kLayerNorm);
 }
 
 // Steps 4-5 of a layer for `rows` rows (row r0 onwards of the layer's kept rows): O-projection
 // + residual, LayerNorm, FFN (GELU fused into the first GEMM, whose output goes straight to
 // uint8 when the second GEMM's input quantization is static), residual + LayerNorm into
-// ws.nxt. Each buffer is used from row r0, so chunks of rows can run on different threads.
-void layer_tail(const EncoderLayer& L, const EncoderConfig& c, const float* ctx, const float* resid, int64_t rows,
-                Workspace& ws, int64_t r0, Timer& timer) {
+// ws.nxt, and quantized for the next layer's QKV GEMM (`next`) into ws.in_u8. Each buffer is
+// used from row r0, so chunks of rows can run on different threads.
+void layer_tail(const EncoderLayer& L, const QLinear* next, const EncoderConfig& c, const float* ctx,
+                const float* resid, int64_t rows, Workspace& ws, int64_t r0, Timer& timer) {
   const KernelTable& K = kernels();
   const int64_t H = c.hidden, I = c.intermediate;
   uint8_t* u8 = ws.a_u8.data() + r0 * std::max(H, I);
@@ -216,10 +232,12 @@ void layer_tail(const EncoderLayer& L, const EncoderConfig& c, const float* ctx,
   GemmArgs a;
   quantize_input(L.out, ctx, rows, H, u8, row_scale, row_zp, a);
   timer.lap(kQuantize);
-  gemm_residual_layernorm(a, resid, h1, L.ln1_g, L.ln1_b, c.layer_norm_eps, kOProj, timer);
+  // The O-projection's LayerNorm also quantizes its output for FFN1 (into the buffers the
+  // O-projection has finished reading).
+  const U8Output ffn1_in = input_quantization(L.ffn1, u8, row_scale, row_zp);
+  gemm_residual_layernorm(a, resid, h1, L.ln1_g, L.ln1_b, c.layer_norm_eps, kOProj, timer, &ffn1_in);
 
-  quantize_input(L.ffn1, h1, rows, H, u8, row_scale, row_zp, a);
-  timer.lap(kQuantize);
+  input_args(L.ffn1, ffn1_in, rows, H, a);
   a.residual = nullptr;
   a.gelu = true;
   a.ldo = I;
@@ -232,10 +250,7 @@ void layer_tail(const EncoderLayer& L, const EncoderConfig& c, const float* ctx,
     a.out_zp = L.ffn2.in_zp;
     K.gemm_u8s8(a);
     timer.lap(kFFN1);
-    f2.M = rows; f2.A = ffn; f2.lda = I;
-    f2.a_scale = &L.ffn2.in_scale; f2.a_zp = &L.ffn2.in_zp; f2.a_per_row = false;
-    f2.W = L.ffn2.weight->view();
-    f2.bias = L.ffn2.bias.data();
+    input_args(L.ffn2, input_quantization(L.ffn2, ffn, nullptr, nullptr), rows, I, f2);
   } else {
     float* ffn = ws.ffn_f32.data() + r0 * I;
     a.out_kind = OutKind::F32;
@@ -245,7 +260,9 @@ void layer_tail(const EncoderLayer& L, const EncoderConfig& c, const float* ctx,
     quantize_input(L.ffn2, ffn, rows, I, u8, row_scale, row_zp, f2);
     timer.lap(kQuantize);
   }
-  gemm_residual_layernorm(f2, h1, out, L.ln2_g, L.ln2_b, c.layer_norm_eps, kFFN2, timer);
+  const U8Output next_in = next ? input_quantization(*next, ws.in_u8.data() + r0 * H, ws.in_scale.data() + r0,
+                                                     ws.in_zp.data() + r0) : U8Output{};
+  gemm_residual_layernorm(f2, h1, out, L.ln2_g, L.ln2_b, c.layer_norm_eps, kFFN2, timer, next ? &next_in : nullptr);
 }
 
 }  // namespace
@@ -290,6 +307,9 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   Workspace::fit(ws.a_u8, T * std::max(H, I));
   Workspace::fit(ws.a_scale, T);
   Workspace::fit(ws.a_zp, T);
+  Workspace::fit(ws.in_u8, T * H);
+  Workspace::fit(ws.in_scale, T);
+  Workspace::fit(ws.in_zp, T);
   Workspace::fit(ws.sig, T);
   Workspace::fit(ws.pos_cur, T);
   Workspace::fit(ws.pos_nxt, T);
@@ -311,7 +331,9 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     const float* y = token_type_.data() + (int64_t)types[t] * H;
     for (int64_t h = 0; h < H; ++h) o[h] = w[h] + p[h] + y[h];
   }
-  K.layernorm(ws.cur.data(), nullptr, emb_ln_g_.data(), emb_ln_b_.data(), c.layer_norm_eps, T, H, ws.cur.data());
+  const U8Output qkv_in = input_quantization(layers_[0].qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data());
+  K.layernorm(ws.cur.data(), nullptr, emb_ln_g_.data(), emb_ln_b_.data(), c.layer_norm_eps, T, H, ws.cur.data(),
+              &qkv_in);
   for (int64_t t = 0; t < T; ++t) ws.pos_cur[t] = (int32_t)t;
   std::copy(offsets, offsets + B + 1, ws.off_cur.begin());
   timer.lap(kEmbed);
@@ -326,10 +348,9 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   int64_t Tc = T;
   for (int64_t l = 0; l < c.layers; ++l) {
     const EncoderLayer& L = layers_[l];
-    // 1. QKV projection of the current rows.
+    // 1. QKV projection of the current rows (quantized by the LayerNorm that made them).
     GemmArgs qkv;
-    quantize_input(L.qkv, ws.cur.data(), Tc, H, ws.a_u8.data(), ws.a_scale.data(), ws.a_zp.data(), qkv);
-    timer.lap(kQuantize);
+    input_args(L.qkv, input_quantization(L.qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data()), Tc, H, qkv);
     qkv.out_kind = OutKind::F32;
     qkv.out = ws.qkv.data();
     // Head-major output ([3 * heads][rows][head_dim]) when a head is whole vectors: each
@@ -425,7 +446,8 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
         std::memcpy(ws.resid_k.data() + k * H, ws.cur.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
       }
       t.lap(kSelect);
-      layer_tail(L, c, ctx_in + r0 * H, resid_in + r0 * H, rows, ws, r0, t);
+      layer_tail(L, l + 1 < c.layers ? &layers_[l + 1].qkv : nullptr, c, ctx_in + r0 * H, resid_in + r0 * H, rows, ws,
+                 r0, t);
     }
     timer.split(chunk_secs);
 

@@ -74,13 +74,14 @@ void quantize_per_row(const float* x, const Shape& shape, uint8_t* out, float* s
 
 void layernorm(const float* x, const Shape& x_shape, const float* residual, const Shape& r_shape,
                const float* gamma, const Shape& g_shape, const float* beta, const Shape& b_shape,
-               float eps, float* out) {
+               float eps, float* out, const U8Output* u8) {
   if (x_shape.size() != 2) throw std::invalid_argument("x must be 2-D, got " + str(x_shape));
   if (residual) expect(r_shape, x_shape, "residual");
   expect(g_shape, {x_shape[1]}, "gamma");
   expect(b_shape, {x_shape[1]}, "beta");
   if (!(eps > 0.f)) throw std::invalid_argument("eps must be positive");
-  kernels().layernorm(x, residual, gamma, beta, eps, x_shape[0], x_shape[1], out);
+  if (u8 && !u8->per_row) { expect_scale(u8->scale, "quantization scale"); expect_zp(u8->zp); }
+  kernels().layernorm(x, residual, gamma, beta, eps, x_shape[0], x_shape[1], out, u8);
 }
 
 }  // namespace qrt

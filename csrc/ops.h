@@ -27,6 +27,6 @@ void quantize(const float* x, const Shape& shape, float scale, int32_t zp, uint8
 void quantize_per_row(const float* x, const Shape& shape, uint8_t* out, float* scales, int32_t* zps);
 void layernorm(const float* x, const Shape& x_shape, const float* residual, const Shape& r_shape,
                const float* gamma, const Shape& g_shape, const float* beta, const Shape& b_shape,
-               float eps, float* out);
+               float eps, float* out, const U8Output* u8 = nullptr);
 
 }  // namespace qrt

@@ -60,6 +60,18 @@ struct GemmArgs {
   int64_t out_split = 0, out_split_stride = 0;
 };
 
+// A u8 copy of a kernel's fp32 output, quantized as the next GEMM's input: with a fixed scale
+// and zero point, or per row (each row's scale and zero point are then written too), exactly
+// as quantize_u8 / quantize_u8_per_row would quantize the fp32 output.
+struct U8Output {
+  uint8_t* data = nullptr;  // [rows, cols]
+  bool per_row = false;
+  float scale = 1.f;        // fixed quantization
+  int32_t zp = 0;
+  float* row_scale = nullptr;  // per-row quantization: [rows] outputs
+  int32_t* row_zp = nullptr;
+};
+
 // Arithmetic of attention's two products; softmax is fp32 in all three.
 //   F32:   fp32 FMA.
 //   Int16: Q (per-row scale) x K (per-key scale) and P x V (per-channel scale) as int16 pairs

@@ -166,6 +166,35 @@ def test_layernorm(isa, rows, cols, seed, with_residual):
     np.testing.assert_allclose(got[ok], ref.layernorm(x, g, b, 1e-12, r)[ok], rtol=1e-4, atol=1e-4)
 
 
+@SETTINGS
+@given(rows=st.integers(1, 40), cols=st.sampled_from([1, 7, 17, 384, 385]), seed=st.integers(0, 2**31),
+       per_row=st.booleans())
+def test_layernorm_with_quantized_output(isa, rows, cols, seed, per_row):
+    """The fused u8 copy is exactly the quantization of the fp32 output, which itself is
+    unchanged by asking for the copy."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, cols)).astype(np.float32) * 4 + 1
+    g, b = rng.standard_normal(cols).astype(np.float32), rng.standard_normal(cols).astype(np.float32)
+    plain = _C.layernorm(x, g, b, 1e-12)
+    if per_row:
+        out, q, s, z = _C.layernorm(x, g, b, 1e-12, quantize="per_row")
+        q_ref, s_ref, z_ref = ref.quantize_per_row(plain)
+        np.testing.assert_array_equal(s, s_ref)
+        np.testing.assert_array_equal(z, z_ref)
+    else:
+        out, q = _C.layernorm(x, g, b, 1e-12, quantize=(0.021, 117))
+        q_ref = ref.quantize(plain, 0.021, 117)
+    np.testing.assert_array_equal(out, plain)
+    np.testing.assert_array_equal(q, q_ref)
+
+
+def test_layernorm_quantize_argument_is_checked():
+    x, g = np.ones((2, 4), np.float32), np.ones(4, np.float32)
+    for bad in ("per_tensor", (0.1,), (0.0, 3), (0.1, 300)):
+        with pytest.raises((ValueError, TypeError)):
+            _C.layernorm(x, g, g, 1e-12, quantize=bad)
+
+
 def test_peak_probe_reports_a_positive_rate(isa):
     assert _C.int8_peak_macs_per_s(0.01) > 0
 

@@ -11,7 +11,7 @@
   void quantize_u8_per_row(const float* x, int64_t rows, int64_t cols, uint8_t* out,         \
                            float* scales, int32_t* zps);                                     \
   void layernorm(const float* x, const float* residual, const float* gamma, const float* beta, \
-                 float eps, int64_t rows, int64_t cols, float* out);                         \
+                 float eps, int64_t rows, int64_t cols, float* out, const U8Output* u8);     \
   void attention(const AttentionArgs& args);                                                 \
   double int8_peak_macs_per_s(double seconds);                                               \
   }

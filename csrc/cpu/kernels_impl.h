@@ -263,34 +263,39 @@ void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_
   for (int64_t r = 0; r < rows; ++r) quantize_row<true>(x + r * cols, cols, scale, zp, out + r * cols);
 }
 
+// Per-row quantization of one row: its scale and zero point from its range (extended to
+// contain 0), then the u8 values.
+static void quantize_row_per_row(const float* xr, int64_t cols, uint8_t* out, float* scale_out, int32_t* zp_out) {
+  R lo = VecF::zero(), hi = VecF::zero();  // the range always contains 0
+  for (int64_t c = 0; c + W <= cols; c += W) {
+    const R v = VecF::load(xr + c);
+    lo = VecF::min(lo, v);
+    hi = VecF::max(hi, v);
+  }
+  float mn = -VecF::reduce_max(VecF::sub(VecF::zero(), lo)), mx = VecF::reduce_max(hi);
+  for (int64_t c = cols / W * W; c < cols; ++c) {
+    mn = xr[c] < mn ? xr[c] : mn;
+    mx = xr[c] > mx ? xr[c] : mx;
+  }
+  float scale = (mx - mn) / 255.f;
+  if (!(scale > 0.f)) scale = 1.f;
+  int32_t zp = (int32_t)std::nearbyint(-mn / scale);
+  zp = zp < 0 ? 0 : (zp > 255 ? 255 : zp);
+  *scale_out = scale;
+  *zp_out = zp;
+  quantize_row<false>(xr, cols, scale, zp, out);
+}
+
 void quantize_u8_per_row(const float* x, int64_t rows, int64_t cols, uint8_t* out, float* scales,
                          int32_t* zps) {
 #pragma omp parallel for schedule(static) num_threads(thread_count()) if (forks(rows * cols > (1 << 16)))
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * cols;
-    R lo = VecF::zero(), hi = VecF::zero();  // the range always contains 0
-    for (int64_t c = 0; c + W <= cols; c += W) {
-      const R v = VecF::load(xr + c);
-      lo = VecF::min(lo, v);
-      hi = VecF::max(hi, v);
-    }
-    float mn = -VecF::reduce_max(VecF::sub(VecF::zero(), lo)), mx = VecF::reduce_max(hi);
-    for (int64_t c = cols / W * W; c < cols; ++c) {
-      mn = xr[c] < mn ? xr[c] : mn;
-      mx = xr[c] > mx ? xr[c] : mx;
-    }
-    float scale = (mx - mn) / 255.f;
-    if (!(scale > 0.f)) scale = 1.f;
-    int32_t zp = (int32_t)std::nearbyint(-mn / scale);
-    zp = zp < 0 ? 0 : (zp > 255 ? 255 : zp);
-    scales[r] = scale;
-    zps[r] = zp;
-    quantize_row<false>(xr, cols, scale, zp, out + r * cols);
-  }
+  for (int64_t r = 0; r < rows; ++r) quantize_row_per_row(x + r * cols, cols, out + r * cols, scales + r, zps + r);
 }
 
+// With u8, each output row is also quantized right away, while it is in L1 (instead of a
+// later pass over the whole output).
 void layernorm(const float* x, const float* residual, const float* gamma, const float* beta,
-               float eps, int64_t rows, int64_t cols, float* out) {
+               float eps, int64_t rows, int64_t cols, float* out, const U8Output* u8) {
 #pragma omp parallel for schedule(static) num_threads(thread_count()) if (forks(rows * cols > (1 << 16)))
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
@@ -319,6 +324,9 @@ void layernorm(const float* x, const float* residual, const float* gamma, const 
       const R d = VecF::mul(VecF::sub(VecF::load(o + c, n), mv), is);
       VecF::store(o + c, VecF::fma(d, VecF::load(gamma + c, n), VecF::load(beta + c, n)), n);
     }
+    if (!u8) continue;
+    if (u8->per_row) quantize_row_per_row(o, cols, u8->data + r * cols, u8->row_scale + r, u8->row_zp + r);
+    else quantize_row<true>(o, cols, u8->scale, u8->zp, u8->data + r * cols);
   }
 }
 
