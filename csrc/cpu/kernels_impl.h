@@ -503,54 +503,80 @@ static int32_t qk_bound(int64_t d) {
   return (int32_t)(b < 32767 ? b : 32767);
 }
 
+// Scores of kScoreRows query rows (qp: int16, `pairs` channel pairs each) against one block
+// of KV vectors of keys (kp: [pair][KV * W keys][2]), times the key scales, into prob (row
+// stride np); with `whole` (no padding keys in the block) also into the running maxima mx.
+template <int KV>
+__attribute__((always_inline)) static inline void qk16_keys(const int16_t* kp, int64_t pairs,
+                                                            const int16_t* const* qp, const float* k_scale,
+                                                            float* prob, int64_t np, bool whole, R* mx) {
+  constexpr int RB = kScoreRows;
+  S acc[RB][KV];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < KV; ++v) acc[r][v] = VecS16::zero();
+  for (int64_t c = 0; c < pairs; ++c, kp += 2 * KV * W) {
+    S k[KV];
+#pragma GCC unroll 4
+    for (int v = 0; v < KV; ++v) k[v] = VecS16::load(kp + 2 * W * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      const S x = VecS16::set1_pair(qp[r] + 2 * c);
+#pragma GCC unroll 4
+      for (int v = 0; v < KV; ++v) acc[r][v] = VecS16::dot2(acc[r][v], x, k[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < KV; ++v) {
+      const R s = VecF::mul(VecS16::to_f32(acc[r][v]), VecF::load(k_scale + v * W));
+      VecF::store(prob + r * np + v * W, s);
+      if (whole) mx[r] = VecF::max(mx[r], s);
+    }
+}
+
+// The last, narrower key block: KV - 1 vectors at most (the count is a run-time value).
+template <int KV>
+static inline void qk16_tail(int vectors, const int16_t* kp, int64_t pairs, const int16_t* const* qp,
+                             const float* k_scale, float* prob, int64_t np, bool whole, R* mx) {
+  if constexpr (KV > 1) {
+    if (vectors == KV - 1) qk16_keys<KV - 1>(kp, pairs, qp, k_scale, prob, np, whole, mx);
+    else qk16_tail<KV - 1>(vectors, kp, pairs, qp, k_scale, prob, np, whole, mx);
+  }
+}
+
 // Scores of kScoreRows query rows (int16, `pairs` channel pairs, row stride ldq) against all
-// keys of kt (kScoreKeys keys per block: [block][pair][key][2]), times the key scales (the
-// row scale is left to the softmax), and each row's maximum score into row_max. Whole blocks
-// are stored: prob rows (stride np) are padded to whole blocks. A short block repeats its
-// last row into prob's spare rows (constant indices keep the accumulators in registers).
+// keys of kt ([block][pair][key][2] in blocks of kScoreKeys keys; the last block holds the
+// rest, rounded up to whole vectors: np keys in all), times the key scales (the row scale is
+// left to the softmax), and each row's maximum score into row_max. prob rows (stride np) get
+// all np scores. A short block repeats its last row into prob's spare rows (constant indices
+// keep the accumulators in registers).
 constexpr int kScoreKeys = kScoreKeyVectors * W;
 __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, int64_t n, int64_t pairs,
                                                  const int16_t* q, int64_t ldq, const float* k_scale,
                                                  int rows, float* prob, float* row_max) {
-  constexpr int RB = kScoreRows, KV = kScoreKeyVectors;
+  constexpr int RB = kScoreRows;
   const int16_t* qp[RB];
   for (int r = 0; r < RB; ++r) qp[r] = q + (r < rows ? r : rows - 1) * ldq;
-  R mx[RB];  // running maxima of the whole key blocks, while the scores are in registers
+  R mx[RB];  // running maxima of the keys without padding, while the scores are in registers
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) mx[r] = VecF::set1(-INFINITY);
-  int64_t j = 0;
-  for (; j < n; j += kScoreKeys) {
-    S acc[RB][KV];
-#pragma GCC unroll 8
-    for (int r = 0; r < RB; ++r)
-#pragma GCC unroll 4
-      for (int v = 0; v < KV; ++v) acc[r][v] = VecS16::zero();
-    const int16_t* kp = kt + j * 2 * pairs;
-    for (int64_t c = 0; c < pairs; ++c, kp += 2 * kScoreKeys) {
-      S k[KV];
-#pragma GCC unroll 4
-      for (int v = 0; v < KV; ++v) k[v] = VecS16::load(kp + 2 * W * v);
-#pragma GCC unroll 8
-      for (int r = 0; r < RB; ++r) {
-        const S x = VecS16::set1_pair(qp[r] + 2 * c);
-#pragma GCC unroll 4
-        for (int v = 0; v < KV; ++v) acc[r][v] = VecS16::dot2(acc[r][v], x, k[v]);
-      }
-    }
-    const bool whole = j + kScoreKeys <= n;  // the last block's padding keys must not count
-#pragma GCC unroll 8
-    for (int r = 0; r < RB; ++r)
-#pragma GCC unroll 4
-      for (int v = 0; v < KV; ++v) {
-        const R s = VecF::mul(VecS16::to_f32(acc[r][v]), VecF::load(k_scale + j + v * W));
-        VecF::store(prob + r * np + j + v * W, s);
-        if (whole) mx[r] = VecF::max(mx[r], s);
-      }
-    if (!whole) break;
+  int64_t j = 0, counted = 0;  // keys [0, counted) are in mx
+  for (; j + kScoreKeys <= np; j += kScoreKeys) {
+    const bool whole = j + kScoreKeys <= n;
+    qk16_keys<kScoreKeyVectors>(kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np, whole, mx);
+    if (whole) counted = j + kScoreKeys;
+  }
+  if (j < np) {  // np - j keys, fewer than a block (short rows would waste up to 3/4 of it)
+    qk16_tail<kScoreKeyVectors>((int)((np - j) / W), kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np,
+                                np <= n, mx);
+    if (np <= n) counted = np;
   }
   for (int r = 0; r < rows; ++r) {
     float m = VecF::reduce_max(mx[r]);
-    for (int64_t k = j; k < n; ++k) m = prob[r * np + k] > m ? prob[r * np + k] : m;
+    for (int64_t k = counted; k < n; ++k) m = prob[r * np + k] > m ? prob[r * np + k] : m;
     row_max[r] = m;
   }
 }
@@ -659,19 +685,20 @@ static void to_s16(const float* x, int64_t n, int64_t n_pad, float inv, int16_t*
 // One (sequence, head) of int16 attention: quantize Q, K, V into their layouts, then per
 // block of kInt16Rows queries: scores, softmax (+ significance), probabilities x V.
 static_assert(kInt16Rows % kScoreRows == 0 && kInt16Rows <= kMaxInt16Rows, "int16 attention row blocks");
-static_assert(kScoreKeys <= 64 && kProbChunk % W == 0, "attention scratch pads keys to 64");
+static_assert(kProbChunk % W == 0, "probability chunks hold whole vectors");
 static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
   constexpr int RB = kInt16Rows;
   const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
   const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
-  const int64_t np = (n + kScoreKeys - 1) / kScoreKeys * kScoreKeys;
+  constexpr int64_t kAlign = W % 2 ? 2 * W : W;  // whole vectors and whole key pairs (for V)
+  const int64_t np = (n + kAlign - 1) / kAlign * kAlign;
   const int64_t pairs = (d + 1) / 2, dv = (d + W - 1) / W * W;
   float* prob = work;                      // [RB][np]
   float* q_scale = prob + RB * np;         // [n]
   float* k_scale = q_scale + n;            // [np]
   float* v_scale = k_scale + np;           // [dv]
   int16_t* q16 = reinterpret_cast<int16_t*>(v_scale + dv);  // [n][2 pairs]
-  int16_t* kt16 = q16 + n * 2 * pairs;     // [np / kScoreKeys][pairs][kScoreKeys][2]
+  int16_t* kt16 = q16 + n * 2 * pairs;     // qk16_block's layout, np keys
   int16_t* v16 = kt16 + np * 2 * pairs;    // [np / 2][dv][2]
   int16_t* p16 = v16 + np * dv;            // prob16_at's layout, np keys
   int16_t* row = p16 + (np + kProbChunk - 1) / kProbChunk * RB * kProbChunk;  // one quantized row, 2 * pairs or dv long
@@ -686,7 +713,8 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   const int64_t dvec = (d + W - 1) / W;
   for (int64_t c = 0; c < dvec; ++c) vmax[c] = VecF::zero();
   for (int64_t j = 0; j < np; ++j) {
-    int32_t* dst = reinterpret_cast<int32_t*>(kt16 + (j / kScoreKeys) * pairs * 2 * kScoreKeys) + j % kScoreKeys;
+    const int64_t b0 = j / kScoreKeys * kScoreKeys, bw = np - b0 < kScoreKeys ? np - b0 : kScoreKeys;  // j's block
+    int32_t* dst = reinterpret_cast<int32_t*>(kt16 + b0 * 2 * pairs) + (j - b0);
     if (j < n) {
       for (int64_t c = 0; j + 8 < n && c < d; c += 16) {
         __builtin_prefetch(q + (j + 8) * ld + c);
@@ -707,7 +735,7 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
       k_scale[j] = 0.f;
       for (int64_t c = 0; c < 2 * pairs; ++c) row[c] = 0;
     }
-    for (int64_t c = 0; c < pairs; ++c) std::memcpy(dst + c * kScoreKeys, row + 2 * c, 4);
+    for (int64_t c = 0; c < pairs; ++c) std::memcpy(dst + c * bw, row + 2 * c, 4);
   }
   for (int64_t c = 0; c < dvec; ++c) VecF::store(v_scale + c * W, vmax[c]);
   // v_scale: first 32767 / channel max (to quantize), then channel max / 32767^2 (the output
