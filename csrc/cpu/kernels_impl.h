@@ -505,11 +505,12 @@ static int32_t qk_bound(int64_t d) {
 
 // Scores of kScoreRows query rows (qp: int16, `pairs` channel pairs each) against one block
 // of KV vectors of keys (kp: [pair][KV * W keys][2]), times the key scales, into prob (row
-// stride np); with `whole` (no padding keys in the block) also into the running maxima mx.
+// stride np); the first `counted` vectors (those without padding keys) also into the running
+// maxima mx.
 template <int KV>
 __attribute__((always_inline)) static inline void qk16_keys(const int16_t* kp, int64_t pairs,
                                                             const int16_t* const* qp, const float* k_scale,
-                                                            float* prob, int64_t np, bool whole, R* mx) {
+                                                            float* prob, int64_t np, int counted, R* mx) {
   constexpr int RB = kScoreRows;
   S acc[RB][KV];
 #pragma GCC unroll 8
@@ -533,17 +534,17 @@ __attribute__((always_inline)) static inline void qk16_keys(const int16_t* kp, i
     for (int v = 0; v < KV; ++v) {
       const R s = VecF::mul(VecS16::to_f32(acc[r][v]), VecF::load(k_scale + v * W));
       VecF::store(prob + r * np + v * W, s);
-      if (whole) mx[r] = VecF::max(mx[r], s);
+      if (v < counted) mx[r] = VecF::max(mx[r], s);
     }
 }
 
 // The last, narrower key block: KV - 1 vectors at most (the count is a run-time value).
 template <int KV>
 static inline void qk16_tail(int vectors, const int16_t* kp, int64_t pairs, const int16_t* const* qp,
-                             const float* k_scale, float* prob, int64_t np, bool whole, R* mx) {
+                             const float* k_scale, float* prob, int64_t np, int counted, R* mx) {
   if constexpr (KV > 1) {
-    if (vectors == KV - 1) qk16_keys<KV - 1>(kp, pairs, qp, k_scale, prob, np, whole, mx);
-    else qk16_tail<KV - 1>(vectors, kp, pairs, qp, k_scale, prob, np, whole, mx);
+    if (vectors == KV - 1) qk16_keys<KV - 1>(kp, pairs, qp, k_scale, prob, np, counted, mx);
+    else qk16_tail<KV - 1>(vectors, kp, pairs, qp, k_scale, prob, np, counted, mx);
   }
 }
 
@@ -563,17 +564,14 @@ __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, 
   R mx[RB];  // running maxima of the keys without padding, while the scores are in registers
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) mx[r] = VecF::set1(-INFINITY);
-  int64_t j = 0, counted = 0;  // keys [0, counted) are in mx
-  for (; j + kScoreKeys <= np; j += kScoreKeys) {
-    const bool whole = j + kScoreKeys <= n;
-    qk16_keys<kScoreKeyVectors>(kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np, whole, mx);
-    if (whole) counted = j + kScoreKeys;
-  }
-  if (j < np) {  // np - j keys, fewer than a block (short rows would waste up to 3/4 of it)
+  const int64_t counted = n / W * W;  // keys in whole vectors, which go into mx; the rest below
+  int64_t j = 0;
+  for (; j + kScoreKeys <= np; j += kScoreKeys)
+    qk16_keys<kScoreKeyVectors>(kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np,
+                                (int)((counted - j) / W), mx);
+  if (j < np)  // np - j keys, fewer than a block (short rows would waste up to 3/4 of it)
     qk16_tail<kScoreKeyVectors>((int)((np - j) / W), kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np,
-                                np <= n, mx);
-    if (np <= n) counted = np;
-  }
+                                (int)((counted - j) / W), mx);
   for (int r = 0; r < rows; ++r) {
     float m = VecF::reduce_max(mx[r]);
     for (int64_t k = counted; k < n; ++k) m = prob[r * np + k] > m ? prob[r * np + k] : m;
@@ -614,13 +612,14 @@ __attribute__((noinline)) static void softmax_rows_s16(float* prob, int64_t np, 
   for (int r = 0; r < rows && (n & 1); ++r) *prob16_at(p16, r, n) = 0;
 }
 
-// Context of kInt16Rows query rows from int16 probabilities (prob16_at's layout) and V
-// ([key pair][channel][2], dv channels): ctx[r][c] = v_scale[c] * sum_j p[r][j] * V[j][c];
-// only `rows` rows and d channels stored (rows past them read stale probabilities).
+// Context of RB query rows from int16 probabilities (prob16_at's layout) and V ([key pair]
+// [channel][2], dv channels): ctx[r][c] = v_scale[c] * sum_j p[r][j] * V[j][c]; only `rows`
+// rows and d channels stored (rows past them read stale probabilities). A block's last few
+// rows take RB = kScoreRows, not all kInt16Rows.
+template <int RB>
 __attribute__((noinline)) static void pv16_block(const int16_t* v, int64_t n, int64_t d, int64_t dv,
                                                  const int16_t* p16, const float* v_scale, float* ctx,
                                                  int64_t ldc, int rows) {
-  constexpr int RB = kInt16Rows;
   constexpr int64_t kChunkPairs = kProbChunk / 2;
   const int64_t pairs = (n + 1) / 2;
   for (int64_t c = 0; c < dv; c += 2 * W) {
@@ -630,7 +629,7 @@ __attribute__((noinline)) static void pv16_block(const int16_t* v, int64_t n, in
     for (int r = 0; r < RB; ++r) a[r] = b[r] = VecS16::zero();
     for (int64_t j0 = 0; j0 < pairs; j0 += kChunkPairs) {
       const int64_t j1 = pairs - j0 < kChunkPairs ? pairs : j0 + kChunkPairs;
-      const int16_t* pj = p16 + (j0 / kChunkPairs) * RB * kProbChunk;
+      const int16_t* pj = p16 + (j0 / kChunkPairs) * kInt16Rows * kProbChunk;
       const int16_t* vp = v + 2 * c + j0 * 2 * dv;
       if (two) {
         for (int64_t j = j0; j < j1; ++j, pj += 2, vp += 2 * dv) {
@@ -762,7 +761,9 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
       qk16_block(kt16, np, n, pairs, q16 + (i0 + r0) * 2 * pairs, 2 * pairs, k_scale,
                  rows - r0 < kScoreRows ? rows - r0 : kScoreRows, prob + r0 * np, row_max + r0);
     softmax_rows_s16(prob, np, n, rows, row_max, q_scale + i0, sig, p16);
-    pv16_block(v16, n, d, dv, p16, v_scale, a.context + (off + i0) * H + h * d, H, rows);
+    float* ctx = a.context + (off + i0) * H + h * d;
+    if (rows <= kScoreRows) pv16_block<kScoreRows>(v16, n, d, dv, p16, v_scale, ctx, H, rows);
+    else pv16_block<kInt16Rows>(v16, n, d, dv, p16, v_scale, ctx, H, rows);
   }
 }
 
