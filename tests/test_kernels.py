@@ -126,6 +126,19 @@ def test_quantize_is_exact_at_rounding_ties(isa, scale):
     np.testing.assert_array_equal(_C.quantize(x, scale, 7), ref.quantize(x, scale, 7))
 
 
+def test_quantize_matches_division_across_scales(isa):
+    """The same at 200 random scales over 2^-40..2^40: values next to .5 ties, all inside the
+    u8 range (where no clamp could hide a wrong quotient). A quotient without the FMA
+    correction fails this."""
+    rng = np.random.default_rng(11)
+    for scale in np.ldexp(1 + rng.random(200), rng.integers(-40, 40, 200)).astype(np.float32):
+        zp = int(rng.integers(1, 255))
+        k = rng.integers(-zp, 254 - zp, 500).astype(np.float32) + np.float32(0.5)
+        x = (k * scale).astype(np.float32)
+        x = np.stack([x, np.nextafter(x, np.float32(np.inf)), np.nextafter(x, np.float32(-np.inf))])
+        np.testing.assert_array_equal(_C.quantize(x, float(scale), zp), ref.quantize(x, scale, zp))
+
+
 def test_quantize_saturates_far_outside_the_range(isa):
     """Values whose quotient is beyond the int32 range (or infinite) clamp to 0 and 255."""
     x = np.array([[1e30, -1e30, np.inf, -np.inf, 3e9, -3e9, 300.0, 1.0]], np.float32)
