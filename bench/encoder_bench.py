@@ -5,7 +5,8 @@ quantization. Reports ms per sequence at n=384 for batch 1 and 32, at full lengt
 paper's length configuration (315,251,242,159,142,33)/384; on the real length mix of SQuAD
 windows (question + context window, from held-out *training* articles, packed without
 padding); a per-op time breakdown and the share of time outside the INT8 GEMMs; and batch 1
-over batch 32 per sequence, the two timed back to back in alternating rounds.
+over batch 32 per sequence, the two timed back to back in alternating rounds. All cases are
+timed in interleaved rounds, so a slow phase of the machine does not land on one case only.
 
     python bench/encoder_bench.py --threads 2
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PAPER, header, random_minilm_encoder, time_call, write_results  # noqa: E402
+from common import PAPER, header, random_minilm_encoder, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import _C  # noqa: E402
@@ -90,7 +91,7 @@ def batch1_over_batch32(enc, cfg, attention: str, rounds: int = 9) -> list[float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=9, help="rounds; each times every case once")
     ap.add_argument("--mix", type=int, default=256, help="number of SQuAD windows in the length mix")
     ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
     args = ap.parse_args()
@@ -102,30 +103,48 @@ def main() -> None:
 
     settings = [("n=384 bs=1", [384]), ("n=384 bs=32", [384] * 32), ("n=128 bs=1", [128]),
                 ("SQuAD mix bs=32", None)]
-    rows = []
+    cases = []  # (setting, config name, ratios, batches, sequences)
     for name, lengths in settings:
         for cname, ratios in (("full", None), ("paper (315,251,242,159,142,33)/384", PAPER)):
             if lengths is None:  # the whole mix, in batches of 32 packed sequences
                 batches = [syn.random_batch(cfg, mix[i:i + 32].tolist(), seed=i) for i in range(0, len(mix), 32)]
-                n_seq = len(mix)
             else:
                 batches = [syn.random_batch(cfg, lengths, seed=1)]
-                n_seq = len(lengths)
-            run = lambda: [enc.forward(i, t, o, ratios, attention=args.attention) for i, t, o in batches]  # noqa: E731
-            reps = args.repeats if n_seq > 1 else args.repeats * 5
-            t = time_call(run, warmup=1, repeats=reps)
-            prof = {}
-            for i, tt, o in batches:
-                for k, v in enc.forward(i, tt, o, ratios, profile=True, attention=args.attention)["op_seconds"].items():
-                    prof[k] = prof.get(k, 0.0) + v
-            total = sum(prof.values())
-            row = {"setting": name, "config": cname, "ms_per_seq_median": 1e3 * t["median"] / n_seq,
-                   "ms_per_seq_min": 1e3 * t["min"] / n_seq,
-                   "outside_gemm_frac": 1 - sum(prof[k] for k in GEMM_OPS) / total,
-                   "breakdown_frac": {k: v / total for k, v in prof.items()}}
-            rows.append(row)
-            print(f"{name:18s} {cname:36s} {row['ms_per_seq_median']:7.2f} ms/seq (min {row['ms_per_seq_min']:.2f}); "
-                  f"outside GEMMs {row['outside_gemm_frac']:.0%}", flush=True)
+            cases.append((name, cname, ratios, batches, len(mix) if lengths is None else len(lengths)))
+
+    # Every round times every case once (batch 1: five calls), so each case's samples spread
+    # over the whole run: a slow phase of the machine then weighs on all cases alike instead
+    # of on whichever case it happened to fall in.
+    def run(ratios, batches):
+        for i, t, o in batches:
+            enc.forward(i, t, o, ratios, attention=args.attention)
+
+    for _, _, ratios, batches, _ in cases:
+        run(ratios, batches)  # warm-up
+    samples = [[] for _ in cases]
+    for _ in range(args.repeats):
+        for k, (_, _, ratios, batches, n_seq) in enumerate(cases):
+            calls = 1 if n_seq > 1 else 5
+            start = time.perf_counter()
+            for _ in range(calls):
+                run(ratios, batches)
+            samples[k].append((time.perf_counter() - start) / calls)
+
+    rows = []
+    for (name, cname, ratios, batches, n_seq), times in zip(cases, samples):
+        t = {"median": statistics.median(times), "min": min(times)}
+        prof = {}
+        for i, tt, o in batches:
+            for k, v in enc.forward(i, tt, o, ratios, profile=True, attention=args.attention)["op_seconds"].items():
+                prof[k] = prof.get(k, 0.0) + v
+        total = sum(prof.values())
+        row = {"setting": name, "config": cname, "ms_per_seq_median": 1e3 * t["median"] / n_seq,
+               "ms_per_seq_min": 1e3 * t["min"] / n_seq,
+               "outside_gemm_frac": 1 - sum(prof[k] for k in GEMM_OPS) / total,
+               "breakdown_frac": {k: v / total for k, v in prof.items()}}
+        rows.append(row)
+        print(f"{name:18s} {cname:36s} {row['ms_per_seq_median']:7.2f} ms/seq (min {row['ms_per_seq_min']:.2f}); "
+              f"outside GEMMs {row['outside_gemm_frac']:.0%}", flush=True)
 
     ratios = sorted(batch1_over_batch32(enc, cfg, args.attention))
     b1_b32 = statistics.median(ratios)
@@ -134,7 +153,8 @@ def main() -> None:
     ops = list(rows[0]["breakdown_frac"])
     md = [f"Path `{_C.isa()}`, MiniLM-L6-H384 shapes, random weights, static INT8 activations, {args.attention} attention. "
           f"SQuAD mix: {len(mix)} windows from held-out training articles, mean {mix.mean():.0f} tokens, "
-          f"max {mix.max()}, packed 32 per call.", "",
+          f"max {mix.max()}, packed 32 per call. The cases are interleaved: each of {args.repeats} rounds times "
+          f"every case once (batch 1: 5 calls); median and min over the rounds.", "",
           "| setting | length config | ms/seq (median) | ms/seq (min) | outside INT8 GEMMs |", "|---|---|---|---|---|"]
     md += [f"| {r['setting']} | {r['config']} | {r['ms_per_seq_median']:.2f} | {r['ms_per_seq_min']:.2f} | "
            f"{r['outside_gemm_frac']:.0%} |" for r in rows]
