@@ -10,6 +10,10 @@ The peak fractions are medians over repeats of (GEMM rate / peak rate measured r
 it): this machine's speed drifts by tens of percent within minutes (shared host), so a peak
 taken once at the start would mix two machine states.
 
+Every call of the plain columns allocates its output, as a framework's Linear does; at large
+M the fresh pages (faults, zeroing) cost a good part of the time. The `_out` columns write into
+one preallocated array instead (qualam_rt's `out=`, torch's `out=`): the kernel alone.
+
     python bench/gemm_bench.py --threads 2
 """
 from __future__ import annotations
@@ -88,9 +92,12 @@ def main() -> None:
             ops = 2 * M * K * N
             repeats = args.repeats if M >= 32 else args.repeats * 20
             row = {"M": M, "K": K, "N": N, "epilogue": "bias+gelu" if gelu else "bias"}
+            out = np.empty((M, N), np.float32)
             fused = lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu)  # noqa: E731
+            fused_out = lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu, out=out)  # noqa: E731
             raw = lambda: _C.gemm(A, 0.02, 7, packed, out_dtype="int32")  # noqa: E731
             row["qualam_fused"] = ops / time_call(fused, repeats=repeats)["median"] / 1e9
+            row["qualam_fused_out"] = ops / time_call(fused_out, repeats=repeats)["median"] / 1e9
             row["qualam_int32"] = ops / time_call(raw, repeats=repeats)["median"] / 1e9
             if torch is not None:
                 x = torch.randn(M, K)
@@ -102,15 +109,19 @@ def main() -> None:
                     row[f"torch_dynamic_{eng}"] = ops / t["median"] / 1e9
                 a8 = torch.randint(-128, 127, (max(M, 17), K), dtype=torch.int8)
                 b8 = torch.randint(-128, 127, (K, N), dtype=torch.int8)
+                c32 = torch.empty(a8.shape[0], N, dtype=torch.int32)
                 try:
                     t = time_call(lambda: torch._int_mm(a8, b8), repeats=repeats)
                     row["torch_int_mm"] = 2 * a8.shape[0] * K * N / t["median"] / 1e9
+                    t = time_call(lambda: torch._int_mm(a8, b8, out=c32), repeats=repeats)
+                    row["torch_int_mm_out"] = 2 * a8.shape[0] * K * N / t["median"] / 1e9
                 except RuntimeError as e:  # shape limits of _int_mm on some builds
                     print("torch._int_mm unavailable:", e)
                 with torch.inference_mode():
                     t = time_call(lambda: torch.matmul(x, wt.T), repeats=repeats)
                 row["torch_fp32"] = ops / t["median"] / 1e9
             row["qualam_fused_peak_frac"] = paired_peak_fraction(fused, ops, args.repeats)
+            row["qualam_fused_out_peak_frac"] = paired_peak_fraction(fused_out, ops, args.repeats)
             row["qualam_int32_peak_frac"] = paired_peak_fraction(raw, ops, args.repeats)
             rows_out.append(row)
             print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
@@ -119,7 +130,8 @@ def main() -> None:
     md = [f"Path `{_C.isa()}`; measured int8 peak {2 * peak / 1e9:.0f} GOP/s. Values in GOP/s "
           "(2 x M x K x N / median time); `peak_frac`: median over repeats of the GEMM's rate / the "
           "peak measured right before it (the peak above is from the start of the run). torch_int_mm has no epilogue and "
-          "runs at least 17 rows.", "",
+          "runs at least 17 rows. `_out` columns: into one preallocated output array (the kernel without the "
+          "allocation of a fresh output per call).", "",
           "| M | K x N | epilogue | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in rows_out:
         md.append(f"| {r['M']} | {r['K']}x{r['N']} | {r['epilogue']} | " +

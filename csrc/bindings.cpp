@@ -32,7 +32,7 @@ py::array_t<T> empty(const Shape& s) { return py::array_t<T>(std::vector<py::ssi
 
 py::array gemm_py(const py::array& A, py::object a_scale, py::object a_zp, const PackedWeight& W,
                std::optional<py::array> bias, bool gelu, std::optional<py::array> residual,
-               const std::string& out_dtype, float out_scale, int32_t out_zp) {
+               const std::string& out_dtype, float out_scale, int32_t out_zp, std::optional<py::array> out_arg) {
   GemmCall c;
   c.A = data_of<uint8_t>(A, "A");
   c.a_shape = shape_of(A);
@@ -63,6 +63,15 @@ py::array gemm_py(const py::array& A, py::object a_scale, py::object a_zp, const
   else if (out_dtype == "uint8") { out = empty<uint8_t>(out_shape); c.out_kind = OutKind::U8; }
   else if (out_dtype == "int32") { out = empty<int32_t>(out_shape); c.out_kind = OutKind::S32; }
   else throw py::value_error("out_dtype must be 'float32', 'uint8' or 'int32'");
+  if (out_arg) {  // write into the caller's array instead (same dtype, shape [M, N], C-contiguous)
+    if (!out_arg->dtype().is(out.dtype()))
+      throw py::type_error("out must have dtype " + py::str(out.dtype()).cast<std::string>() + " (out_dtype), got " +
+                           py::str(out_arg->dtype()).cast<std::string>());
+    if (shape_of(*out_arg) != out_shape) throw py::value_error("out must have shape (M, N) = " + py::str(out.attr("shape")).cast<std::string>());
+    if (!(out_arg->flags() & py::array::c_style)) throw py::value_error("out must be C-contiguous");
+    if (!out_arg->writeable()) throw py::value_error("out must be writeable");
+    out = *out_arg;
+  }
   c.out = out.mutable_data();
   c.out_shape = out_shape;
   c.out_scale = out_scale;
@@ -226,8 +235,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("gemm", &gemm_py, py::arg("A"), py::arg("a_scale"), py::arg("a_zp"), py::arg("weight"),
         py::arg("bias") = py::none(), py::arg("gelu") = false, py::arg("residual") = py::none(),
-        py::arg("out_dtype") = "float32", py::arg("out_scale") = 1.f, py::arg("out_zp") = 0,
-        "u8 x packed s8 GEMM with fused epilogue (see csrc/types.h GemmArgs).");
+        py::arg("out_dtype") = "float32", py::arg("out_scale") = 1.f, py::arg("out_zp") = 0, py::arg("out") = py::none(),
+        "u8 x packed s8 GEMM with fused epilogue (see csrc/types.h GemmArgs); with out, into that array (returned).");
 
   py::class_<Encoder>(m, "Encoder", "The INT8 length-adaptive encoder + QA head (csrc/encoder.h).")
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"))

@@ -85,6 +85,33 @@ def test_gemm_of_zero_rows_is_empty(isa):
     assert _C.gemm(np.zeros((0, 8), np.uint8), 0.1, 0, pw, out_dtype="int32").shape == (0, 5)
 
 
+@pytest.mark.parametrize("out_dtype, dtype", [("float32", np.float32), ("uint8", np.uint8), ("int32", np.int32)])
+def test_gemm_into_a_given_array(isa, out_dtype, dtype):
+    """out=: the same values, written into (and returned as) the caller's array."""
+    rng = np.random.default_rng(4)
+    A, W, w_scale = random_problem(rng, 19, 70, 33)
+    pw = _C.PackedWeight(W, w_scale)
+    kw = dict(bias=rng.standard_normal(33).astype(np.float32), out_dtype=out_dtype, out_scale=0.05, out_zp=40)
+    if out_dtype == "int32":
+        kw = dict(out_dtype="int32")
+    out = np.full((19, 33), 7, dtype)
+    got = _C.gemm(A, 0.02, 128, pw, out=out, **kw)
+    assert got is out
+    np.testing.assert_array_equal(out, _C.gemm(A, 0.02, 128, pw, **kw))
+
+
+def test_gemm_refuses_a_wrong_out_array():
+    rng = np.random.default_rng(4)
+    A, W, w_scale = random_problem(rng, 4, 8, 6)
+    pw = _C.PackedWeight(W, w_scale)
+    read_only = np.empty((4, 6), np.float32)
+    read_only.flags.writeable = False
+    for bad, error in ((np.empty((4, 6), np.int32), TypeError), (np.empty((4, 7), np.float32), ValueError),
+                       (np.empty((6, 4), np.float32).T, ValueError), (read_only, ValueError)):
+        with pytest.raises(error):
+            _C.gemm(A, 0.1, 0, pw, out=bad)
+
+
 def test_gemm_results_do_not_depend_on_thread_count(isa):
     rng = np.random.default_rng(3)
     A, W, w_scale = random_problem(rng, 300, 384, 1152)
