@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 namespace qrt::cpu::QRT_ISA_NS {
 
@@ -63,6 +64,16 @@ static inline R load_n(const float* p, int cnt) { return cnt == W ? VecF::load(p
 static inline void store_n(float* p, R v, int cnt) {
   if (cnt == W) VecF::store(p, v);
   else VecF::store(p, v, cnt);
+}
+
+// f(std::integral_constant<int, n>) for a run-time n in [1, N]: a loop remainder (rows of a
+// GEMM tile, vectors of a key block) handed to the kernel instantiated for exactly that size.
+template <int N, class F>
+static inline void with_constant(int n, F&& f) {
+  if constexpr (N > 0) {
+    if (n == N) f(std::integral_constant<int, N>{});
+    else with_constant<N - 1>(n, f);
+  }
 }
 
 static inline R gelu_vec(R x) {  // x/2 + x/2 * erf(x / sqrt(2))
@@ -189,20 +200,13 @@ static void tile_and_epilogue(const GemmArgs& a, const Panel& pn, int64_t m0, Ep
   epilogue(a, pn, acc, m0, MR);
 }
 
-template <int MR>
-static void tail_tile(const GemmArgs& a, const Panel& pn, int64_t m0, int rows, Epilogue epilogue) {
-  if constexpr (MR > 0) {
-    if (rows == MR) tile_and_epilogue<MR>(a, pn, m0, epilogue);
-    else tail_tile<MR - 1>(a, pn, m0, rows, epilogue);
-  }
-}
-
 // Rows [m, m_end) of weight panel p.
 static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Epilogue epilogue) {
   Panel pn;
   make_panel(a, p, pn);
   for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, pn, m, epilogue);
-  if (m < m_end) tail_tile<kTileRows - 1>(a, pn, m, (int)(m_end - m), epilogue);
+  if (m < m_end)
+    with_constant<kTileRows - 1>((int)(m_end - m), [&](auto mr) { tile_and_epilogue<decltype(mr)::value>(a, pn, m, epilogue); });
 }
 
 void gemm_u8s8(const GemmArgs& a) {
@@ -538,16 +542,6 @@ __attribute__((always_inline)) static inline void qk16_keys(const int16_t* kp, i
     }
 }
 
-// The last, narrower key block: KV - 1 vectors at most (the count is a run-time value).
-template <int KV>
-static inline void qk16_tail(int vectors, const int16_t* kp, int64_t pairs, const int16_t* const* qp,
-                             const float* k_scale, float* prob, int64_t np, int counted, R* mx) {
-  if constexpr (KV > 1) {
-    if (vectors == KV - 1) qk16_keys<KV - 1>(kp, pairs, qp, k_scale, prob, np, counted, mx);
-    else qk16_tail<KV - 1>(vectors, kp, pairs, qp, k_scale, prob, np, counted, mx);
-  }
-}
-
 // Scores of kScoreRows query rows (int16, `pairs` channel pairs, row stride ldq) against all
 // keys of kt ([block][pair][key][2] in blocks of kScoreKeys keys; the last block holds the
 // rest, rounded up to whole vectors: np keys in all), times the key scales (the row scale is
@@ -570,8 +564,9 @@ __attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, 
     qk16_keys<kScoreKeyVectors>(kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np,
                                 (int)((counted - j) / W), mx);
   if (j < np)  // np - j keys, fewer than a block (short rows would waste up to 3/4 of it)
-    qk16_tail<kScoreKeyVectors>((int)((np - j) / W), kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np,
-                                (int)((counted - j) / W), mx);
+    with_constant<kScoreKeyVectors - 1>((int)((np - j) / W), [&](auto kv) {
+      qk16_keys<decltype(kv)::value>(kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np, (int)((counted - j) / W), mx);
+    });
   for (int r = 0; r < rows; ++r) {
     float m = VecF::reduce_max(mx[r]);
     for (int64_t k = counted; k < n; ++k) m = prob[r * np + k] > m ? prob[r * np + k] : m;

@@ -32,7 +32,7 @@ struct VecF {
   static inline float reduce_max(reg v) { return _mm512_reduce_max_ps(v); }
   static inline reg from_i32(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_loadu_si512(p)); }
   // The narrowing stores take the unmasked register form for whole vectors (the masked
-  // store-to-memory form was ~15% slower in the quantizer).
+  // store-to-memory form was the quantizer's bottleneck).
   // Round to nearest even, clamp to [0, 255], store n bytes. The clamp is on the float:
   // values beyond the int32 range convert to INT32_MIN. NaN stores 0.
   static inline void store_u8(uint8_t* p, reg v, int n = width) {
@@ -135,7 +135,7 @@ inline void gemm_tile(const uint8_t* A, int64_t lda, int64_t K, const int8_t* Wp
 constexpr int kAttentionRows = 8;
 constexpr int kTileRows = 6;
 // int16 attention: scores in register blocks of 6 queries x 4 vectors of keys (the GEMM
-// tile's shape: 24 chains, 10 loads per 24 vpdpwssd; 8 x 2 spent 10 per 16 and ran ~15%
+// tile's shape: 24 chains, 10 loads per 24 vpdpwssd; 8 x 2 spent 10 loads per 16 and ran
 // slower); probabilities x V for 12 queries at once (24 chains over the 2 vectors of a
 // 32-wide head).
 constexpr int kScoreRows = 6;
