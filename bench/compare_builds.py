@@ -132,7 +132,8 @@ def main() -> None:
                 f"{'paper configuration' if args.paper else 'full length'}, {args.attention} attention, "
                 f"{'per-row' if args.per_row else 'static'} activation quantization")
         a_name, b_name = args.labels or (args.a, args.b)
-        md = [f"{what}, random weights; A = `{a_name}`, B = `{b_name}`; processes alternate, order flipped each round.", "",
+        md = [f"{what}, random weights; A = `{a_name}`, B = `{b_name}`; one warm worker process per build, the two "
+              f"alternating ({args.repeats} calls per turn, their median), order flipped each round.", "",
               "| round | A ms | B ms | B / A |", "|---|---|---|---|"]
         md += [f"| {x['round']} | {x['a_ms']:.2f} | {x['b_ms']:.2f} | {x['ratio']:.3f} |" for x in rows]
         md += ["", f"Median B / A: **{med:.3f}** (range {ratios[0]:.3f}-{ratios[-1]:.3f})."]
