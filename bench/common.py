@@ -79,6 +79,15 @@ def interleaved_ms_per_sample(systems: dict, windows, batch: int, repeats: dict)
     return {name: 1e3 * statistics.median(t) / len(windows) for name, t in times.items()}
 
 
+def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an `align`-byte boundary
+    (numpy's own allocations are 16-byte aligned; torch's and qualam_rt's outputs 64)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + align, np.uint8)
+    start = -buf.ctypes.data % align
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def header(threads: int) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()

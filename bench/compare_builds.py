@@ -18,7 +18,9 @@ Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length (or with
 paper's configuration (315,251,242,159,142,33)/384), static activation quantization (or with
 --per-row every GEMM input quantized per row at run time, as in the shipped model). With
 `--gemm M K N EPILOGUE` the workload is one fused GEMM instead (u8 [M, K] x s8 [N, K]^T,
-epilogue bias, gelu, gelu_u8 (requantized output), residual or int32), timed in ms per call.
+epilogue bias, gelu, gelu_u8 (requantized output), residual or int32), timed in ms per call,
+each call allocating its output (as a user's call does) or, with --out, writing into one
+preallocated 64-byte aligned array (the kernel alone).
 
     python bench/compare_builds.py /tmp/qrt_a /tmp/qrt_b --gemm 4096 384 1536 gelu
 """
@@ -35,7 +37,8 @@ from pathlib import Path
 WORKER = "--worker"
 
 
-def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, per_row: bool, gemm: list[str]) -> None:
+def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, per_row: bool, out: bool,
+           gemm: list[str]) -> None:
     """Sets the workload up, warms it up and prints the path of the module it runs; then for
     every line read from stdin prints the median ms (per sequence, or per GEMM call) of
     `repeats` calls, until stdin closes."""
@@ -43,7 +46,7 @@ def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, 
     import numpy as np
 
     import qualam_rt
-    from common import PAPER, random_minilm_encoder, time_call
+    from common import PAPER, aligned_empty, random_minilm_encoder, time_call
     from qualam_rt import _C
     from qualam_rt import synthetic as syn
 
@@ -57,6 +60,8 @@ def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, 
         kw = {"int32": {"out_dtype": "int32"}, "bias": {"bias": bias}, "gelu": {"bias": bias, "gelu": True},
               "residual": {"bias": bias, "residual": residual},
               "gelu_u8": {"bias": bias, "gelu": True, "out_dtype": "uint8", "out_scale": 0.05, "out_zp": 40}}[epilogue]
+        if out:
+            kw["out"] = aligned_empty((M, N), {"int32": np.int32, "gelu_u8": np.uint8}.get(epilogue, np.float32))
         call, per = (lambda: _C.gemm(A, 0.02, 7, W, **kw)), 1
     else:
         enc, cfg = random_minilm_encoder(static=not per_row)
@@ -78,7 +83,7 @@ class Build:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, sysconfig.get_paths()["purelib"]]))
         self.proc = subprocess.Popen([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.repeats),
                                       str(args.threads), args.attention, str(int(args.paper)), str(int(args.per_row)),
-                                      *args.gemm], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                      str(int(args.out)), *args.gemm], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         module = self.proc.stdout.readline().strip()
         if not module or not Path(module).resolve().is_relative_to(Path(folder).resolve()):
             raise SystemExit(f"{folder}: imported {module or 'nothing'} instead; is the folder a built package?")
@@ -107,6 +112,7 @@ def main() -> None:
                     help="activations quantized per row at run time (the shipped model) instead of static calibration")
     ap.add_argument("--gemm", nargs=4, default=[], metavar=("M", "K", "N", "EPILOGUE"),
                     help="time one GEMM instead of the encoder; EPILOGUE: bias, gelu, gelu_u8, residual or int32")
+    ap.add_argument("--out", action="store_true", help="with --gemm: into one preallocated output array")
     ap.add_argument("--labels", nargs=2, default=None, metavar=("A_LABEL", "B_LABEL"),
                     help="what each build is (e.g. the commits they were built from), for the results file")
     ap.add_argument("--name", default=None, help="write bench/results/<name>.{md,json}")
@@ -127,7 +133,8 @@ def main() -> None:
     if args.name:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from common import header, write_results
-        what = (f"GEMM ms per call, M={args.gemm[0]} K={args.gemm[1]} N={args.gemm[2]}, epilogue {args.gemm[3]}"
+        what = (f"GEMM ms per call, M={args.gemm[0]} K={args.gemm[1]} N={args.gemm[2]}, epilogue {args.gemm[3]}, "
+                f"{'into one preallocated output' if args.out else 'a fresh output per call'}"
                 if args.gemm else f"Encoder ms per sequence, n=384, batch {args.batch}, "
                 f"{'paper configuration' if args.paper else 'full length'}, {args.attention} attention, "
                 f"{'per-row' if args.per_row else 'static'} activation quantization")
@@ -142,6 +149,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == WORKER:
-        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1", sys.argv[7] == "1", sys.argv[8:])
+        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1", sys.argv[7] == "1",
+               sys.argv[8] == "1", sys.argv[9:])
     else:
         main()

@@ -12,7 +12,15 @@ taken once at the start would mix two machine states.
 
 Every call of the plain columns allocates its output, as a framework's Linear does; at large
 M the fresh pages (faults, zeroing) cost a good part of the time. The `_out` columns write into
-one preallocated array instead (qualam_rt's `out=`, torch's `out=`): the kernel alone.
+one preallocated, 64-byte aligned array instead (qualam_rt's `out=`, torch's `out=`; torch
+aligns its tensors so): the kernel alone.
+
+`tile_ceiling_frac` is the GEMM's tile kernel alone on cache-resident data of the same K, over
+the same peak, paired the same way: what the GEMM would reach with no epilogue, no cache
+misses and no scheduling. `qualam_fused_out_of_ceiling` is the fused GEMM's share of it.
+`fused_out_over_int_mm_out`: speed of qualam_fused_out (with its epilogue) over torch_int_mm_out
+(int32, no epilogue) on the same shape, the two timed alternately: the median ratio, > 1 when
+ours is faster (only where torch runs the same M).
 
     python bench/gemm_bench.py --threads 2
 """
@@ -29,7 +37,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, time_call, write_results  # noqa: E402
+from common import aligned_empty, header, time_call, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import _C  # noqa: E402
@@ -45,13 +53,38 @@ def paired_peak_fraction(fn, ops: int, repeats: int, span: float = 0.003) -> flo
     fracs = []
     for _ in range(repeats):
         peak_ops = 2 * _C.int8_peak_macs_per_s(span)
-        fn()
-        calls, t0 = 0, time.perf_counter()
-        while calls == 0 or time.perf_counter() - t0 < span:
-            fn()
-            calls += 1
-        fracs.append(ops * calls / (time.perf_counter() - t0) / peak_ops)
+        fracs.append(ops * rate_over(fn, span) / peak_ops)
     return statistics.median(fracs)
+
+
+def rate_over(fn, span: float) -> float:
+    """Calls per second of fn, timed back to back for `span` seconds after one untimed call."""
+    fn()
+    calls, t0 = 0, time.perf_counter()
+    while calls == 0 or time.perf_counter() - t0 < span:
+        fn()
+        calls += 1
+    return calls / (time.perf_counter() - t0)
+
+
+def paired_speed_ratio(ours, theirs, repeats: int, span: float = 0.003) -> float:
+    """Median over repeats of (rate of ours) / (rate of theirs), the two timed right after
+    each other (alternating which goes first): > 1 means ours is faster."""
+    ratios = []
+    for i in range(repeats):
+        if i % 2:
+            b = rate_over(theirs, span)
+            a = rate_over(ours, span)
+        else:
+            a = rate_over(ours, span)
+            b = rate_over(theirs, span)
+        ratios.append(a / b)
+    return statistics.median(ratios)
+
+
+def paired_tile_fraction(K: int, repeats: int, span: float = 0.003) -> float:
+    """Median over repeats of (rate of the tile kernel at depth K) / (int8 peak just before)."""
+    return statistics.median(_C.int8_tile_macs_per_s(K, span) / _C.int8_peak_macs_per_s(span) for _ in range(repeats))
 
 
 def main() -> None:
@@ -92,7 +125,7 @@ def main() -> None:
             ops = 2 * M * K * N
             repeats = args.repeats if M >= 32 else args.repeats * 20
             row = {"M": M, "K": K, "N": N, "epilogue": "bias+gelu" if gelu else "bias"}
-            out = np.empty((M, N), np.float32)
+            out = aligned_empty((M, N), np.float32)
             fused = lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu)  # noqa: E731
             fused_out = lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu, out=out)  # noqa: E731
             raw = lambda: _C.gemm(A, 0.02, 7, packed, out_dtype="int32")  # noqa: E731
@@ -113,8 +146,11 @@ def main() -> None:
                 try:
                     t = time_call(lambda: torch._int_mm(a8, b8), repeats=repeats)
                     row["torch_int_mm"] = 2 * a8.shape[0] * K * N / t["median"] / 1e9
-                    t = time_call(lambda: torch._int_mm(a8, b8, out=c32), repeats=repeats)
+                    int_mm_out = lambda: torch._int_mm(a8, b8, out=c32)  # noqa: E731
+                    t = time_call(int_mm_out, repeats=repeats)
                     row["torch_int_mm_out"] = 2 * a8.shape[0] * K * N / t["median"] / 1e9
+                    if a8.shape[0] == M:  # same work: a paired speed ratio
+                        row["fused_out_over_int_mm_out"] = paired_speed_ratio(fused_out, int_mm_out, args.repeats)
                 except RuntimeError as e:  # shape limits of _int_mm on some builds
                     print("torch._int_mm unavailable:", e)
                 with torch.inference_mode():
@@ -123,10 +159,12 @@ def main() -> None:
             row["qualam_fused_peak_frac"] = paired_peak_fraction(fused, ops, args.repeats)
             row["qualam_fused_out_peak_frac"] = paired_peak_fraction(fused_out, ops, args.repeats)
             row["qualam_int32_peak_frac"] = paired_peak_fraction(raw, ops, args.repeats)
+            row["tile_ceiling_frac"] = paired_tile_fraction(K, args.repeats)
+            row["qualam_fused_out_of_ceiling"] = row["qualam_fused_out_peak_frac"] / row["tile_ceiling_frac"]
             rows_out.append(row)
             print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
-    cols = [c for c in rows_out[0] if c not in ("M", "K", "N", "epilogue")]
+    cols = [c for c in dict.fromkeys(k for r in rows_out for k in r) if c not in ("M", "K", "N", "epilogue")]
     md = [f"Path `{_C.isa()}`; measured int8 peak {2 * peak / 1e9:.0f} GOP/s. Values in GOP/s "
           "(2 x M x K x N / median time); `peak_frac`: median over repeats of the GEMM's rate / the "
           "peak measured right before it (the peak above is from the start of the run). torch_int_mm has no epilogue and "
@@ -135,7 +173,7 @@ def main() -> None:
           "| M | K x N | epilogue | " + " | ".join(cols) + " |", "|" + "---|" * (3 + len(cols))]
     for r in rows_out:
         md.append(f"| {r['M']} | {r['K']}x{r['N']} | {r['epilogue']} | " +
-                  " | ".join(f"{r.get(c, float('nan')):.2f}" if "frac" in c else f"{r.get(c, float('nan')):.0f}" for c in cols) + " |")
+                  " | ".join(f"{r.get(c, float('nan')):.2f}" if "frac" in c or "ceiling" in c or "_over_" in c else f"{r.get(c, float('nan')):.0f}" for c in cols) + " |")
     meta = header(args.threads) | {"isa": _C.isa(), "int8_peak_gops": 2 * peak / 1e9,
                                    "torch": getattr(torch, "__version__", None)}
     write_results(f"{args.name}_{_C.isa()}", meta, rows_out, "\n".join(md))

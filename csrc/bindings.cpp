@@ -1,10 +1,13 @@
 // Python bindings: convert arguments, release the GIL, call. No logic lives here.
+#include <cstdlib>
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include "dispatch.h"
 #include "encoder.h"
+#include "huge_pages.h"
 #include "ops.h"
 #include "spans.h"
 #include "wordpiece.h"
@@ -27,8 +30,17 @@ T* data_of(const py::array& a, const char* name) {
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
 
+// A new C-contiguous array on memory from alloc_large: 64-byte aligned (numpy's own is 16),
+// so the kernels' whole-vector and streaming stores apply to the outputs they allocate, and
+// on huge pages when large (a fresh output's page faults are a good part of a large GEMM).
 template <class T>
-py::array_t<T> empty(const Shape& s) { return py::array_t<T>(std::vector<py::ssize_t>(s.begin(), s.end())); }
+py::array_t<T> empty(const Shape& s) {
+  size_t bytes = sizeof(T);
+  for (int64_t d : s) bytes *= (size_t)d;
+  void* p = alloc_large(bytes);
+  py::capsule owner(p, [](void* q) { std::free(q); });
+  return py::array_t<T>(std::vector<py::ssize_t>(s.begin(), s.end()), static_cast<T*>(p), owner);
+}
 
 py::array gemm_py(const py::array& A, py::object a_scale, py::object a_zp, const PackedWeight& W,
                std::optional<py::array> bias, bool gelu, std::optional<py::array> residual,
@@ -215,6 +227,12 @@ PYBIND11_MODULE(_C, m) {
     py::gil_scoped_release nogil;
     return kernels().int8_peak_macs_per_s(seconds);
   }, py::arg("seconds") = 0.5, "Measured peak int8 MAC/s of the active path (register-only loop).");
+  m.def("int8_tile_macs_per_s", [](int64_t K, double seconds) {
+    if (K < 1 || K > kMaxGemmK) throw py::value_error("K must be in [1, " + std::to_string(kMaxGemmK) + "]");
+    py::gil_scoped_release nogil;
+    return kernels().int8_tile_macs_per_s(K, seconds);
+  }, py::arg("K"), py::arg("seconds") = 0.5,
+        "Measured int8 MAC/s of the active path's GEMM tile kernel on cache-resident data of depth K (the GEMM's ceiling).");
 
   py::class_<PackedWeight>(m, "PackedWeight", "Int8 [N, K] weights packed for the GEMM kernels.")
       .def(py::init([](const py::array& w, const py::array& scales) {

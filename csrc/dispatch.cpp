@@ -12,7 +12,7 @@ namespace {
 #define QRT_TABLE(NS) \
   KernelTable{#NS, cpu::NS::gemm_u8s8, cpu::NS::quantize_u8, cpu::NS::quantize_u8_per_row, \
               cpu::NS::layernorm, cpu::NS::attention, \
-              cpu::NS::int8_peak_macs_per_s}
+              cpu::NS::int8_peak_macs_per_s, cpu::NS::int8_tile_macs_per_s}
 
 const KernelTable kTables[] = {QRT_TABLE(ref), QRT_TABLE(avx2), QRT_TABLE(avx512vnni)};
 

@@ -17,6 +17,7 @@ struct KernelTable {
                     int64_t, float*, const U8Output*);
   void (*attention)(const AttentionArgs&);
   double (*int8_peak_macs_per_s)(double);
+  double (*int8_tile_macs_per_s)(int64_t, double);
 };
 
 const KernelTable& kernels();                 // the active path

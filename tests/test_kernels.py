@@ -100,6 +100,42 @@ def test_gemm_into_a_given_array(isa, out_dtype, dtype):
     np.testing.assert_array_equal(out, _C.gemm(A, 0.02, 128, pw, **kw))
 
 
+def off_alignment(shape, offset):
+    """A float32 array whose data starts `offset` bytes past a 64-byte boundary."""
+    n = int(np.prod(shape))
+    buf = np.empty(n + 32, np.float32)
+    start = ((offset - buf.ctypes.data) % 64) // 4
+    out = buf[start:start + n].reshape(shape)
+    assert out.ctypes.data % 64 == offset
+    return out
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_gemm_large_output_streams_the_same_values(isa, gelu):
+    """An fp32 output of 4 MiB or more on aligned memory (a fresh output) is written with
+    streaming stores, on every thread; numpy's own 16-byte aligned array gets ordinary stores.
+    Both hold the same values, and those of the reference."""
+    rng = np.random.default_rng(11)
+    M, K, N = 1100, 40, 1024  # 4.5 MB of output, rows of whole vectors
+    A, W, w_scale = random_problem(rng, M, K, N)
+    pw = _C.PackedWeight(W, w_scale)
+    b = rng.standard_normal(N).astype(np.float32)
+    r = rng.standard_normal((M, N)).astype(np.float32)
+    before = _C.num_threads()
+    try:
+        for threads in (1, 2, 3):
+            _C.set_num_threads(threads)
+            fresh = _C.gemm(A, 0.02, 9, pw, bias=b, gelu=gelu, residual=r)
+            assert fresh.ctypes.data % 64 == 0
+            unaligned = off_alignment((M, N), 16)
+            _C.gemm(A, 0.02, 9, pw, bias=b, gelu=gelu, residual=r, out=unaligned)
+            np.testing.assert_array_equal(fresh, unaligned)
+    finally:
+        _C.set_num_threads(before)
+    want = ref.gemm(A, 0.02, 9, W, w_scale, bias=b, gelu_=gelu, residual=r)
+    np.testing.assert_allclose(fresh, want, rtol=2e-5, atol=2e-5 * (1 + np.abs(want).max()))
+
+
 def test_gemm_refuses_a_wrong_out_array():
     rng = np.random.default_rng(4)
     A, W, w_scale = random_problem(rng, 4, 8, 6)
@@ -228,6 +264,17 @@ def test_layernorm_quantize_argument_is_checked():
 
 def test_peak_probe_reports_a_positive_rate(isa):
     assert _C.int8_peak_macs_per_s(0.01) > 0
+
+
+@pytest.mark.parametrize("K", [1, 3, 384, 1537])
+def test_tile_probe_reports_a_positive_rate(isa, K):
+    assert _C.int8_tile_macs_per_s(K, 0.01) > 0
+
+
+def test_tile_probe_refuses_a_depth_out_of_range():
+    for K in (0, -1, 65794):
+        with pytest.raises(ValueError):
+            _C.int8_tile_macs_per_s(K, 0.01)
 
 
 # ---- bad input: Python exceptions, never a crash --------------------------------------

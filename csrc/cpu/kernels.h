@@ -14,6 +14,7 @@
                  float eps, int64_t rows, int64_t cols, float* out, const U8Output* u8);     \
   void attention(const AttentionArgs& args);                                                 \
   double int8_peak_macs_per_s(double seconds);                                               \
+  double int8_tile_macs_per_s(int64_t K, double seconds);                                    \
   }
 
 namespace qrt {

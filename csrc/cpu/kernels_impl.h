@@ -6,6 +6,7 @@
 #include <xmmintrin.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -125,9 +126,11 @@ static void make_panel(const GemmArgs& a, int64_t p, Panel& pn) {
 // One instantiation per output form, picked once per GEMM, so the loop has no branches and its
 // pointers are locals (stores through float* could alias `a`, so fields would be reloaded).
 // A whole panel runs with a constant vector count and unmasked loads and stores.
+// STREAM (fp32 output only) writes whole vectors with non-temporal stores; gemm_u8s8 picks it
+// for aligned outputs too large to stay in cache.
 using Epilogue = void (*)(const GemmArgs&, const Panel&, const int32_t* acc, int64_t m0, int rows);
 
-template <OutKind OUT, bool GELU, bool RESIDUAL>
+template <OutKind OUT, bool GELU, bool RESIDUAL, bool STREAM = false>
 static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc, int64_t m0, int rows) {
   const int64_t n0 = pn.n0, ldo = a.ldo, ldr = a.ldr;
   const int ncols = pn.ncols;
@@ -149,7 +152,9 @@ static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc
         if constexpr (GELU) v = gelu_vec(v);
         if constexpr (RESIDUAL) v = VecF::add(v, load_n(residual + r * ldr + c, n));
         if constexpr (OUT == OutKind::F32) {
-          store_n(static_cast<float*>(a.out) + (m0 + r) * ldo + pn.col[c / W], v, n);
+          float* o = static_cast<float*>(a.out) + (m0 + r) * ldo + pn.col[c / W];
+          if (STREAM && n == W) VecF::stream(o, v);
+          else store_n(o, v, n);
         } else {
           VecF::store_u8(static_cast<uint8_t*>(a.out) + (m0 + r) * ldo + pn.col[c / W], VecF::fma(v, inv_out, out_zp), n);
         }
@@ -164,19 +169,31 @@ static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc
   }
 }
 
-template <OutKind OUT>
+template <OutKind OUT, bool STREAM = false>
 static Epilogue pick_epilogue(bool gelu, bool residual) {
-  if (gelu) return residual ? epilogue_tile<OUT, true, true> : epilogue_tile<OUT, true, false>;
-  return residual ? epilogue_tile<OUT, false, true> : epilogue_tile<OUT, false, false>;
+  if (gelu) return residual ? epilogue_tile<OUT, true, true, STREAM> : epilogue_tile<OUT, true, false, STREAM>;
+  return residual ? epilogue_tile<OUT, false, true, STREAM> : epilogue_tile<OUT, false, false, STREAM>;
 }
 
-static Epilogue pick_epilogue(const GemmArgs& a) {
+static Epilogue pick_epilogue(const GemmArgs& a, bool stream = false) {
   const bool residual = a.residual != nullptr;
   switch (a.out_kind) {
     case OutKind::S32: return epilogue_tile<OutKind::S32, false, false>;
     case OutKind::U8: return pick_epilogue<OutKind::U8>(a.gelu, residual);
-    default: return pick_epilogue<OutKind::F32>(a.gelu, residual);
+    default: return stream ? pick_epilogue<OutKind::F32, true>(a.gelu, residual) : pick_epilogue<OutKind::F32>(a.gelu, residual);
   }
+}
+
+// Whether a GEMM writes its output with non-temporal stores: an fp32 output of at least
+// kStreamOutputBytes, whose every output vector is aligned (base, row stride and column-block
+// stride in whole vectors). An output that large leaves the caches before anyone reads it;
+// streaming it skips reading each line in before overwriting it, the bandwidth that large-M
+// GEMMs wait on. Smaller outputs (the encoder's row chunks, batch-1 layers) stay cached.
+constexpr int64_t kStreamOutputBytes = int64_t(4) << 20;
+static bool streams_output(const GemmArgs& a) {
+  if (a.out_kind != OutKind::F32 || a.M * a.W.N * (int64_t)sizeof(float) < kStreamOutputBytes) return false;
+  const bool base = reinterpret_cast<uintptr_t>(a.out) % sizeof(R) == 0;
+  return base && a.ldo % W == 0 && (a.out_split == 0 || a.out_split_stride % W == 0);
 }
 
 // One tile of MR rows: the accumulators start from the zero-point correction
@@ -222,11 +239,16 @@ void gemm_u8s8(const GemmArgs& a) {
   const int64_t panels = a.W.Np / kPanel;
   const int64_t blocks = (a.M + block_rows - 1) / block_rows;
   const int64_t tasks = blocks * panels;
-  const Epilogue epilogue = pick_epilogue(a);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tasks > 1)
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t b = t / panels, p = t % panels;
-    gemm_rows(a, b * block_rows, (b + 1) * block_rows < a.M ? (b + 1) * block_rows : a.M, p, epilogue);
+  const bool stream = streams_output(a);
+  const Epilogue epilogue = pick_epilogue(a, stream);
+#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t b = t / panels, p = t % panels;
+      gemm_rows(a, b * block_rows, (b + 1) * block_rows < a.M ? (b + 1) * block_rows : a.M, p, epilogue);
+    }
+    if (stream) VecF::stream_fence();  // before the region's closing barrier
   }
 }
 
@@ -270,14 +292,26 @@ void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_
 // Per-row quantization of one row: its scale and zero point from its range (extended to
 // contain 0), then the u8 values.
 static void quantize_row_per_row(const float* xr, int64_t cols, uint8_t* out, float* scale_out, int32_t* zp_out) {
-  R lo = VecF::zero(), hi = VecF::zero();  // the range always contains 0
-  for (int64_t c = 0; c + W <= cols; c += W) {
+  // Four independent min and max chains: with one, every vector waited for the latency of the
+  // previous min/max (the quantizer's bottleneck on 1536-wide rows). The range always contains 0.
+  R lo4[4] = {VecF::zero(), VecF::zero(), VecF::zero(), VecF::zero()}, hi4[4] = {lo4[0], lo4[0], lo4[0], lo4[0]};
+  int64_t c = 0;
+  for (; c + 4 * W <= cols; c += 4 * W)
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const R v = VecF::load(xr + c + k * W);
+      lo4[k] = VecF::min(lo4[k], v);
+      hi4[k] = VecF::max(hi4[k], v);
+    }
+  for (; c + W <= cols; c += W) {
     const R v = VecF::load(xr + c);
-    lo = VecF::min(lo, v);
-    hi = VecF::max(hi, v);
+    lo4[0] = VecF::min(lo4[0], v);
+    hi4[0] = VecF::max(hi4[0], v);
   }
+  const R lo = VecF::min(VecF::min(lo4[0], lo4[1]), VecF::min(lo4[2], lo4[3]));
+  const R hi = VecF::max(VecF::max(hi4[0], hi4[1]), VecF::max(hi4[2], hi4[3]));
   float mn = -VecF::reduce_max(VecF::sub(VecF::zero(), lo)), mx = VecF::reduce_max(hi);
-  for (int64_t c = cols / W * W; c < cols; ++c) {
+  for (; c < cols; ++c) {  // the last partial vector
     mn = xr[c] < mn ? xr[c] : mn;
     mx = xr[c] > mx ? xr[c] : mx;
   }
@@ -305,23 +339,33 @@ void layernorm(const float* x, const float* residual, const float* gamma, const 
     const float* xr = x + r * cols;
     const float* rr = residual ? residual + r * cols : nullptr;
     float* o = out + r * cols;
-    R sum = VecF::zero();
-    for (int64_t c = 0; c < cols; c += W) {
-      const int n = cols - c < W ? (int)(cols - c) : W;
+    // Sums in two chains (even and odd vectors): one chain waits on each add's latency.
+    const int64_t c2 = cols / (2 * W) * (2 * W);  // whole vector pairs; then the rest
+    auto x_plus_residual = [&](int64_t c, int n) __attribute__((always_inline)) {
       R v = VecF::load(xr + c, n);
       if (rr) v = VecF::add(v, VecF::load(rr + c, n));
       VecF::store(o + c, v, n);
-      sum = VecF::add(sum, v);
+      return v;
+    };
+    R sum0 = VecF::zero(), sum1 = VecF::zero();
+    for (int64_t c = 0; c < c2; c += 2 * W) {
+      sum0 = VecF::add(sum0, x_plus_residual(c, W));
+      sum1 = VecF::add(sum1, x_plus_residual(c + W, W));
     }
-    const float mean = VecF::reduce_add(sum) / (float)cols;
+    for (int64_t c = c2; c < cols; c += W) sum0 = VecF::add(sum0, x_plus_residual(c, cols - c < W ? (int)(cols - c) : W));
+    const float mean = VecF::reduce_add(VecF::add(sum0, sum1)) / (float)cols;
     const R mv = VecF::set1(mean);
-    R sq = VecF::zero();
-    for (int64_t c = 0; c < cols; c += W) {
-      const int n = cols - c < W ? (int)(cols - c) : W;
+    auto square = [&](int64_t c, int n, R acc) __attribute__((always_inline)) {
       const R d = VecF::sub(VecF::load(o + c, n), mv);
-      sq = VecF::fma(d, VecF::keep(d, n), sq);
+      return VecF::fma(d, VecF::keep(d, n), acc);
+    };
+    R sq0 = VecF::zero(), sq1 = VecF::zero();
+    for (int64_t c = 0; c < c2; c += 2 * W) {
+      sq0 = square(c, W, sq0);
+      sq1 = square(c + W, W, sq1);
     }
-    const float inv_std = 1.f / std::sqrt(VecF::reduce_add(sq) / (float)cols + eps);
+    for (int64_t c = c2; c < cols; c += W) sq0 = square(c, cols - c < W ? (int)(cols - c) : W, sq0);
+    const float inv_std = 1.f / std::sqrt(VecF::reduce_add(VecF::add(sq0, sq1)) / (float)cols + eps);
     const R is = VecF::set1(inv_std);
     for (int64_t c = 0; c < cols; c += W) {
       const int n = cols - c < W ? (int)(cols - c) : W;
@@ -956,6 +1000,42 @@ double int8_peak_macs_per_s(double seconds) {
       iters *= 2;
     }
     total += (double)macs / t;
+  }
+  return total;
+}
+
+// Multiply-accumulates per second of the GEMM's tile kernel alone, all threads at once, each
+// on its own cache-resident rows and weight panel of depth K: what gemm_u8s8 would reach
+// without epilogue, cache misses or scheduling (its ceiling on this machine, below the
+// instruction peak by the kernel's loads and loop).
+double int8_tile_macs_per_s(int64_t K, double seconds) {
+  const int threads = thread_count();
+  const int64_t Kg = (K + 3) / 4;
+  double total = 0.0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+  {
+    auto* A = static_cast<uint8_t*>(std::aligned_alloc(64, (kTileRows * K + 63) / 64 * 64));
+    auto* Wp = static_cast<int8_t*>(std::aligned_alloc(64, Kg * 4 * kPanel));
+    alignas(64) int32_t acc[kTileRows * kPanel] = {};
+    std::memset(A, 3, kTileRows * K);
+    std::memset(Wp, 1, Kg * 4 * kPanel);
+    // Each call starts from the last one's sums, so no call can be skipped.
+    auto run = [&](int64_t calls) {
+      for (int64_t i = 0; i < calls; ++i) gemm_tile<kTileRows>(A, K, K, Wp, acc, kPanel, acc);
+      return calls * kTileRows * kPanel * K;
+    };
+    int64_t calls = 16, macs = 0;
+    run(calls);  // warm-up (clock ramp, caches)
+    const double t0 = omp_get_wtime();
+    double t = 0.0;
+    while ((t = omp_get_wtime() - t0) < seconds) {
+      macs += run(calls);
+      calls *= 2;
+    }
+    __asm__ volatile("" : : "r"(acc) : "memory");
+    total += (double)macs / t;
+    std::free(A);
+    std::free(Wp);
   }
   return total;
 }

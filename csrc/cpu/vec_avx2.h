@@ -16,6 +16,10 @@ struct VecF {
   static inline reg load(const float* p, int n) { return _mm256_maskload_ps(p, tail_mask(n)); }
   static inline void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
   static inline void store(float* p, reg v, int n) { _mm256_maskstore_ps(p, tail_mask(n), v); }
+  // Non-temporal store of a whole vector to a 32-byte aligned p; stream_fence orders such
+  // stores before the thread's later ones (so before the barrier that publishes them).
+  static inline void stream(float* p, reg v) { _mm256_stream_ps(p, v); }
+  static inline void stream_fence() { _mm_sfence(); }
   // Round half to even, as numpy's rint.
   static inline reg round(reg v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // Lanes n.. set to zero.

@@ -14,6 +14,10 @@ struct VecF {
   static inline reg load(const float* p, int n) { return _mm512_maskz_loadu_ps(tail_mask(n), p); }
   static inline void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
   static inline void store(float* p, reg v, int n) { _mm512_mask_storeu_ps(p, tail_mask(n), v); }
+  // Non-temporal store of a whole vector to a 64-byte aligned p; stream_fence orders such
+  // stores before the thread's later ones (so before the barrier that publishes them).
+  static inline void stream(float* p, reg v) { _mm512_stream_ps(p, v); }
+  static inline void stream_fence() { _mm_sfence(); }
   // Round half to even, as numpy's rint.
   static inline reg round(reg v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // Lanes n.. set to zero.

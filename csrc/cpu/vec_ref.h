@@ -14,6 +14,9 @@ struct VecF {
   static inline reg load(const float* p, int) { return *p; }
   static inline void store(float* p, reg v) { *p = v; }
   static inline void store(float* p, reg v, int) { *p = v; }
+  // No non-temporal stores in plain C++: ordinary ones.
+  static inline void stream(float* p, reg v) { *p = v; }
+  static inline void stream_fence() {}
   // Round half to even, as numpy's rint.
   static inline reg round(reg v) { return std::nearbyint(v); }
   // Lanes n.. set to zero.
