@@ -48,7 +48,11 @@ constexpr float kLog2e = 1.44269504088896341f;
 // 2^t for the softmax's t <= 0: n = round(t), f = t - n in [-1/2, 1/2] (exact), 2^f by a
 // degree-5 fit (relative error 2.3e-7), times 2^n. t is clamped at -126, where 2^t is
 // already far below anything a probability sum notices (and AVX2's exponent trick holds).
-static inline R exp2_vec(R t) {
+// A path whose VecF has its own exp2 uses that instead.
+template <class V>
+static inline auto exp2_vec(typename V::reg t, int) -> decltype(V::exp2(t)) { return V::exp2(t); }
+template <class V>
+static inline R exp2_vec(R t, long) {
   t = VecF::max(t, VecF::set1(-126.f));
   const R n = VecF::round(t), f = VecF::sub(t, n);
   R p = VecF::fma(VecF::set1(1.3266971e-3f), f, VecF::set1(9.6754599e-3f));
@@ -480,7 +484,7 @@ static float exp_row(float* pr, int64_t n, float m, float scale) {
   const float sl = scale * kLog2e;
   const R sv = VecF::set1(sl), msv = VecF::set1(-m * sl);
   auto exp_step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
-    R e = exp2_vec(VecF::fma(load_n(pr + j, cnt), sv, msv));
+    R e = exp2_vec<VecF>(VecF::fma(load_n(pr + j, cnt), sv, msv), 0);
     if (cnt < W) e = VecF::keep(e, cnt);
     store_n(pr + j, e, cnt);
     sum = VecF::add(sum, e);
