@@ -494,15 +494,24 @@ static float exp_row(float* pr, int64_t n, float m, float scale) {
   return VecF::reduce_add(sum);
 }
 
+// The largest of x[0, n), in four independent chains (one would wait on each max's latency).
+static float row_max(const float* x, int64_t n) {
+  R m4[4] = {VecF::set1(-INFINITY), VecF::set1(-INFINITY), VecF::set1(-INFINITY), VecF::set1(-INFINITY)};
+  int64_t j = 0;
+  for (; j + 4 * W <= n; j += 4 * W)
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) m4[k] = VecF::max(m4[k], VecF::load(x + j + k * W));
+  for (; j + W <= n; j += W) m4[0] = VecF::max(m4[0], VecF::load(x + j));
+  float m = VecF::reduce_max(VecF::max(VecF::max(m4[0], m4[1]), VecF::max(m4[2], m4[3])));
+  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
 // In-place stable softmax of one row of scores times `scale`; adds the probabilities to sig
 // (significance).
 __attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float scale, float* sig) {
   const int64_t nw = n / W * W;
-  R mx = VecF::set1(-INFINITY);
-  for (int64_t j = 0; j < nw; j += W) mx = VecF::max(mx, VecF::load(pr + j));
-  float m = VecF::reduce_max(mx);
-  for (int64_t j = nw; j < n; ++j) m = pr[j] > m ? pr[j] : m;
-  const R inv = VecF::set1(1.f / exp_row(pr, n, m, scale));
+  const R inv = VecF::set1(1.f / exp_row(pr, n, row_max(pr, n), scale));
   auto normalize_step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
     const R p = VecF::mul(load_n(pr + j, cnt), inv);
     store_n(pr + j, p, cnt);
@@ -557,12 +566,12 @@ static int32_t qk_bound(int64_t d) {
 
 // Scores of kScoreRows query rows (qp: int16, `pairs` channel pairs each) against one block
 // of KV vectors of keys (kp: [pair][KV * W keys][2]), times the key scales, into prob (row
-// stride np); the first `counted` vectors (those without padding keys) also into the running
-// maxima mx.
+// stride np). The 24 accumulators and 4 key vectors fill the register file: the row maxima
+// are left to the softmax (kept here, they were spilled and reloaded every block).
 template <int KV>
 __attribute__((always_inline)) static inline void qk16_keys(const int16_t* kp, int64_t pairs,
                                                             const int16_t* const* qp, const float* k_scale,
-                                                            float* prob, int64_t np, int counted, R* mx) {
+                                                            float* prob, int64_t np) {
   constexpr int RB = kScoreRows;
   S acc[RB][KV];
 #pragma GCC unroll 8
@@ -583,43 +592,28 @@ __attribute__((always_inline)) static inline void qk16_keys(const int16_t* kp, i
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < KV; ++v) {
-      const R s = VecF::mul(VecS16::to_f32(acc[r][v]), VecF::load(k_scale + v * W));
-      VecF::store(prob + r * np + v * W, s);
-      if (v < counted) mx[r] = VecF::max(mx[r], s);
-    }
+    for (int v = 0; v < KV; ++v)
+      VecF::store(prob + r * np + v * W, VecF::mul(VecS16::to_f32(acc[r][v]), VecF::load(k_scale + v * W)));
 }
 
 // Scores of kScoreRows query rows (int16, `pairs` channel pairs, row stride ldq) against all
 // keys of kt ([block][pair][key][2] in blocks of kScoreKeys keys; the last block holds the
 // rest, rounded up to whole vectors: np keys in all), times the key scales (the row scale is
-// left to the softmax), and each row's maximum score into row_max. prob rows (stride np) get
-// all np scores. A short block repeats its last row into prob's spare rows (constant indices
-// keep the accumulators in registers).
+// left to the softmax). prob rows (stride np) get all np scores. A short block repeats its
+// last row into prob's spare rows (constant indices keep the accumulators in registers).
 constexpr int kScoreKeys = kScoreKeyVectors * W;
-__attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, int64_t n, int64_t pairs,
-                                                 const int16_t* q, int64_t ldq, const float* k_scale,
-                                                 int rows, float* prob, float* row_max) {
+__attribute__((noinline)) static void qk16_block(const int16_t* kt, int64_t np, int64_t pairs, const int16_t* q,
+                                                 int64_t ldq, const float* k_scale, int rows, float* prob) {
   constexpr int RB = kScoreRows;
   const int16_t* qp[RB];
   for (int r = 0; r < RB; ++r) qp[r] = q + (r < rows ? r : rows - 1) * ldq;
-  R mx[RB];  // running maxima of the keys without padding, while the scores are in registers
-#pragma GCC unroll 8
-  for (int r = 0; r < RB; ++r) mx[r] = VecF::set1(-INFINITY);
-  const int64_t counted = n / W * W;  // keys in whole vectors, which go into mx; the rest below
   int64_t j = 0;
   for (; j + kScoreKeys <= np; j += kScoreKeys)
-    qk16_keys<kScoreKeyVectors>(kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np,
-                                (int)((counted - j) / W), mx);
+    qk16_keys<kScoreKeyVectors>(kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np);
   if (j < np)  // np - j keys, fewer than a block (short rows would waste up to 3/4 of it)
     with_constant<kScoreKeyVectors - 1>((int)((np - j) / W), [&](auto kv) {
-      qk16_keys<decltype(kv)::value>(kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np, (int)((counted - j) / W), mx);
+      qk16_keys<decltype(kv)::value>(kt + j * 2 * pairs, pairs, qp, k_scale + j, prob + j, np);
     });
-  for (int r = 0; r < rows; ++r) {
-    float m = VecF::reduce_max(mx[r]);
-    for (int64_t k = counted; k < n; ++k) m = prob[r * np + k] > m ? prob[r * np + k] : m;
-    row_max[r] = m;
-  }
 }
 
 // int16 probabilities of a block of kInt16Rows query rows, laid out so that every row is the
@@ -630,15 +624,17 @@ static inline int16_t* prob16_at(int16_t* p16, int64_t r, int64_t j) {
   return p16 + (j / kProbChunk) * kInt16Rows * kProbChunk + r * kProbChunk + j % kProbChunk;
 }
 
-// Softmax of `rows` rows of scores (stride np; maxima from qk16_block) times their per-row
-// scales, as int16 probabilities round(p * 32767) into p16 (prob16_at's layout; an odd n
-// gets a zero key so whole pairs can be read); all rows' probabilities are added to sig
-// (significance) in one pass.
+// Softmax of `rows` rows of scores (stride np) times their per-row scales, as int16
+// probabilities round(p * 32767) into p16 (prob16_at's layout; an odd n gets a zero key so
+// whole pairs can be read); all rows' probabilities are added to sig (significance) in one
+// pass.
 __attribute__((noinline)) static void softmax_rows_s16(float* prob, int64_t np, int64_t n, int rows,
-                                                       const float* row_max, const float* scale, float* sig,
-                                                       int16_t* p16) {
+                                                       const float* scale, float* sig, int16_t* p16) {
   float inv[kInt16Rows];
-  for (int r = 0; r < rows; ++r) inv[r] = 1.f / exp_row(prob + r * np, n, row_max[r], scale[r]);
+  for (int r = 0; r < rows; ++r) {
+    float* pr = prob + r * np;
+    inv[r] = 1.f / exp_row(pr, n, row_max(pr, n), scale[r]);
+  }
   auto step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
     R acc = VecF::zero();
     int16_t* out = prob16_at(p16, 0, j);  // chunks hold whole vectors
@@ -799,11 +795,10 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   for (int64_t i0 = 0; i0 < n; i0 += RB) {
     const int rows = n - i0 < RB ? (int)(n - i0) : RB;
-    float row_max[RB];
     for (int r0 = 0; r0 < rows; r0 += kScoreRows)
-      qk16_block(kt16, np, n, pairs, q16 + (i0 + r0) * 2 * pairs, 2 * pairs, k_scale,
-                 rows - r0 < kScoreRows ? rows - r0 : kScoreRows, prob + r0 * np, row_max + r0);
-    softmax_rows_s16(prob, np, n, rows, row_max, q_scale + i0, sig, p16);
+      qk16_block(kt16, np, pairs, q16 + (i0 + r0) * 2 * pairs, 2 * pairs, k_scale,
+                 rows - r0 < kScoreRows ? rows - r0 : kScoreRows, prob + r0 * np);
+    softmax_rows_s16(prob, np, n, rows, q_scale + i0, sig, p16);
     float* ctx = a.context + (off + i0) * H + h * d;
     if (rows <= kScoreRows) pv16_block<kScoreRows>(v16, n, d, dv, p16, v_scale, ctx, H, rows);
     else pv16_block<kInt16Rows>(v16, n, d, dv, p16, v_scale, ctx, H, rows);
