@@ -81,7 +81,11 @@ static inline void with_constant(int n, F&& f) {
   }
 }
 
-static inline R gelu_vec(R x) {  // x/2 + x/2 * erf(x / sqrt(2))
+// GELU x/2 + x/2 * erf(x / sqrt(2)); a path whose VecF has its own gelu uses that instead.
+template <class V>
+static inline auto gelu_vec(typename V::reg x, int) -> decltype(V::gelu(x)) { return V::gelu(x); }
+template <class V>
+static inline R gelu_vec(R x, long) {
   const R e = erf_vec<VecF>(VecF::mul(x, VecF::set1(0.70710678118654752f)), 0);
   const R half_x = VecF::mul(VecF::set1(0.5f), x);
   return VecF::fma(half_x, e, half_x);
@@ -153,7 +157,7 @@ static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc
       }
       auto step = [&](int c, int n) __attribute__((always_inline)) {
         R v = VecF::fma(VecF::from_i32(acc + c), VecF::load(scale + c), VecF::load(pn.bias + c));
-        if constexpr (GELU) v = gelu_vec(v);
+        if constexpr (GELU) v = gelu_vec<VecF>(v, 0);
         if constexpr (RESIDUAL) v = VecF::add(v, load_n(residual + r * ldr + c, n));
         if constexpr (OUT == OutKind::F32) {
           float* o = static_cast<float*>(a.out) + (m0 + r) * ldo + pn.col[c / W];
