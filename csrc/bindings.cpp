@@ -1,5 +1,6 @@
 // Python bindings: convert arguments, release the GIL, call. No logic lives here.
 #include <cstdlib>
+#include <new>
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -7,7 +8,6 @@
 
 #include "dispatch.h"
 #include "encoder.h"
-#include "huge_pages.h"
 #include "ops.h"
 #include "spans.h"
 #include "wordpiece.h"
@@ -30,14 +30,15 @@ T* data_of(const py::array& a, const char* name) {
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
 
-// A new C-contiguous array on memory from alloc_large: 64-byte aligned (numpy's own is 16),
-// so the kernels' whole-vector and streaming stores apply to the outputs they allocate, and
-// on huge pages when large (a fresh output's page faults are a good part of a large GEMM).
+// A new C-contiguous array on 64-byte aligned memory (numpy's own is 16-byte aligned), so the
+// kernels' whole-vector and streaming stores apply to the outputs they allocate. Not on huge
+// pages: a fresh huge page per call costs more (zeroing, compaction) than it saves.
 template <class T>
 py::array_t<T> empty(const Shape& s) {
   size_t bytes = sizeof(T);
   for (int64_t d : s) bytes *= (size_t)d;
-  void* p = alloc_large(bytes);
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);  // a multiple of 64, never 0
+  if (!p) throw std::bad_alloc();
   py::capsule owner(p, [](void* q) { std::free(q); });
   return py::array_t<T>(std::vector<py::ssize_t>(s.begin(), s.end()), static_cast<T*>(p), owner);
 }
