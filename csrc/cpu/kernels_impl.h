@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <new>
 #include <cstring>
 #include <type_traits>
 
@@ -1014,14 +1015,18 @@ double int8_peak_macs_per_s(double seconds) {
 double int8_tile_macs_per_s(int64_t K, double seconds) {
   const int threads = thread_count();
   const int64_t Kg = (K + 3) / 4;
+  const int64_t a_bytes = (kTileRows * K + 63) / 64 * 64, w_bytes = Kg * 4 * kPanel;  // per thread
+  // Allocated here, not in the parallel region, where a failure could not be reported.
+  auto* buffers = static_cast<uint8_t*>(std::aligned_alloc(64, threads * (a_bytes + w_bytes)));
+  if (!buffers) throw std::bad_alloc();
   double total = 0.0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
   {
-    auto* A = static_cast<uint8_t*>(std::aligned_alloc(64, (kTileRows * K + 63) / 64 * 64));
-    auto* Wp = static_cast<int8_t*>(std::aligned_alloc(64, Kg * 4 * kPanel));
+    uint8_t* A = buffers + omp_get_thread_num() * (a_bytes + w_bytes);
+    auto* Wp = reinterpret_cast<int8_t*>(A + a_bytes);
     alignas(64) int32_t acc[kTileRows * kPanel] = {};
     std::memset(A, 3, kTileRows * K);
-    std::memset(Wp, 1, Kg * 4 * kPanel);
+    std::memset(Wp, 1, w_bytes);
     // Each call starts from the last one's sums, so no call can be skipped.
     auto run = [&](int64_t calls) {
       for (int64_t i = 0; i < calls; ++i) gemm_tile<kTileRows>(A, K, K, Wp, acc, kPanel, acc);
@@ -1037,9 +1042,8 @@ double int8_tile_macs_per_s(int64_t K, double seconds) {
     }
     __asm__ volatile("" : : "r"(acc) : "memory");
     total += (double)macs / t;
-    std::free(A);
-    std::free(Wp);
   }
+  std::free(buffers);
   return total;
 }
 
