@@ -195,9 +195,10 @@ static Epilogue pick_epilogue(const GemmArgs& a, bool stream = false) {
 
 // Whether a GEMM writes its output with non-temporal stores: an fp32 output of at least
 // kStreamOutputBytes, whose every output vector is aligned (base, row stride and column-block
-// stride in whole vectors). An output that large leaves the caches before anyone reads it;
-// streaming it skips reading each line in before overwriting it, the bandwidth that large-M
-// GEMMs wait on. Smaller outputs (the encoder's row chunks, batch-1 layers) stay cached.
+// stride in whole vectors). An output that large does not fit the cores' own caches, so each
+// of its lines would be read in only to be overwritten; streaming skips that read, bandwidth
+// that large-M GEMMs wait on. Smaller outputs (the encoder's row chunks, batch-1 layers) keep
+// ordinary stores and stay cached for the kernel that reads them next.
 constexpr int64_t kStreamOutputBytes = int64_t(4) << 20;
 static bool streams_output(const GemmArgs& a) {
   if (a.out_kind != OutKind::F32 || a.M * a.W.N * (int64_t)sizeof(float) < kStreamOutputBytes) return false;
@@ -301,8 +302,8 @@ void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_
 // Per-row quantization of one row: its scale and zero point from its range (extended to
 // contain 0), then the u8 values.
 static void quantize_row_per_row(const float* xr, int64_t cols, uint8_t* out, float* scale_out, int32_t* zp_out) {
-  // Four independent min and max chains: with one, every vector waited for the latency of the
-  // previous min/max (the quantizer's bottleneck on 1536-wide rows). The range always contains 0.
+  // Four independent min and max chains: with one, every vector waits for the latency of the
+  // previous min/max. The range always contains 0.
   R lo4[4] = {VecF::zero(), VecF::zero(), VecF::zero(), VecF::zero()}, hi4[4] = {lo4[0], lo4[0], lo4[0], lo4[0]};
   int64_t c = 0;
   for (; c + 4 * W <= cols; c += 4 * W)

@@ -66,10 +66,6 @@ struct VecF {
   }
   // p * 2^n for integral n (exp2 in kernels_impl.h).
   static inline reg scale_pow2(reg p, reg n) { return _mm512_scalef_ps(p, n); }
-  // 2^t: f = t - floor(t) in [0, 1) in one instruction (vreduceps), 2^f by a degree-5 fit
-  // (relative error 1.6e-7), times 2^floor(t) (vscalefps, which floors t itself and flushes
-  // 2^t below the float range to 0, so t needs no clamp). Three fewer instructions than the
-  // generic exp2 of kernels_impl.h, in the softmax's innermost loop.
   // GELU x * Phi(x), Phi(x) = 1/2 + sign(x) g(|x|), g(t) = erf(t / sqrt 2) / 2 by a cubic on
   // each of 32 intervals of [0, 6) (gelu_table.h, |error| < 2.5e-7), whose coefficients
   // vpermt2ps picks from two registers each. Fewer instructions than the rational erf.
@@ -87,6 +83,10 @@ struct VecF {
                                                  _mm512_set1_epi32(INT32_MIN), 0x78);
     return _mm512_mul_ps(x, _mm512_add_ps(_mm512_set1_ps(0.5f), _mm512_castsi512_ps(gs)));
   }
+  // 2^t: f = t - floor(t) in [0, 1) in one instruction (vreduceps), 2^f by a degree-5 fit
+  // (relative error 1.6e-7), times 2^floor(t) (vscalefps, which floors t itself and flushes
+  // 2^t below the float range to 0, so t needs no clamp). Three fewer instructions than the
+  // generic exp2 of kernels_impl.h, in the softmax's innermost loop.
   static inline reg exp2(reg t) {
     const reg f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     reg p = _mm512_fmadd_ps(_mm512_set1_ps(1.877575647085905e-3f), f, _mm512_set1_ps(8.989342488348484e-3f));
