@@ -125,8 +125,8 @@ def off_alignment(shape, offset):
 @pytest.mark.parametrize("gelu", [False, True])
 def test_gemm_large_output_streams_the_same_values(isa, gelu):
     """An fp32 output of 4 MiB or more on aligned memory (a fresh output) is written with
-    streaming stores, on every thread; numpy's own 16-byte aligned array gets ordinary stores.
-    Both hold the same values, and those of the reference."""
+    streaming stores, on every thread; an array 16 bytes off a 64-byte boundary gets ordinary
+    stores. Both hold the same values, and those of the reference."""
     rng = np.random.default_rng(11)
     M, K, N = 1100, 40, 1024  # 4.5 MB of output, rows of whole vectors
     A, W, w_scale = random_problem(rng, M, K, N)
