@@ -299,32 +299,41 @@ void quantize_u8(const float* x, int64_t rows, int64_t cols, float scale, int32_
   for (int64_t r = 0; r < rows; ++r) quantize_row<true>(x + r * cols, cols, scale, zp, out + r * cols);
 }
 
+// The largest of x[0, n) into *hi and, WITH_MIN, the smallest into *lo, both starting from
+// `init`, in four independent chains (with one, every vector waits on the latency of the
+// previous min/max).
+template <bool WITH_MIN>
+static void extrema(const float* x, int64_t n, float init, float* hi, float* lo) {
+  R hi4[4], lo4[4];
+  for (int k = 0; k < 4; ++k) hi4[k] = lo4[k] = VecF::set1(init);
+  int64_t j = 0;
+  for (; j + 4 * W <= n; j += 4 * W)
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const R v = VecF::load(x + j + k * W);
+      hi4[k] = VecF::max(hi4[k], v);
+      if constexpr (WITH_MIN) lo4[k] = VecF::min(lo4[k], v);
+    }
+  for (; j + W <= n; j += W) {
+    const R v = VecF::load(x + j);
+    hi4[0] = VecF::max(hi4[0], v);
+    if constexpr (WITH_MIN) lo4[0] = VecF::min(lo4[0], v);
+  }
+  float h = VecF::reduce_max(VecF::max(VecF::max(hi4[0], hi4[1]), VecF::max(hi4[2], hi4[3])));
+  float l = -VecF::reduce_max(VecF::sub(VecF::zero(), VecF::min(VecF::min(lo4[0], lo4[1]), VecF::min(lo4[2], lo4[3]))));
+  for (; j < n; ++j) {  // the last partial vector
+    h = x[j] > h ? x[j] : h;
+    l = x[j] < l ? x[j] : l;
+  }
+  *hi = h;
+  if constexpr (WITH_MIN) *lo = l;
+}
+
 // Per-row quantization of one row: its scale and zero point from its range (extended to
 // contain 0), then the u8 values.
 static void quantize_row_per_row(const float* xr, int64_t cols, uint8_t* out, float* scale_out, int32_t* zp_out) {
-  // Four independent min and max chains: with one, every vector waits for the latency of the
-  // previous min/max. The range always contains 0.
-  R lo4[4] = {VecF::zero(), VecF::zero(), VecF::zero(), VecF::zero()}, hi4[4] = {lo4[0], lo4[0], lo4[0], lo4[0]};
-  int64_t c = 0;
-  for (; c + 4 * W <= cols; c += 4 * W)
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      const R v = VecF::load(xr + c + k * W);
-      lo4[k] = VecF::min(lo4[k], v);
-      hi4[k] = VecF::max(hi4[k], v);
-    }
-  for (; c + W <= cols; c += W) {
-    const R v = VecF::load(xr + c);
-    lo4[0] = VecF::min(lo4[0], v);
-    hi4[0] = VecF::max(hi4[0], v);
-  }
-  const R lo = VecF::min(VecF::min(lo4[0], lo4[1]), VecF::min(lo4[2], lo4[3]));
-  const R hi = VecF::max(VecF::max(hi4[0], hi4[1]), VecF::max(hi4[2], hi4[3]));
-  float mn = -VecF::reduce_max(VecF::sub(VecF::zero(), lo)), mx = VecF::reduce_max(hi);
-  for (; c < cols; ++c) {  // the last partial vector
-    mn = xr[c] < mn ? xr[c] : mn;
-    mx = xr[c] > mx ? xr[c] : mx;
-  }
+  float mn, mx;
+  extrema<true>(xr, cols, 0.f, &mx, &mn);  // the range always contains 0
   float scale = (mx - mn) / 255.f;
   if (!(scale > 0.f)) scale = 1.f;
   int32_t zp = (int32_t)std::nearbyint(-mn / scale);
@@ -500,16 +509,9 @@ static float exp_row(float* pr, int64_t n, float m, float scale) {
   return VecF::reduce_add(sum);
 }
 
-// The largest of x[0, n), in four independent chains (one would wait on each max's latency).
 static float row_max(const float* x, int64_t n) {
-  R m4[4] = {VecF::set1(-INFINITY), VecF::set1(-INFINITY), VecF::set1(-INFINITY), VecF::set1(-INFINITY)};
-  int64_t j = 0;
-  for (; j + 4 * W <= n; j += 4 * W)
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) m4[k] = VecF::max(m4[k], VecF::load(x + j + k * W));
-  for (; j + W <= n; j += W) m4[0] = VecF::max(m4[0], VecF::load(x + j));
-  float m = VecF::reduce_max(VecF::max(VecF::max(m4[0], m4[1]), VecF::max(m4[2], m4[3])));
-  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+  float m;
+  extrema<false>(x, n, -INFINITY, &m, nullptr);
   return m;
 }
 
@@ -989,63 +991,63 @@ void attention(const AttentionArgs& a) {
   }
 }
 
-// Peak multiply-accumulates per second of this path's int8 instruction, all threads
-// running the register-only loop at once.
-double int8_peak_macs_per_s(double seconds) {
-  const int threads = thread_count();
+// Multiply-accumulates per second summed over all threads, each running its own
+// make_run(thread)(count) (which does `count` units of work and returns their MACs) at once:
+// one warm-up call (clock ramp, caches), then calls of doubling counts for `seconds`.
+template <class MakeRun>
+static double all_threads_macs_per_s(double seconds, int64_t first_count, MakeRun make_run) {
   double total = 0.0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
+#pragma omp parallel num_threads(thread_count()) reduction(+ : total)
   {
-    int64_t iters = 1 << 12, macs = 0;
-    int8_peak_loop(iters);  // warm-up (clock ramp)
+    auto run = make_run(omp_get_thread_num());
+    int64_t count = first_count, macs = 0;
+    run(count);
     const double t0 = omp_get_wtime();
     double t = 0.0;
     while ((t = omp_get_wtime() - t0) < seconds) {
-      macs += int8_peak_loop(iters);
-      iters *= 2;
+      macs += run(count);
+      count *= 2;
     }
     total += (double)macs / t;
   }
   return total;
 }
 
+// Peak multiply-accumulates per second of this path's int8 instruction, all threads
+// running the register-only loop at once.
+double int8_peak_macs_per_s(double seconds) {
+  return all_threads_macs_per_s(seconds, 1 << 12, [](int) { return int8_peak_loop; });
+}
+
 // Multiply-accumulates per second of the GEMM's tile kernel alone, all threads at once, each
 // on its own cache-resident rows and weight panel of depth K: what gemm_u8s8 would reach
 // without epilogue, cache misses or scheduling (its ceiling on this machine, below the
 // instruction peak by the kernel's loads and loop).
+struct TileRun {
+  const uint8_t* A;
+  const int8_t* Wp;
+  int64_t K;
+  alignas(64) int32_t acc[kTileRows * kPanel] = {};
+  int64_t operator()(int64_t calls) {  // each call starts from the last one's sums: none skipped
+    for (int64_t i = 0; i < calls; ++i) gemm_tile<kTileRows>(A, K, K, Wp, acc, kPanel, acc);
+    __asm__ volatile("" : : "r"(acc) : "memory");
+    return calls * kTileRows * kPanel * K;
+  }
+};
 double int8_tile_macs_per_s(int64_t K, double seconds) {
-  const int threads = thread_count();
-  const int64_t Kg = (K + 3) / 4;
-  const int64_t a_bytes = (kTileRows * K + 63) / 64 * 64, w_bytes = Kg * 4 * kPanel;  // per thread
+  const int64_t a_bytes = (kTileRows * K + 63) / 64 * 64, w_bytes = (K + 3) / 4 * 4 * kPanel;  // per thread
   // Allocated here, not in the parallel region, where a failure could not be reported.
-  auto* buffers = static_cast<uint8_t*>(std::aligned_alloc(64, threads * (a_bytes + w_bytes)));
+  auto* buffers = static_cast<uint8_t*>(std::aligned_alloc(64, thread_count() * (a_bytes + w_bytes)));
   if (!buffers) throw std::bad_alloc();
-  double total = 0.0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-  {
-    uint8_t* A = buffers + omp_get_thread_num() * (a_bytes + w_bytes);
+  const double rate = all_threads_macs_per_s(seconds, 16, [&](int thread) {
+    uint8_t* A = buffers + thread * (a_bytes + w_bytes);
     auto* Wp = reinterpret_cast<int8_t*>(A + a_bytes);
-    alignas(64) int32_t acc[kTileRows * kPanel] = {};
     std::memset(A, 3, kTileRows * K);
     std::memset(Wp, 1, w_bytes);
-    // Each call starts from the last one's sums, so no call can be skipped.
-    auto run = [&](int64_t calls) {
-      for (int64_t i = 0; i < calls; ++i) gemm_tile<kTileRows>(A, K, K, Wp, acc, kPanel, acc);
-      return calls * kTileRows * kPanel * K;
-    };
-    int64_t calls = 16, macs = 0;
-    run(calls);  // warm-up (clock ramp, caches)
-    const double t0 = omp_get_wtime();
-    double t = 0.0;
-    while ((t = omp_get_wtime() - t0) < seconds) {
-      macs += run(calls);
-      calls *= 2;
-    }
-    __asm__ volatile("" : : "r"(acc) : "memory");
-    total += (double)macs / t;
-  }
+    return TileRun{A, Wp, K};
+  });
   std::free(buffers);
-  return total;
+  return rate;
 }
 
 }  // namespace qrt::cpu::QRT_ISA_NS
