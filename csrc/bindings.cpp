@@ -1,6 +1,5 @@
 // Python bindings: convert arguments, release the GIL, call. No logic lives here.
 #include <cstdlib>
-#include <new>
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -8,6 +7,7 @@
 
 #include "dispatch.h"
 #include "encoder.h"
+#include "huge_pages.h"
 #include "ops.h"
 #include "spans.h"
 #include "wordpiece.h"
@@ -37,8 +37,7 @@ template <class T>
 py::array_t<T> empty(const Shape& s) {
   size_t bytes = sizeof(T);
   for (int64_t d : s) bytes *= (size_t)d;
-  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);  // a multiple of 64, never 0
-  if (!p) throw std::bad_alloc();
+  void* p = alloc_aligned(bytes);
   py::capsule owner(p, [](void* q) { std::free(q); });
   return py::array_t<T>(std::vector<py::ssize_t>(s.begin(), s.end()), static_cast<T*>(p), owner);
 }

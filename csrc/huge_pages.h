@@ -14,16 +14,22 @@ namespace qrt {
 
 constexpr size_t kHugePage = size_t(2) << 20;
 
-// Aligned to 64 bytes always; large blocks to 2 MiB and advised as huge pages. Release with
-// std::free.
-inline void* alloc_large(size_t bytes) {
-  const bool huge = bytes >= kHugePage;
-  const size_t align = huge ? kHugePage : 64;
+// `bytes` (at least one byte) aligned to `align`, a power of two; throws std::bad_alloc.
+// Release with std::free.
+inline void* alloc_aligned(size_t bytes, size_t align = 64) {
   const size_t size = bytes == 0 ? align : (bytes + align - 1) / align * align;  // aligned_alloc wants a multiple
   void* p = std::aligned_alloc(align, size);
   if (!p) throw std::bad_alloc();
+  return p;
+}
+
+// Aligned to 64 bytes always; large blocks to 2 MiB and advised as huge pages. Release with
+// std::free.
+inline void* alloc_large(size_t bytes) {
+  if (bytes < kHugePage) return alloc_aligned(bytes);
+  void* p = alloc_aligned(bytes, kHugePage);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (huge) madvise(p, size, MADV_HUGEPAGE);  // a hint: failure is harmless
+  madvise(p, (bytes + kHugePage - 1) / kHugePage * kHugePage, MADV_HUGEPAGE);  // a hint: failure is harmless
 #endif
   return p;
 }

@@ -55,23 +55,24 @@ struct VecF {
   static inline reg from_i32(const int32_t* p) {
     return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
-  // Round half to even, clamp to [lo, hi], store n values of T. The clamp is on the float:
-  // values beyond the int32 range convert to INT32_MIN. NaN stores lo.
+  // The first n int32 lanes of i, each already in T's range, stored as T.
   template <class T>
-  static inline void store_int(T* p, reg v, int lo, int hi, int n) {
-    const __m256i i = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps((float)lo)), _mm256_set1_ps((float)hi)));
+  static inline void store_lanes(T* p, __m256i i, int n) {
     alignas(32) int32_t tmp[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i);
     for (int j = 0; j < n; ++j) p[j] = (T)tmp[j];
   }
+  // Round half to even, clamp to [lo, hi], store n values of T. The clamp is on the float:
+  // values beyond the int32 range convert to INT32_MIN. NaN stores lo.
+  template <class T>
+  static inline void store_int(T* p, reg v, int lo, int hi, int n) {
+    store_lanes(p, _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps((float)lo)), _mm256_set1_ps((float)hi))), n);
+  }
   static inline void store_u8(uint8_t* p, reg v, int n = width) { store_int(p, v, 0, 255, n); }
   // rint(q) + zp clamped to [0, 255], stored as n bytes; |q| < 2^31 (the quantizers bound it).
   static inline void store_u8_plus(uint8_t* p, reg q, int32_t zp, int n = width) {
-    __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32(q), _mm256_set1_epi32(zp));
-    i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), _mm256_set1_epi32(255));
-    alignas(32) int32_t tmp[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), i);
-    for (int j = 0; j < n; ++j) p[j] = (uint8_t)tmp[j];
+    const __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32(q), _mm256_set1_epi32(zp));
+    store_lanes(p, _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), _mm256_set1_epi32(255)), n);
   }
   static inline void store_s8(int8_t* p, reg v, int n = width) { store_int(p, v, -127, 127, n); }
   static inline void store_s16(int16_t* p, reg v, int n = width) { store_int(p, v, -32767, 32767, n); }
