@@ -53,15 +53,15 @@ constexpr float kLog2e = 1.44269504088896341f;
 template <class V>
 static inline auto exp2_vec(typename V::reg t, int) -> decltype(V::exp2(t)) { return V::exp2(t); }
 template <class V>
-static inline R exp2_vec(R t, long) {
-  t = VecF::max(t, VecF::set1(-126.f));
-  const R n = VecF::round(t), f = VecF::sub(t, n);
-  R p = VecF::fma(VecF::set1(1.3266971e-3f), f, VecF::set1(9.6754599e-3f));
-  p = VecF::fma(p, f, VecF::set1(5.5507425e-2f));
-  p = VecF::fma(p, f, VecF::set1(2.4022122e-1f));
-  p = VecF::fma(p, f, VecF::set1(6.9314694e-1f));
-  p = VecF::fma(p, f, VecF::set1(1.0000001f));
-  return VecF::scale_pow2(p, n);
+static inline typename V::reg exp2_vec(typename V::reg t, long) {  // written in V: only paths without exp2 compile it
+  t = V::max(t, V::set1(-126.f));
+  const typename V::reg n = V::round(t), f = V::sub(t, n);
+  typename V::reg p = V::fma(V::set1(1.3266971e-3f), f, V::set1(9.6754599e-3f));
+  p = V::fma(p, f, V::set1(5.5507425e-2f));
+  p = V::fma(p, f, V::set1(2.4022122e-1f));
+  p = V::fma(p, f, V::set1(6.9314694e-1f));
+  p = V::fma(p, f, V::set1(1.0000001f));
+  return V::scale_pow2(p, n);
 }
 
 // Loads and stores of cnt lanes: unmasked for whole vectors (the main loops below pass a

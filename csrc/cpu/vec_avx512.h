@@ -64,8 +64,6 @@ struct VecF {
     if (n == width) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtsepi32_epi16(i));
     else _mm512_mask_cvtsepi32_storeu_epi16(p, tail_mask(n), i);
   }
-  // p * 2^n for integral n (exp2 in kernels_impl.h).
-  static inline reg scale_pow2(reg p, reg n) { return _mm512_scalef_ps(p, n); }
   // GELU x * Phi(x), Phi(x) = 1/2 + sign(x) g(|x|), g(t) = erf(t / sqrt 2) / 2 by a cubic on
   // each of 32 intervals of [0, 6) (gelu_table.h, |error| < 2.5e-7), whose coefficients
   // vpermt2ps picks from two registers each. Fewer instructions than the rational erf.
