@@ -88,13 +88,21 @@ def test_hidden_states_equal_transformers_bert(tmp_path):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_all_ones_configuration_equals_the_plain_model(workdir):
+@pytest.mark.parametrize("dropping", ["mask", "gather"])
+def test_all_ones_configuration_equals_the_plain_model(workdir, dropping):
+    """The full model runs its own path (no significance, no selection); keeping every token
+    through either dropping path gives its logits on real tokens up to fp32 summation order."""
     model = load_model(workdir / "init.pt").eval()
+    for p in model.parameters():
+        p.data += torch.randn_like(p) * 0.05
     ids, types, mask = batch_of(model)
     with torch.no_grad():
         a = model(ids, types, mask)
-        b = model(ids, types, mask, [1.0, 1.0, 1.0])
-    torch.testing.assert_close(a, b, atol=0, rtol=0)
+        b = model(ids, types, mask, [1.0, 1.0, 1.0], dropping=dropping)
+        c = model(ids, types, mask, [1.0, 1.0, 0.5], dropping=dropping)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x[mask], y[mask], atol=2e-6, rtol=1e-5)
+    assert (a[0][mask] - c[0][mask]).abs().max() > 1e-3  # dropping half the last layer's tokens shows
 
 
 @pytest.mark.parametrize("ratios", [[1.0, 1.0, 1.0], [0.8, 0.5, 0.3], [0.5, 0.2, 0.1]])
@@ -151,14 +159,16 @@ def test_finetune_lowers_the_loss_and_resumes(workdir):
     out = workdir / "ft"
     cfg = TrainConfig(step="finetune", init=str(workdir / "init.pt"), tokenizer=str(workdir / "tokenizer.json"),
                       squad_train=str(workdir / "squad.json"), out=str(out), held_out_articles=1, epochs=6,
-                      batch_size=8, lr=3e-3, warmup=0.0, save_every=5, eval_examples=8, max_seq_len=64, doc_stride=16)
+                      batch_size=8, lr=3e-3, warmup=0.0, bf16="false", save_every=5, eval_examples=8, max_seq_len=64, doc_stride=16)
     metrics = train(cfg)
-    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records[0]["precision"] == "fp32" and records[0]["why"] == "asked for fp32"
+    losses = [r["loss"] for r in records if "loss" in r]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
     assert metrics["steps"] == len(losses) and "held_out" in metrics
     # resume: a longer run continues from the checkpoint instead of starting over
     train(TrainConfig(**{**cfg.__dict__, "epochs": 7}))
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
     assert steps[len(losses)] == len(losses) + 1
 
 
@@ -231,3 +241,82 @@ def test_relation_distillation_lowers_its_loss(workdir):
     result = distill(cfg)
     assert result["last_loss"] < 0.7 * result["first_loss"]
     assert load_model(workdir / "distill" / "model.pt").config.hidden == 16
+
+
+@pytest.mark.parametrize("config", [[0.8, 0.5, 0.3], {"tokens": [18, 11, 4]}, {"ratios": [0.9, 0.9, 0.2]}])
+def test_gathered_drop_equals_masked_drop_in_logits_and_gradients(workdir, config):
+    """Sub-models drop rows physically in training; the masked form computes every row. Both
+    select the same tokens, so they differ only by fp32 summation order (matmuls over another
+    number of rows): a few ulps of values of order 1."""
+    torch.manual_seed(3)
+    model = load_model(workdir / "init.pt").train()
+    for p in model.parameters():
+        p.data += torch.randn_like(p) * 0.05
+    ids, types, mask = batch_of(model)
+    results = []
+    for dropping in ("mask", "gather"):
+        model.zero_grad()
+        s, e = model(ids, types, mask, config, dropping=dropping)
+        s, e = s.masked_fill(~mask, 0), e.masked_fill(~mask, 0)
+        (s.square().sum() + (e * torch.linspace(-1, 1, e.shape[1])).sum()).backward()
+        results.append((s.detach(), e.detach(), [p.grad.clone() for p in model.parameters()]))
+    (s0, e0, g0), (s1, e1, g1) = results
+    torch.testing.assert_close(s1, s0, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(e1, e0, atol=2e-6, rtol=1e-5)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_token_budgets_drop_only_below_a_sequences_length():
+    from training.model import keep_counts
+    n = torch.tensor([30, 12, 5])
+    counts = keep_counts(n, {"tokens": [20, 20, 10, 1]})
+    assert [c.tolist() for c in counts] == [[20, 12, 5], [20, 12, 5], [10, 10, 5], [2, 2, 2]]
+    ratios = keep_counts(n, {"ratios": [0.5, 0.5]})
+    assert [c.tolist() for c in ratios] == [[15, 6, 3], [15, 6, 3]]
+    assert [c.tolist() for c in keep_counts(n, (0.5, 0.5))] == [c.tolist() for c in ratios]
+    with pytest.raises(ValueError, match="ratios' or 'tokens"):
+        keep_counts(n, {"budgets": [3]})
+
+
+def test_model_loaded_from_a_qrt_file_has_its_dequantized_weights(workdir, tmp_path):
+    from training.model import load_qrt
+    model = load_model(workdir / "init.pt")
+    path = export_qrt(model, (workdir / "tokenizer.json").read_text(), tmp_path / "m.qrt")
+    loaded, tokenizer_json = load_qrt(path)
+    assert tokenizer_json == (workdir / "tokenizer.json").read_text()
+    for name, lin in model.linears():
+        q, s = lin.weight_int8()
+        got = dict(loaded.linears())[name]
+        torch.testing.assert_close(got.weight, q.float() * s[:, None], atol=0, rtol=0)
+        torch.testing.assert_close(got.bias, lin.bias, atol=0, rtol=0)
+    torch.testing.assert_close(loaded.position.weight, model.position.weight, atol=0, rtol=0)
+    word_scale = model.word.weight.abs().amax(1, keepdim=True) / 127
+    assert (loaded.word.weight - model.word.weight).abs().le(word_scale / 2 + 1e-7).all()
+
+
+def test_resuming_with_another_configuration_is_refused(workdir):
+    out = workdir / "ft_identity"
+    cfg = TrainConfig(step="finetune", init=str(workdir / "init.pt"), tokenizer=str(workdir / "tokenizer.json"),
+                      squad_train=str(workdir / "squad.json"), out=str(out), held_out_articles=1, epochs=1,
+                      batch_size=8, save_every=2, eval_examples=0, max_seq_len=64, doc_stride=16)
+    train(cfg)
+    with pytest.raises(SystemExit, match="lr"):
+        train(TrainConfig(**{**cfg.__dict__, "lr": 1e-3, "epochs": 2}))
+
+
+def test_held_out_articles_zero_trains_on_every_article(workdir):
+    from training.data import split_articles
+    train_ex, held = split_articles(workdir / "squad.json", 0)
+    assert len(train_ex) == 6 * 3 * 4 and held == []
+    with pytest.raises(ValueError, match=">= 0"):
+        split_articles(workdir / "squad.json", -1)
+
+
+def test_bf16_is_chosen_from_the_cpu_unless_asked(monkeypatch):
+    from training import train as T
+    assert T.resolve_bf16("false")[0] is False and T.resolve_bf16("true")[0] is True
+    monkeypatch.setattr(T, "native_bf16", lambda: True)
+    assert T.resolve_bf16("auto") == (True, "auto: the CPU has native bf16 (amx_bf16 or avx512_bf16)")
+    monkeypatch.setattr(T, "native_bf16", lambda: False)
+    assert T.resolve_bf16("auto")[0] is False

