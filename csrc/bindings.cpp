@@ -1,5 +1,7 @@
 // Python bindings: convert arguments, release the GIL, call. No logic lives here.
+#include <atomic>
 #include <cstdlib>
+#include <optional>
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -33,8 +35,11 @@ Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim(
 // A new C-contiguous array on 64-byte aligned memory (numpy's own is 16-byte aligned), so the
 // kernels' whole-vector and streaming stores apply to the outputs they allocate. Not on huge
 // pages: a fresh huge page per call costs more (zeroing, compaction) than it saves.
+std::atomic<int64_t> g_outputs_allocated{0};  // arrays empty() has made: _C.outputs_allocated()
+
 template <class T>
 py::array_t<T> empty(const Shape& s) {
+  g_outputs_allocated.fetch_add(1, std::memory_order_relaxed);
   size_t bytes = sizeof(T);
   for (int64_t d : s) bytes *= (size_t)d;
   void* p = alloc_aligned(bytes);
@@ -70,26 +75,37 @@ py::array gemm_py(const py::array& A, py::object a_scale, py::object a_zp, const
   c.gelu = gelu;
   if (residual) { c.residual = data_of<float>(*residual, "residual"); c.residual_shape = shape_of(*residual); }
   const Shape out_shape = {c.a_shape.size() == 2 ? c.a_shape[0] : 0, W.N()};
-  py::array out;
-  if (out_dtype == "float32") { out = empty<float>(out_shape); c.out_kind = OutKind::F32; }
-  else if (out_dtype == "uint8") { out = empty<uint8_t>(out_shape); c.out_kind = OutKind::U8; }
-  else if (out_dtype == "int32") { out = empty<int32_t>(out_shape); c.out_kind = OutKind::S32; }
+  py::dtype dtype;
+  if (out_dtype == "float32") { dtype = py::dtype::of<float>(); c.out_kind = OutKind::F32; }
+  else if (out_dtype == "uint8") { dtype = py::dtype::of<uint8_t>(); c.out_kind = OutKind::U8; }
+  else if (out_dtype == "int32") { dtype = py::dtype::of<int32_t>(); c.out_kind = OutKind::S32; }
   else throw py::value_error("out_dtype must be 'float32', 'uint8' or 'int32'");
-  if (out_arg) {  // write into the caller's array instead (same dtype, shape [M, N], C-contiguous)
-    if (!out_arg->dtype().is(out.dtype()))
-      throw py::type_error("out must have dtype " + py::str(out.dtype()).cast<std::string>() + " (out_dtype), got " +
+  py::array out;
+  if (out_arg) {  // write into the caller's array (same dtype, shape [M, N], C-contiguous): no allocation
+    if (!out_arg->dtype().is(dtype))
+      throw py::type_error("out must have dtype " + py::str(dtype).cast<std::string>() + " (out_dtype), got " +
                            py::str(out_arg->dtype()).cast<std::string>());
-    if (shape_of(*out_arg) != out_shape) throw py::value_error("out must have shape (M, N) = " + py::str(out.attr("shape")).cast<std::string>());
+    if (shape_of(*out_arg) != out_shape)
+      throw py::value_error("out must have shape (M, N) = (" + std::to_string(out_shape[0]) + ", " +
+                            std::to_string(out_shape[1]) + ")");
     if (!(out_arg->flags() & py::array::c_style)) throw py::value_error("out must be C-contiguous");
     if (!out_arg->writeable()) throw py::value_error("out must be writeable");
     out = *out_arg;
+  } else if (c.out_kind == OutKind::F32) {
+    out = empty<float>(out_shape);
+  } else if (c.out_kind == OutKind::U8) {
+    out = empty<uint8_t>(out_shape);
+  } else {
+    out = empty<int32_t>(out_shape);
   }
   c.out = out.mutable_data();
   c.out_shape = out_shape;
   c.out_scale = out_scale;
   c.out_zp = out_zp;
-  py::gil_scoped_release nogil;
-  qrt::gemm(c);
+  {
+    py::gil_scoped_release nogil;  // re-acquired before `out` is copied into the return value
+    qrt::gemm(c);
+  }
   return out;
 }
 
@@ -133,12 +149,14 @@ Encoder* make_encoder(const py::dict& config, const py::dict& tensors) {
 
 py::object encoder_forward(const Encoder& e, const py::array& ids, const py::array& types, const py::array& offsets,
                            std::optional<std::vector<float>> ratios, bool return_kept, bool profile,
-                           const std::string& attention) {
+                           const std::string& attention, int threads) {
+  if (threads < 0) throw py::value_error("threads must be >= 1, or 0 for the process-wide count");
   AttentionPrecision precision;
   if (attention == "fp32") precision = AttentionPrecision::F32;
   else if (attention == "int16") precision = AttentionPrecision::Int16;
   else if (attention == "int8") precision = AttentionPrecision::Int8;
-  else throw py::value_error("attention must be 'fp32', 'int16' or 'int8'");
+  else if (attention == "bf16") precision = AttentionPrecision::BF16;
+  else throw py::value_error("attention must be 'fp32', 'int16', 'int8' or 'bf16'");
   const int32_t* ip = data_of<int32_t>(ids, "input_ids");
   const int32_t* tp = data_of<int32_t>(types, "token_type_ids");
   const int64_t* op = data_of<int64_t>(offsets, "offsets");
@@ -152,6 +170,8 @@ py::object encoder_forward(const Encoder& e, const py::array& ids, const py::arr
   ForwardResult r;
   {
     py::gil_scoped_release nogil;
+    std::optional<ThreadCountOverride> own_threads;
+    if (threads > 0) own_threads.emplace(threads);
     e.forward(ip, tp, op, B, ratios.value_or(std::vector<float>{}), return_kept, profile, r, precision);
   }
   auto logits = empty<float>({(int64_t)r.logits.size() / 2, 2});
@@ -220,8 +240,11 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "qualam_rt native kernels";
   m.def("isa", [] { return std::string(kernels().name); }, "The active kernel path.");
   m.def("supported_isas", &supported_isas, "Kernel paths this CPU can run, best last.");
-  m.def("set_isa", &set_isa, py::arg("name"), "Force a kernel path (ref, avx2, avx512vnni).");
+  m.def("set_isa", &set_isa, py::arg("name"), "Force a kernel path (ref, amx_emulated, avx2, avx512vnni, amx).");
+  m.def("amx_status", &amx_status, "Whether the amx path can run here, and if not, why.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("outputs_allocated", [] { return g_outputs_allocated.load(); },
+        "How many output arrays the bindings have allocated so far (a call with out= allocates none).");
   m.def("num_threads", &num_threads);
   m.def("int8_peak_macs_per_s", [](double seconds) {
     py::gil_scoped_release nogil;
@@ -260,7 +283,7 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"))
       .def("forward", &encoder_forward, py::arg("input_ids"), py::arg("token_type_ids"), py::arg("offsets"),
            py::arg("keep_ratios") = py::none(), py::arg("return_kept") = false, py::arg("profile") = false,
-           py::arg("attention") = "fp32",
+           py::arg("attention") = "fp32", py::arg("threads") = 0,
            "Packed batch forward; returns {'logits': [T, 2], 'kept'?: [(positions, offsets)] per layer, 'op_seconds'?}.");
   py::class_<WordPiece>(m, "WordPiece", "BERT WordPiece windows for text in a character table (csrc/wordpiece.h).")
       .def(py::init<const std::vector<std::string>&, int32_t, int32_t, int32_t, int, const std::vector<uint32_t>&,

@@ -1,5 +1,5 @@
 // Run-time choice of the kernel path: detected once from CPUID, overridable with the
-// QUALAM_ISA environment variable (ref | avx2 | avx512vnni) or set_isa().
+// QUALAM_ISA environment variable (ref | amx_emulated | avx2 | avx512vnni | amx) or set_isa().
 #pragma once
 #include <string>
 #include <vector>
@@ -10,6 +10,7 @@ namespace qrt {
 
 struct KernelTable {
   const char* name;
+  bool tiles;  // the GEMM runs on tiles, and bf16 attention is available
   void (*gemm_u8s8)(const GemmArgs&);
   void (*quantize_u8)(const float*, int64_t, int64_t, float, int32_t, uint8_t*);
   void (*quantize_u8_per_row)(const float*, int64_t, int64_t, uint8_t*, float*, int32_t*);
@@ -23,8 +24,22 @@ struct KernelTable {
 const KernelTable& kernels();                 // the active path
 std::vector<std::string> supported_isas();    // best last
 void set_isa(const std::string& name);        // throws std::invalid_argument
+std::string amx_status();                     // "available", or "unavailable: <reason>"
 
 void set_num_threads(int n);                  // throws std::invalid_argument for n < 1
 int num_threads();
+
+// For its lifetime, kernels called from this thread use n threads (n >= 1) instead of the
+// process-wide count: an Engine's own thread count, without touching other engines'.
+class ThreadCountOverride {
+ public:
+  explicit ThreadCountOverride(int n);
+  ~ThreadCountOverride();
+  ThreadCountOverride(const ThreadCountOverride&) = delete;
+  ThreadCountOverride& operator=(const ThreadCountOverride&) = delete;
+
+ private:
+  int saved_;
+};
 
 }  // namespace qrt

@@ -273,6 +273,10 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   const EncoderConfig& c = cfg_;
   const int64_t H = c.hidden, I = c.intermediate, d = H / c.heads;
   check_keep_ratios(ratios, c.layers);
+  if (attention == AttentionPrecision::BF16 && !kernels().tiles)
+    throw std::invalid_argument(std::string("bf16 attention runs on the tile paths (amx, amx_emulated), not on ") + kernels().name);
+  if (attention == AttentionPrecision::BF16 && d % 32 != 0)
+    throw std::invalid_argument("bf16 attention needs a head dim that is a multiple of 32");
   if (attention == AttentionPrecision::Int16 && d > kMaxInt16HeadDim)
     throw std::invalid_argument("the int16 attention path supports head dims up to " + std::to_string(kMaxInt16HeadDim));
   if (B < 0 || offsets[0] != 0) throw std::invalid_argument("offsets must start at 0");
@@ -406,8 +410,12 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
       std::iota(idx, idx + n, 0);
       if (kept < n) {
         const float* sig = ws.sig.data() + o;
-        std::partial_sort(idx, idx + kept, idx + n, [sig](int32_t x, int32_t y) {
-          return sig[x] > sig[y] || (sig[x] == sig[y] && x < y);
+        // A strict weak ordering even if a significance is NaN (a NaN input would make one):
+        // NaN ranks below every number, then ties go to the lower position.
+        auto key = [sig](int32_t x) { return std::isnan(sig[x]) ? -INFINITY : sig[x]; };
+        std::partial_sort(idx, idx + kept, idx + n, [&key](int32_t x, int32_t y) {
+          const float kx = key(x), ky = key(y);
+          return kx > ky || (kx == ky && x < y);
         });
         std::sort(idx, idx + kept);
       }

@@ -16,7 +16,7 @@ PackedWeight::PackedWeight(const int8_t* w, int64_t N, int64_t K, const float* s
   if (K > kMaxGemmK)
     throw std::invalid_argument("K = " + std::to_string(K) + " exceeds " + std::to_string(kMaxGemmK) +
                                 ", the bound where int32 accumulation of u8 x s8 can overflow");
-  const size_t bytes = (size_t)Np_ * Kg_ * 4;
+  const size_t bytes = (size_t)Np_ * Kg_ * 4 + kPackedSlackBytes;
   data_.reset(static_cast<int8_t*>(alloc_large(bytes)));
   std::memset(data_.get(), 0, bytes);
   col_sums_.assign(Np_, 0);

@@ -13,6 +13,9 @@ constexpr int64_t kMaxGemmK = 65793;
 // consecutive k for each column ("VNNI layout"): byte ((p*Kg + g)*kPanel + c)*4 + b
 // holds W[p*kPanel + c, 4*g + b] (zero where out of range).
 constexpr int64_t kPanel = 64;
+// Bytes readable (zero) after a packed weight's last panel: the tile GEMM's last partial 64 k
+// load whole 16-row B tiles (gemm_tiles.h).
+constexpr int64_t kPackedSlackBytes = 16 * kPanel * 4;
 
 struct PackedView {
   const int8_t* data = nullptr;     // Np * Kg * 4 bytes, 64-byte aligned
@@ -78,6 +81,8 @@ struct U8Output {
 //          into exact int32 sums (vpdpwssd); context errors ~1e-3 relative.
 //   Int8:  Q as u8 (per-row scale, zero point) x K as s8 (per-head scale), probabilities as
 //          u8 (per-row scale: row max / 255) x V as s8 (per-channel scales), on the GEMM kernel.
-enum class AttentionPrecision { F32, Int16, Int8 };
+//   BF16:  Q, K, P and V rounded to bf16, products summed in fp32 on tiles (TDPBF16PS); tile
+//          paths (amx, amx_emulated) only.
+enum class AttentionPrecision { F32, Int16, Int8, BF16 };
 
 }  // namespace qrt

@@ -14,7 +14,7 @@ from qualam_rt.errors import InputError, LengthConfigError, ModelFileError, Mode
 from qualam_rt.model_file import ARCH_KEYS, engine_tensors, read_model
 
 
-ATTENTION_PATHS = ("fp32", "int16", "int8")
+ATTENTION_PATHS = ("fp32", "int16", "int8", "bf16")
 
 
 def default_model_path() -> Path:
@@ -25,12 +25,13 @@ def default_model_path() -> Path:
 class Engine:
     """Extractive QA with a length-adaptive INT8 model.
 
-    path: a .qrt file (None: the bundled default model). threads: kernel threads (None: all
-    cores). length_config: "default" (the model's), "full" (no token dropping), or a tuple of
+    path: a .qrt file (None: the bundled default model). threads: kernel threads of this
+    engine's calls (None: the process-wide count, qualam_rt.set_num_threads, all cores by default). length_config: "default" (the model's), "full" (no token dropping), or a tuple of
     per-layer keep ratios. max_macs / max_latency_ms: instead, the most accurate configuration
     of the model's frontier within that budget (MACs at n=384; measured latency at n=384).
     attention: the arithmetic of attention's two products: "fp32", "int16" (int16 pairs into
-    exact int32 sums; ~1e-3 relative error in the context vectors) or "int8"; None: the model's choice.
+    exact int32 sums; ~1e-3 relative error in the context vectors), "int8" or "bf16" (on the tile
+    paths, amx and amx_emulated, only); None: the model's choice.
     Thread-safe: several threads may call answer() on one Engine.
     """
 
@@ -52,10 +53,9 @@ class Engine:
         except Exception as e:  # the encoder raises ValueError, tokenizers a plain Exception
             raise ModelFileError(f"{self.path}: {e}") from e
         self._tokenize_lock = threading.Lock()
-        if threads is not None:
-            if not isinstance(threads, int) or threads < 1:
-                raise ValueError("threads must be a positive integer")
-            _C.set_num_threads(threads)
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ValueError("threads must be a positive integer")
+        self.threads = threads
         self.max_seq_len = min(squad.MAX_SEQ_LEN, int(self.architecture["max_position"]))
         self.frontier = list(self.meta.get("frontier", []))
         self.length_config = self._resolve(length_config, max_macs, max_latency_ms)
@@ -114,7 +114,7 @@ class Engine:
         ratios = self.length_config if length_config == "same" else self._resolve(length_config, None, None)
         ids, types, offsets = squad.pack(windows)
         out = self._encoder.forward(ids, types, offsets, None if ratios is None else list(ratios),
-                                    attention=self.attention)["logits"]
+                                    attention=self.attention, threads=self.threads or 0)["logits"]
         return [out[offsets[i]:offsets[i + 1]] for i in range(len(windows))]
 
     def windows(self, pairs: list[tuple[str, str]]) -> list[squad.Window]:
@@ -134,6 +134,8 @@ class Engine:
             self._validate(*p)
         if not isinstance(top_k, int) or top_k < 1 or not isinstance(max_answer_len, int) or max_answer_len < 1:
             raise InputError("top_k and max_answer_len must be positive integers")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         windows = self.windows([(q, c) for q, c in pairs])
         logits: list[np.ndarray] = []
         for i in range(0, len(windows), batch_size):
@@ -160,7 +162,8 @@ class Engine:
 
     def info(self) -> dict:
         return {"path": str(self.path), "architecture": self.architecture,
-                "quantization": self.meta.get("quantization"), "isa": _C.isa(), "threads": _C.num_threads(),
+                "quantization": self.meta.get("quantization"), "isa": _C.isa(), "amx": _C.amx_status(),
+                "threads": self.threads or _C.num_threads(),
                 "tokenizer": "tokenizers" + (" + native WordPiece (csrc/wordpiece.h)" if self._native_tokenizer else ""),
                 "length_config": self.length_config, "attention": self.attention, "default_config": self.meta.get("default_config"),
                 "frontier": self.frontier, "provenance": self.meta.get("provenance"),

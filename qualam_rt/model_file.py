@@ -66,6 +66,8 @@ def read_model(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, n
             raise ModelFileError(f"{hint}: header length {n} exceeds the file (truncated, or not a .qrt file)")
         try:
             header = json.loads(f.read(n))
+            if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
+                raise ValueError("the header is not a JSON object with a __metadata__ object")
             meta = json.loads(header.pop("__metadata__")["qualam_rt"])
         except (ValueError, KeyError, TypeError) as e:
             raise ModelFileError(f"{hint}: unreadable header or metadata ({e}); re-export the model") from e

@@ -166,7 +166,22 @@ def int16_attention_head(q, k, v):
     return probs, ctx
 
 
-ATTENTION_HEADS = {"int16": int16_attention_head, "int8": int8_attention_head}
+def to_bf16(x: np.ndarray) -> np.ndarray:
+    """x rounded to the nearest bfloat16 (ties to even), as float32."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def bf16_attention_head(q, k, v):
+    """One head as the tile paths' bf16 attention computes it: Q, K and V rounded to bf16,
+    products summed in float, softmax in float, the probabilities rounded to bf16."""
+    q, k, v = (to_bf16(x).astype(np.float64) for x in (q, k, v))
+    probs = softmax((q @ k.T).astype(np.float32).astype(np.float64) / math.sqrt(q.shape[1]))
+    return probs, to_bf16(probs.astype(np.float32)).astype(np.float64) @ v
+
+
+ATTENTION_HEADS = {"int16": int16_attention_head, "int8": int8_attention_head, "bf16": bf16_attention_head}
 
 
 class ReferenceEncoder:
@@ -179,8 +194,8 @@ class ReferenceEncoder:
     """
 
     def __init__(self, config: dict, tensors: dict, mode: str = "int8", observer=None, attention: str = "fp32"):
-        if mode not in ("int8", "fp32") or attention not in ("fp32", "int16", "int8"):
-            raise ValueError("mode must be 'int8' or 'fp32'; attention 'fp32', 'int16' or 'int8'")
+        if mode not in ("int8", "fp32") or attention not in ("fp32", "int16", "int8", "bf16"):
+            raise ValueError("mode must be 'int8' or 'fp32'; attention 'fp32', 'int16', 'int8' or 'bf16'")
         self.c, self.t, self.mode, self.observer, self.attention = config, tensors, mode, observer, attention
 
     def linear(self, x, name, gelu_=False):

@@ -21,9 +21,39 @@ def test_environment_variable_forces_a_path(name):
     assert out.stdout.strip() == name
 
 
-def test_default_is_the_best_supported_path():
-    out = run_with_isa("")
-    assert out.stdout.strip() == qualam_rt.supported_isas()[-1]
+def cpu_flags() -> set[str]:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_default_is_the_best_path_the_cpu_flags_allow():
+    """Expected from /proc/cpuinfo, not from the module's own detection."""
+    flags = cpu_flags()
+    if {"amx_tile", "amx_int8", "avx512_vnni"} <= flags and qualam_rt._C.amx_status() == "available":
+        want = "amx"
+    elif {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "fma"} <= flags:
+        want = "avx512vnni"
+    elif {"avx2", "fma"} <= flags:
+        want = "avx2"
+    else:
+        want = "ref"
+    assert run_with_isa("").stdout.strip() == want
+    assert qualam_rt.supported_isas()[:2] == ["ref", "amx_emulated"]  # on every x86-64
+
+
+def test_amx_status_says_why_it_is_unavailable():
+    status = qualam_rt._C.amx_status()
+    if "amx_int8" not in cpu_flags():
+        assert status == "unavailable: the CPU has no AMX-INT8"
+        with pytest.raises(ValueError, match="no AMX-INT8"):
+            qualam_rt.set_isa("amx")
+        out = run_with_isa("amx")
+        assert out.returncode != 0 and "not supported by this CPU: the CPU has no AMX-INT8" in out.stderr
+    else:
+        assert status == "available" or status.startswith("unavailable: the OS")
+        assert ("amx" in qualam_rt.supported_isas()) == (status == "available")
 
 
 def test_unknown_path_in_environment_fails_on_import_with_a_message():

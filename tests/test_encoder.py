@@ -232,7 +232,45 @@ def test_integer_attention_error_against_fp32_attention(model):
         got = enc.forward(ids, types, off, attention=attention)["logits"]
         assert np.abs(got - fp32).max() < tol * scale, attention
     with pytest.raises(ValueError, match="attention"):
-        enc.forward(ids, types, off, attention="bf16")
+        enc.forward(ids, types, off, attention="bf17")
+
+
+CFG_D32 = dict(CFG, heads=2)  # head dim 32: what bf16 attention's tiles take
+
+
+@pytest.mark.parametrize("lengths", [[1, 6, 17, 33], [64, 100], [384]])
+@pytest.mark.parametrize("ratios", [None, RATIOS])
+def test_bf16_attention_on_tiles_matches_its_reference(isa, lengths, ratios):
+    """Tile paths: bf16 Q, K, P, V with fp32 sums, against the numpy simulation of the same
+    rounding (lengths across the 16-row and 32-key tile edges)."""
+    tensors = syn.random_tensors(CFG_D32, seed=21)
+    enc = _C.Encoder(CFG_D32, tensors)
+    ids, types, off = syn.random_batch(CFG_D32, lengths, seed=22)
+    if isa not in ("amx", "amx_emulated"):
+        with pytest.raises(ValueError, match="tile paths"):
+            enc.forward(ids, types, off, ratios, attention="bf16")
+        return
+    out = enc.forward(ids, types, off, ratios, attention="bf16", return_kept=True)
+    r = ref.ReferenceEncoder(CFG_D32, tensors, "int8", attention="bf16")
+    for s in range(len(off) - 1):
+        want, kept = r.sequence(*split(ids, types, off, s), ratios)
+        assert_close_to_int8_reference(out["logits"][off[s]:off[s + 1]], want)
+        for layer, (positions, offsets) in enumerate(out["kept"]):
+            np.testing.assert_array_equal(positions[offsets[s]:offsets[s + 1]] - off[s], kept[layer])
+
+
+def test_bf16_attention_needs_a_head_dim_of_whole_tiles():
+    if "amx_emulated" not in _C.supported_isas():
+        pytest.skip("no tile path")
+    tensors = syn.random_tensors(CFG, seed=1)  # head dim 16
+    enc = _C.Encoder(CFG, tensors)
+    before = _C.isa()
+    _C.set_isa("amx_emulated")
+    try:
+        with pytest.raises(ValueError, match="multiple of 32"):
+            enc.forward(*syn.random_batch(CFG, [5], seed=1), attention="bf16")
+    finally:
+        _C.set_isa(before)
 
 
 def test_int16_attention_error_on_the_float_reference(model):

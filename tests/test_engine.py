@@ -116,8 +116,26 @@ def test_bad_questions_and_contexts(engine):
 
 
 def test_bad_thread_count(model_path):
-    with pytest.raises(ValueError):
-        Engine(model_path, threads=0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            Engine(model_path, threads=bad)
+
+
+def test_an_engines_thread_count_is_its_own(model_path):
+    """Engine(threads=1) once left every later engine (and the process) on one thread."""
+    import qualam_rt
+    before = qualam_rt.num_threads()
+    one = Engine(model_path, threads=1)
+    other = Engine(model_path)
+    assert qualam_rt.num_threads() == before
+    assert one.info()["threads"] == 1 and other.info()["threads"] == before
+    assert one.answer(QUESTIONS[0], TEXT) == other.answer(QUESTIONS[0], TEXT)
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.0, None, True])
+def test_bad_batch_size_is_an_input_error(engine, size):
+    with pytest.raises(InputError, match="batch_size"):
+        engine.answer_batch([(QUESTIONS[0], TEXT)], batch_size=size)
 
 
 def test_no_bundled_model_gives_a_clear_error(monkeypatch, tmp_path):
@@ -130,4 +148,5 @@ def test_no_bundled_model_gives_a_clear_error(monkeypatch, tmp_path):
 def test_info(engine):
     info = engine.info()
     assert info["architecture"]["layers"] == 3 and info["frontier"] == FRONTIER
-    assert info["isa"] in ("ref", "avx2", "avx512vnni") and info["macs_at_384"] > 0
+    assert info["isa"] in ("ref", "avx2", "avx512vnni", "amx") and info["macs_at_384"] > 0
+    assert info["amx"] == "available" or info["amx"].startswith("unavailable: ")

@@ -93,6 +93,18 @@ def rewrite_metadata(model_path, tmp_path, change):
     return p
 
 
+@pytest.mark.parametrize("header", [b"5", b'"x"', b"null", b"[]", b'{"__metadata__": 3}', b'{"__metadata__": []}',
+                                    b'{"__metadata__": {"qualam_rt": "[1]"}}', b'{"t": 5, "__metadata__": {}}'])
+def test_a_header_that_is_json_but_not_a_model_header(tmp_path, header):
+    """Valid JSON of the wrong shape raised AttributeError/TypeError instead of ModelFileError."""
+    p = tmp_path / "odd.qrt"
+    p.write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(ModelFileError):
+        read_model(p)
+    with pytest.raises(ModelFileError):
+        Engine(p)
+
+
 def test_unknown_format_version(model_path, tmp_path, monkeypatch):
     import qualam_rt.model_file as mf
     meta, tensors = read_model(model_path)

@@ -58,13 +58,18 @@ inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
   const int64_t np = (max_len + 63) / 64 * 64, dp = (head_dim + 63) / 64 * 64;
   const int64_t kg = (head_dim + 3) / 4, ng = (max_len + 3) / 4;
   const int64_t fp32 = (2 * head_dim + kMaxAttentionRows) * np;
-  const int64_t int8_bytes = 2 * max_len * head_dim + np * kg * 4 + dp * ng * 4 + kAttentionRowBlock * np;
+  // + slack: tile paths read whole B tiles past the packed K and V^T (gemm_tiles.h)
+  const int64_t int8_bytes = 2 * max_len * head_dim + np * kg * 4 + dp * ng * 4 + kAttentionRowBlock * np + kPackedSlackBytes;
   const int64_t int8 = int8_bytes / 4 + 4 * np + 2 * dp + kAttentionRowBlock * np + 64 + 6 * 16;  // + alignment
   const int64_t np_chunks = (np + kProbChunk - 1) / kProbChunk * kProbChunk;
   const int64_t dp2 = head_dim + 1, int16_halves = 2 * np * dp2 + np * dp + kMaxInt16Rows * np_chunks + dp;
   const int64_t int16 = (kMaxInt16Rows + 2) * np + dp + (int16_halves + 1) / 2;
   const int64_t most = fp32 > int8 ? fp32 : int8;
-  return (most > int16 ? most : int16) + 64;
+  // bf16 (tile paths): Q, K, V and 32 probability rows as bf16, 32 score rows, 32 context rows.
+  const int64_t n32 = (max_len + 31) / 32 * 32;
+  const int64_t bf16 = (3 * n32 * head_dim + 32 * n32 + 2 * head_dim + 1) / 2 + 32 * n32 + 32 * head_dim + 16;
+  const int64_t most2 = most > bf16 ? most : bf16;
+  return (most2 > int16 ? most2 : int16) + 64;
 }
 inline int64_t attention_scratch_floats(int64_t max_len, int64_t num_heads, int64_t head_dim,
                                         int64_t total_rows, int num_workers) {
@@ -75,3 +80,5 @@ inline int64_t attention_scratch_floats(int64_t max_len, int64_t num_heads, int6
 QRT_DECLARE_KERNELS(ref)
 QRT_DECLARE_KERNELS(avx2)
 QRT_DECLARE_KERNELS(avx512vnni)
+QRT_DECLARE_KERNELS(amx)
+QRT_DECLARE_KERNELS(amx_emulated)

@@ -227,21 +227,25 @@ static void tile_and_epilogue(const GemmArgs& a, const Panel& pn, int64_t m0, Ep
   epilogue(a, pn, acc, m0, MR);
 }
 
-// Rows [m, m_end) of weight panel p.
-static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Epilogue epilogue) {
-  Panel pn;
-  make_panel(a, p, pn);
+// Rows [m, m_end) of a made panel, in tiles of kTileRows (the last one smaller).
+static void vector_rows(const GemmArgs& a, const Panel& pn, int64_t m, int64_t m_end, Epilogue epilogue) {
   for (; m + kTileRows <= m_end; m += kTileRows) tile_and_epilogue<kTileRows>(a, pn, m, epilogue);
   if (m < m_end)
     with_constant<kTileRows - 1>((int)(m_end - m), [&](auto mr) { tile_and_epilogue<decltype(mr)::value>(a, pn, m, epilogue); });
 }
 
-void gemm_u8s8(const GemmArgs& a) {
+// Rows [m, m_end) of weight panel p.
+static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Epilogue epilogue) {
+  Panel pn;
+  make_panel(a, p, pn);
+  vector_rows(a, pn, m, m_end, epilogue);
+}
+
+static void gemm_vec(const GemmArgs& a) {
   // Tasks are (row block, panel) pairs; a block of up to 12 tiles of rows and one weight panel
   // stay in L2 while the tile kernel streams over K. The blocks are made equal and their
   // count a multiple of the thread count, so the static schedule gives every thread the same
   // rows (with 72-row blocks, 384 rows split 216 / 168).
-  if (a.M <= 0) return;
   const int64_t threads = forks(a.M * a.W.Np * a.W.K > (int64_t)1 << 18) ? thread_count() : 1;
   const int64_t tiles = (a.M + kTileRows - 1) / kTileRows;
   const int64_t even_blocks = even_pieces(tiles, 12, threads);
@@ -262,9 +266,29 @@ void gemm_u8s8(const GemmArgs& a) {
   }
 }
 
-// The same GEMM on the calling thread only (used inside parallel attention).
+#ifdef QRT_TILES
+#include "gemm_tiles.h"
+#endif
+
+void gemm_u8s8(const GemmArgs& a) {
+  if (a.M <= 0) return;
+#ifdef QRT_TILES
+  if (uses_tiles(a)) return gemm_tiles(a);
+#endif
+  gemm_vec(a);
+}
+
+// The same GEMM on the calling thread only (used inside parallel attention). Tile paths
+// configure the thread's tiles here and leave them configured: attention() releases them.
 static void gemm_serial(const GemmArgs& a) {
   const Epilogue epilogue = pick_epilogue(a);
+#ifdef QRT_TILES
+  if (uses_tiles(a)) {
+    Tiles::configure(full_tiles());
+    for (int64_t p = 0; p < a.W.Np / kPanel; ++p) tile_rows(a, 0, a.M, p, epilogue);
+    return;
+  }
+#endif
   for (int64_t p = 0; p < a.W.Np / kPanel; ++p) gemm_rows(a, 0, a.M, p, epilogue);
 }
 
@@ -557,6 +581,10 @@ static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* 
     pv_block(vc, n, d, prob, np, a.context + (off + i0) * H + h * d, H, rows);
   }
 }
+
+#ifdef QRT_TILES
+#include "attention_tiles.h"
+#endif
 
 // int16 attention: the fp32 path's loop structure with both products on int16 pairs
 // (vpdpwssd / vpmaddwd: twice the multiply-adds per instruction of an fp32 FMA) and exact
@@ -977,6 +1005,9 @@ void attention(const AttentionArgs& a) {
       switch (a.precision) {
         case AttentionPrecision::Int16: attention_head_s16(local, s, h, work); break;
         case AttentionPrecision::Int8: attention_head_int8(local, s, h, work); break;
+#ifdef QRT_TILES
+        case AttentionPrecision::BF16: Tiles::configure(full_tiles()); attention_head_bf16(local, s, h, work); break;
+#endif
         default: attention_head(local, s, h, work);
       }
     }
@@ -987,6 +1018,9 @@ void attention(const AttentionArgs& a) {
       for (int64_t h = 0; h < a.num_heads; ++h) s += sig_parts[h * T + t];
       a.significance[t] = s;
     }
+#ifdef QRT_TILES
+    if (a.precision == AttentionPrecision::Int8 || a.precision == AttentionPrecision::BF16) Tiles::release();
+#endif
     _mm_setcsr(csr);
   }
 }
@@ -1016,7 +1050,11 @@ static double all_threads_macs_per_s(double seconds, int64_t first_count, MakeRu
 // Peak multiply-accumulates per second of this path's int8 instruction, all threads
 // running the register-only loop at once.
 double int8_peak_macs_per_s(double seconds) {
+#ifdef QRT_TILES
+  return all_threads_macs_per_s(seconds, 1 << 8, [](int) { return tile_peak_loop; });
+#else
   return all_threads_macs_per_s(seconds, 1 << 12, [](int) { return int8_peak_loop; });
+#endif
 }
 
 // Multiply-accumulates per second of the GEMM's tile kernel alone, all threads at once, each
@@ -1027,22 +1065,39 @@ struct TileRun {
   const uint8_t* A;
   const int8_t* Wp;
   int64_t K;
+#ifdef QRT_TILES
+  alignas(64) int32_t acc[kTileBlockRows * kPanel] = {};
+#else
   alignas(64) int32_t acc[kTileRows * kPanel] = {};
+#endif
   int64_t operator()(int64_t calls) {  // each call starts from the last one's sums: none skipped
+#ifdef QRT_TILES
+    Tiles::configure(full_tiles());
+    for (int64_t i = 0; i < calls; ++i) tile_ceiling_call(A, K, Wp, acc);
+    Tiles::release();
+    __asm__ volatile("" : : "r"(acc) : "memory");
+    return calls * kTileBlockRows * kPanel * K;
+#else
     for (int64_t i = 0; i < calls; ++i) gemm_tile<kTileRows>(A, K, K, Wp, acc, kPanel, acc);
     __asm__ volatile("" : : "r"(acc) : "memory");
     return calls * kTileRows * kPanel * K;
+#endif
   }
 };
 double int8_tile_macs_per_s(int64_t K, double seconds) {
-  const int64_t a_bytes = (kTileRows * K + 63) / 64 * 64, w_bytes = (K + 3) / 4 * 4 * kPanel;  // per thread
+#ifdef QRT_TILES
+  const int64_t rows = kTileBlockRows, slack = kPackedSlackBytes;
+#else
+  const int64_t rows = kTileRows, slack = 0;
+#endif
+  const int64_t a_bytes = (rows * K + 63) / 64 * 64, w_bytes = (K + 3) / 4 * 4 * kPanel + slack;  // per thread
   // Allocated here, not in the parallel region, where a failure could not be reported.
   auto* buffers = static_cast<uint8_t*>(std::aligned_alloc(64, thread_count() * (a_bytes + w_bytes)));
   if (!buffers) throw std::bad_alloc();
   const double rate = all_threads_macs_per_s(seconds, 16, [&](int thread) {
     uint8_t* A = buffers + thread * (a_bytes + w_bytes);
     auto* Wp = reinterpret_cast<int8_t*>(A + a_bytes);
-    std::memset(A, 3, kTileRows * K);
+    std::memset(A, 3, rows * K);
     std::memset(Wp, 1, w_bytes);
     return TileRun{A, Wp, K};
   });

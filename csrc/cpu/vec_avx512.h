@@ -64,6 +64,14 @@ struct VecF {
     if (n == width) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtsepi32_epi16(i));
     else _mm512_mask_cvtsepi32_storeu_epi16(p, tail_mask(n), i);
   }
+#ifdef __AVX512BF16__
+  // Round to the nearest bf16 (ties to even), n lanes stored (tile paths only: AVX512-BF16).
+  static inline void store_bf16(uint16_t* p, reg v, int n = width) {
+    const __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+    if (n == width) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+    else _mm256_mask_storeu_epi16(p, tail_mask(n), h);
+  }
+#endif
   // GELU x * Phi(x), Phi(x) = 1/2 + sign(x) g(|x|), g(t) = erf(t / sqrt 2) / 2 by a cubic on
   // each of 32 intervals of [0, 6) (gelu_table.h, |error| < 2.5e-7), whose coefficients
   // vpermt2ps picks from two registers each. Fewer instructions than the rational erf.

@@ -55,6 +55,12 @@ struct VecF {
   static inline reg scale_pow2(reg p, reg n) { return std::ldexp(p, (int)n); }
   static inline reg erf(reg x) { return std::erf(x); }
   static inline reg abs(reg x) { return std::fabs(x); }
+  // Round to the nearest bf16 (ties to even), as VCVTNEPS2BF16; NaN stays NaN.
+  static inline void store_bf16(uint16_t* p, reg v, int = 1) {
+    uint32_t b;
+    std::memcpy(&b, &v, 4);
+    *p = std::isnan(v) ? (uint16_t)0x7fc0 : (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+  }
 };
 
 // One int32 lane; an operand lane holds an int16 pair, as on the vector paths.
