@@ -149,7 +149,7 @@ Encoder* make_encoder(const py::dict& config, const py::dict& tensors) {
 
 py::object encoder_forward(const Encoder& e, const py::array& ids, const py::array& types, const py::array& offsets,
                            std::optional<std::vector<float>> ratios, bool return_kept, bool profile,
-                           const std::string& attention, int threads) {
+                           const std::string& attention, int threads, std::optional<std::vector<int64_t>> tokens) {
   if (threads < 0) throw py::value_error("threads must be >= 1, or 0 for the process-wide count");
   AttentionPrecision precision;
   if (attention == "fp32") precision = AttentionPrecision::F32;
@@ -172,7 +172,8 @@ py::object encoder_forward(const Encoder& e, const py::array& ids, const py::arr
     py::gil_scoped_release nogil;
     std::optional<ThreadCountOverride> own_threads;
     if (threads > 0) own_threads.emplace(threads);
-    e.forward(ip, tp, op, B, ratios.value_or(std::vector<float>{}), return_kept, profile, r, precision);
+    e.forward(ip, tp, op, B, ratios.value_or(std::vector<float>{}), return_kept, profile, r, precision,
+              tokens.value_or(std::vector<int64_t>{}));
   }
   auto logits = empty<float>({(int64_t)r.logits.size() / 2, 2});
   std::copy(r.logits.begin(), r.logits.end(), logits.mutable_data());
@@ -283,7 +284,7 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"))
       .def("forward", &encoder_forward, py::arg("input_ids"), py::arg("token_type_ids"), py::arg("offsets"),
            py::arg("keep_ratios") = py::none(), py::arg("return_kept") = false, py::arg("profile") = false,
-           py::arg("attention") = "fp32", py::arg("threads") = 0,
+           py::arg("attention") = "fp32", py::arg("threads") = 0, py::arg("keep_tokens") = py::none(),
            "Packed batch forward; returns {'logits': [T, 2], 'kept'?: [(positions, offsets)] per layer, 'op_seconds'?}.");
   py::class_<WordPiece>(m, "WordPiece", "BERT WordPiece windows for text in a character table (csrc/wordpiece.h).")
       .def(py::init<const std::vector<std::string>&, int32_t, int32_t, int32_t, int, const std::vector<uint32_t>&,
@@ -297,6 +298,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("max_answer_len"),
         "Answer spans of one window as (char starts, char ends, scores), best first (csrc/spans.h).");
   m.def("layer_lengths", &layer_lengths, py::arg("n"), py::arg("keep_ratios"), py::arg("min_keep") = 2);
+  m.def("budget_lengths", &budget_lengths, py::arg("n"), py::arg("keep_tokens"), py::arg("min_keep") = 2);
 
   m.def("quantize", [](const py::array& x, float scale, int32_t zp) {
     const float* xp = data_of<float>(x, "x");

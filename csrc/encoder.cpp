@@ -120,6 +120,28 @@ void check_keep_ratios(const std::vector<float>& r, int64_t layers) {
   }
 }
 
+void check_keep_tokens(const std::vector<int64_t>& b, int64_t layers) {
+  if (b.empty()) return;
+  if ((int64_t)b.size() != layers)
+    throw std::invalid_argument("length configuration has " + std::to_string(b.size()) + " token budgets; the model has " +
+                                std::to_string(layers) + " layers");
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (b[i] < 1) throw std::invalid_argument("token budget " + std::to_string(b[i]) + " of layer " + std::to_string(i) + " is below 1");
+    if (i && b[i] > b[i - 1])
+      throw std::invalid_argument("token budgets must be non-increasing (layer " + std::to_string(i) + ")");
+  }
+}
+
+std::vector<int64_t> budget_lengths(int64_t n, const std::vector<int64_t>& b, int64_t min_keep) {
+  std::vector<int64_t> out;
+  int64_t prev = n;
+  for (int64_t bi : b) {
+    prev = std::min(prev, std::max(min_keep, bi));
+    out.push_back(prev);
+  }
+  return out;
+}
+
 std::vector<int64_t> layer_lengths(int64_t n, const std::vector<float>& r, int64_t min_keep) {
   std::vector<int64_t> out;
   int64_t prev = n;
@@ -269,10 +291,12 @@ void layer_tail(const EncoderLayer& L, const QLinear* next, const EncoderConfig&
 
 void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
                       const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res,
-                      AttentionPrecision attention) const {
+                      AttentionPrecision attention, const std::vector<int64_t>& tokens) const {
   const EncoderConfig& c = cfg_;
   const int64_t H = c.hidden, I = c.intermediate, d = H / c.heads;
   check_keep_ratios(ratios, c.layers);
+  check_keep_tokens(tokens, c.layers);
+  if (!ratios.empty() && !tokens.empty()) throw std::invalid_argument("give keep ratios or token budgets, not both");
   if (attention == AttentionPrecision::BF16 && !kernels().tiles)
     throw std::invalid_argument(std::string("bf16 attention runs on the tile paths (amx, amx_emulated), not on ") + kernels().name);
   if (attention == AttentionPrecision::BF16 && d % 32 != 0)
@@ -345,8 +369,9 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   // Per-sequence target lengths of every layer.
   std::vector<std::vector<int64_t>> target(B);
   for (int64_t s = 0; s < B; ++s)
-    target[s] = ratios.empty() ? std::vector<int64_t>(c.layers, offsets[s + 1] - offsets[s])
-                               : layer_lengths(offsets[s + 1] - offsets[s], ratios, c.min_keep);
+    target[s] = !ratios.empty()   ? layer_lengths(offsets[s + 1] - offsets[s], ratios, c.min_keep)
+                : !tokens.empty() ? budget_lengths(offsets[s + 1] - offsets[s], tokens, c.min_keep)
+                                  : std::vector<int64_t>(c.layers, offsets[s + 1] - offsets[s]);
 
   std::vector<double> chunk_secs(profile ? workers * kNumOps : 0);  // per thread, when profiling
   int64_t Tc = T;

@@ -59,12 +59,14 @@ class Encoder {
   const EncoderConfig& config() const { return cfg_; }
 
   // ids, types: [T] int32; offsets: [num_seqs + 1], sequence s owns rows
-  // [offsets[s], offsets[s+1]); keep_ratios: [layers] non-increasing in (0, 1], or empty for
-  // the full model. Thread-safe: working memory is per calling thread.
+  // [offsets[s], offsets[s+1]); keep_ratios: [layers] non-increasing in (0, 1], or keep_tokens:
+  // [layers] non-increasing budgets >= 1, or both empty for the full model. Thread-safe:
+  // working memory is per calling thread.
   // attention: the arithmetic of QK^T and PV (kernels.h AttentionPrecision).
   void forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t num_seqs,
                const std::vector<float>& keep_ratios, bool record_kept, bool profile,
-               ForwardResult& result, AttentionPrecision attention = AttentionPrecision::F32) const;
+               ForwardResult& result, AttentionPrecision attention = AttentionPrecision::F32,
+               const std::vector<int64_t>& keep_tokens = {}) const;
 
  private:
   EncoderConfig cfg_;
@@ -75,6 +77,10 @@ class Encoder {
 
 // Per-layer keep counts of one sequence of length n: l_i = min(l_{i-1}, max(min_keep, ceil(r_i * n))).
 std::vector<int64_t> layer_lengths(int64_t n, const std::vector<float>& keep_ratios, int64_t min_keep);
+// The same under token budgets (the paper's form): l_i = min(l_{i-1}, max(min_keep, b_i)), so a
+// sequence shorter than a layer's budget loses nothing there.
+std::vector<int64_t> budget_lengths(int64_t n, const std::vector<int64_t>& keep_tokens, int64_t min_keep);
 void check_keep_ratios(const std::vector<float>& keep_ratios, int64_t layers);
+void check_keep_tokens(const std::vector<int64_t>& keep_tokens, int64_t layers);
 
 }  // namespace qrt

@@ -19,13 +19,23 @@ import numpy as np
 
 from qualam_rt import squad
 from qualam_rt.engine import ATTENTION_PATHS, Engine
-from qualam_rt.errors import QualamError
+from qualam_rt.errors import LengthConfigError, QualamError
 
 
 def _length_config(s: str | None):
+    """default | full | r1,r2,... (keep ratios) | tokens:b1,b2,... (token budgets)."""
     if s is None or s in ("default", "full"):
         return s or "default"
-    return tuple(float(x) for x in s.replace("(", "").replace(")", "").split(","))
+    kind, _, values = s.rpartition(":")
+    numbers = values.replace("(", "").replace(")", "").split(",")
+    try:
+        if kind == "tokens":
+            return {"tokens": tuple(int(x) for x in numbers)}
+        if kind in ("", "ratios"):
+            return tuple(float(x) for x in numbers)
+    except ValueError:
+        pass
+    raise LengthConfigError(f"--length-config must be default, full, r1,r2,... or tokens:b1,b2,..., not {s!r}")
 
 
 def _engine(args) -> Engine:
@@ -48,6 +58,17 @@ def cmd_answer(args) -> dict:
     return _engine(args).answer(question, context, top_k=args.top_k, max_answer_len=args.max_answer_len)
 
 
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
 def cmd_info(args) -> dict:
     return _engine(args).info()
 
@@ -63,8 +84,14 @@ def cmd_eval(args) -> dict:
         chunk = examples[i:i + args.batch]
         for ex, r in zip(chunk, engine.answer_batch([(e.question, e.context) for e in chunk])):
             preds[ex.id] = r["answer"]
-    report = squad.evaluate(examples, preds) | {"seconds": time.perf_counter() - t0, "model": str(engine.path),
-                                                 "length_config": engine.length_config, "data": str(args.data)}
+    import platform
+    from qualam_rt import _C
+    report = squad.evaluate(examples, preds) | {
+        "seconds": time.perf_counter() - t0, "model": str(engine.path), "length_config": engine.length_config,
+        "data": str(args.data), "command": " ".join(["qualam-rt"] + sys.argv[1:]), "isa": _C.isa(),
+        "attention": engine.attention, "threads": engine.threads or _C.num_threads(), "cpu": _cpu_model(),
+        "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
+        "provenance": engine.meta.get("provenance")}
     if args.out:
         Path(args.out).write_text(json.dumps({"report": report, "predictions": preds}, indent=1))
     return report
@@ -105,7 +132,8 @@ def main(argv=None) -> int:
         else:
             p.add_argument("--model", default=None, help=".qrt file (default: the bundled model)")
         p.add_argument("--threads", type=int, default=None)
-        p.add_argument("--length-config", default=None, help="default | full | r1,r2,... keep ratios")
+        p.add_argument("--length-config", default=None,
+                       help="default | full | r1,r2,... keep ratios | tokens:b1,b2,... token budgets (the paper's form)")
         p.add_argument("--attention", choices=ATTENTION_PATHS, default=None, help="attention path (default: the model's)")
 
     p = sub.add_parser("answer", help="answer one question (JSON on stdout)")
@@ -138,7 +166,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         result = args.fn(args)
-    except (QualamError, OSError, json.JSONDecodeError) as e:
+    except (QualamError, OSError, ValueError) as e:  # JSONDecodeError is a ValueError
         print(f"qualam-rt: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=1, default=str))

@@ -71,29 +71,41 @@ class Engine:
             if not fits:
                 raise LengthConfigError(f"no configuration of this model's frontier has {key} <= {budget}; "
                                         f"the smallest has {min((p.get(key) or np.inf) for p in self.frontier) if self.frontier else 'none (empty frontier)'}")
-            return tuple(max(fits, key=lambda p: p.get("f1", 0.0))["ratios"])
+            best = max(fits, key=lambda p: p.get("f1", 0.0))
+            return self._check({"tokens": best["tokens"]} if "tokens" in best else best["ratios"])
         if isinstance(length_config, str):
             if length_config == "full":
                 return None
             if length_config == "default":
                 d = self.meta.get("default_config")
                 return None if d is None else self._check(d)
-            raise LengthConfigError(f"length_config must be 'default', 'full' or a tuple of keep ratios, not {length_config!r}")
+            raise LengthConfigError(f"length_config must be 'default', 'full', a tuple of keep ratios, "
+                                    f"{{'ratios': [...]}} or {{'tokens': [...]}}, not {length_config!r}")
         return self._check(length_config)
 
-    def _check(self, ratios):
-        try:
-            ratios = tuple(float(r) for r in ratios)
-        except (TypeError, ValueError) as e:
-            raise LengthConfigError(f"a length configuration is a sequence of keep ratios, got {ratios!r}") from e
+    def _check(self, config):
+        """A tuple of keep ratios, or {"tokens": tuple of budgets} (the paper's form)."""
+        kind = "ratios"
+        if isinstance(config, dict):
+            if len(config) != 1 or next(iter(config)) not in ("ratios", "tokens"):
+                raise LengthConfigError(f"a length configuration dict has one key, 'ratios' or 'tokens', got {config!r}")
+            (kind, config), = config.items()
         L = self.architecture["layers"]
-        if len(ratios) != L:
-            raise LengthConfigError(f"length configuration has {len(ratios)} ratios; the model has {L} layers")
-        if not all(0.0 < r <= 1.0 for r in ratios):
-            raise LengthConfigError(f"keep ratios must lie in (0, 1], got {ratios}")
-        if any(b > a for a, b in zip(ratios, ratios[1:])):
-            raise LengthConfigError(f"keep ratios must be non-increasing, got {ratios}")
-        return ratios
+        try:
+            values = tuple(float(r) for r in config) if kind == "ratios" else tuple(config)
+        except (TypeError, ValueError) as e:
+            raise LengthConfigError(f"a length configuration is a sequence of keep {kind}, got {config!r}") from e
+        if len(values) != L:
+            raise LengthConfigError(f"length configuration has {len(values)} {kind}; the model has {L} layers")
+        if kind == "tokens":
+            if not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) and b >= 1 for b in values):
+                raise LengthConfigError(f"token budgets must be integers >= 1, got {values}")
+            values = tuple(int(b) for b in values)
+        elif not all(0.0 < r <= 1.0 for r in values):
+            raise LengthConfigError(f"keep ratios must lie in (0, 1], got {values}")
+        if any(b > a for a, b in zip(values, values[1:])):
+            raise LengthConfigError(f"keep {kind} must be non-increasing, got {values}")
+        return {"tokens": values} if kind == "tokens" else values
 
     # ---- answering ---------------------------------------------------------------------
     @staticmethod
@@ -113,7 +125,9 @@ class Engine:
         """Start/end logits [n, 2] of each window (one packed native call)."""
         ratios = self.length_config if length_config == "same" else self._resolve(length_config, None, None)
         ids, types, offsets = squad.pack(windows)
-        out = self._encoder.forward(ids, types, offsets, None if ratios is None else list(ratios),
+        tokens = list(ratios["tokens"]) if isinstance(ratios, dict) else None
+        ratios = None if ratios is None or tokens is not None else list(ratios)
+        out = self._encoder.forward(ids, types, offsets, ratios, keep_tokens=tokens,
                                     attention=self.attention, threads=self.threads or 0)["logits"]
         return [out[offsets[i]:offsets[i + 1]] for i in range(len(windows))]
 

@@ -89,7 +89,18 @@ def layernorm(x, gamma, beta, eps=1e-12, residual=None) -> np.ndarray:
 # ---- the encoder ---------------------------------------------------------------------
 
 def layer_lengths(n: int, keep_ratios, min_keep: int = 2) -> list[int]:
-    """Tokens kept by each layer of a length-n sequence: l_i = min(l_{i-1}, max(min_keep, ceil(r_i n)))."""
+    """Tokens kept by each layer of a length-n sequence: l_i = min(l_{i-1}, max(min_keep, ceil(r_i n))).
+    keep_ratios may also be {"ratios": [...]} or token budgets {"tokens": [...]}, the paper's
+    form: l_i = min(l_{i-1}, max(min_keep, b_i))."""
+    if isinstance(keep_ratios, dict):
+        (kind, values), = keep_ratios.items()
+        if kind == "tokens":
+            out, prev = [], n
+            for b in values:
+                prev = min(prev, max(min_keep, int(b)))
+                out.append(prev)
+            return out
+        keep_ratios = values
     out, prev = [], n
     for r in keep_ratios:
         want = math.ceil(float(np.float32(r)) * n - 1e-6)

@@ -58,3 +58,16 @@ def test_errors_exit_with_a_message(capsys, model, tmp_path):
     assert code == 2 and "not found" in err
     code, _, err = run(capsys, "answer", "--model", model, "", TEXT)
     assert code == 2 and "question is empty" in err
+
+
+def test_token_budgets_and_value_errors_reach_the_user_as_messages(capsys, model):
+    code, out, _ = run(capsys, "answer", "--model", model, "--length-config", "tokens:9,5,2", "Who wrote it?", TEXT)
+    assert code == 0 and set(json.loads(out)) == {"answer", "score", "start", "end"}
+    code, out, _ = run(capsys, "info", model, "--length-config", "tokens:9,5,2")
+    assert json.loads(out)["length_config"] == {"tokens": [9, 5, 2]}
+    for argv, message in ((("--length-config", "tokens:9,x,2"), "--length-config"),
+                          (("--length-config", "tokens:9,10,2"), "non-increasing"),
+                          (("--threads", "0"), "threads must be a positive integer")):
+        code, out, err = run(capsys, "answer", "--model", model, *argv, "Who wrote it?", TEXT)
+        assert code == 2 and out == "" and err.startswith("qualam-rt: error: ") and message in err, err
+        assert "Traceback" not in err

@@ -67,6 +67,36 @@ def test_keep_counts_follow_the_length_rule(model):
         assert counts == ref.layer_lengths(n, RATIOS) == _C.layer_lengths(n, RATIOS, 2)
 
 
+@pytest.mark.parametrize("tokens", [[40, 20, 5], [3, 3, 1], [500, 500, 500]])
+def test_token_budgets_drop_only_below_a_sequences_length(isa, model, tokens):
+    """The paper's form: layer i keeps min(l_{i-1}, max(2, b_i)) tokens, so short sequences
+    lose nothing where their length is within the budget; logits as the reference's."""
+    tensors, enc = model
+    lengths = [1, 5, 30, 77]
+    ids, types, off = syn.random_batch(CFG, lengths, seed=5)
+    out = enc.forward(ids, types, off, keep_tokens=tokens, return_kept=True)
+    r = ref.ReferenceEncoder(CFG, tensors, "int8")
+    for s, n in enumerate(lengths):
+        want_counts, prev = [], n
+        for b in tokens:
+            prev = min(prev, max(2, b))
+            want_counts.append(prev)
+        assert [int(o[s + 1] - o[s]) for _, o in out["kept"]] == want_counts == _C.budget_lengths(n, tokens, 2)
+        want, kept = r.sequence(*split(ids, types, off, s), {"tokens": tokens})
+        assert [len(k) for k in kept] == want_counts
+        assert_close_to_int8_reference(out["logits"][off[s]:off[s + 1]], want)
+
+
+def test_bad_token_budgets_raise(model):
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, [9], seed=5)
+    for tokens, msg in (([5, 6, 1], "non-increasing"), ([5, 0, 0], "below 1"), ([5, 4], "layers")):
+        with pytest.raises(ValueError, match=msg):
+            enc.forward(ids, types, off, keep_tokens=tokens)
+    with pytest.raises(ValueError, match="not both"):
+        enc.forward(ids, types, off, RATIOS, keep_tokens=[5, 4, 3])
+
+
 def test_paper_configuration_lengths_at_384():
     ratios = [x / 384 for x in (315, 251, 242, 159, 142, 33)]
     assert _C.layer_lengths(384, ratios, 2) == [315, 251, 242, 159, 142, 33]

@@ -93,10 +93,28 @@ def test_length_configuration_choices(model_path):
     assert Engine(model_path, max_latency_ms=1.5).length_config == (0.6, 0.4, 0.2)
     with pytest.raises(LengthConfigError, match="frontier"):
         Engine(model_path, max_macs=10)
+    assert Engine(model_path, length_config={"ratios": [0.9, 0.7, 0.5]}).length_config == (0.9, 0.7, 0.5)
+    assert Engine(model_path, length_config={"tokens": [300, 100, 9]}).length_config == {"tokens": (300, 100, 9)}
     for bad, msg in [((0.5, 0.6, 0.1), "non-increasing"), ((0.5, 0.4), "layers"), ((1.2, 1.0, 0.5), r"\(0, 1\]"),
-                     ((0.5, 0.0, 0.0), r"\(0, 1\]"), ("fastest", "length_config"), (("a", "b", "c"), "keep ratios")]:
+                     ((0.5, 0.0, 0.0), r"\(0, 1\]"), ("fastest", "length_config"), (("a", "b", "c"), "keep ratios"),
+                     ({"tokens": [5, 6, 1]}, "non-increasing"), ({"tokens": [5, 2.5, 1]}, "integers"),
+                     ({"tokens": [5, 0, 0]}, "integers >= 1"), ({"budget": [1, 1, 1]}, "one key"),
+                     ({"tokens": [3, 2]}, "layers")]:
         with pytest.raises(LengthConfigError, match=msg):
             Engine(model_path, length_config=bad)
+
+
+def test_token_budgets_give_the_reference_answers(model_path):
+    """{"tokens": budgets} through the engine: the same logits as the reference forward."""
+    budgets = {"tokens": [20, 12, 6]}
+    engine = Engine(model_path, length_config=budgets)
+    meta, tensors = read_model(model_path)
+    r = ref.ReferenceEncoder(meta["architecture"], engine_tensors(tensors), "int8")
+    windows = engine.windows([(QUESTIONS[0], TEXT)])
+    for w, got in zip(windows, engine.logits(windows)):
+        want, kept = r.sequence(w.input_ids, w.token_type_ids, budgets)
+        assert [len(k) for k in kept] == ref.layer_lengths(len(w.input_ids), budgets)
+        np.testing.assert_allclose(got, want, atol=2e-2 * (1 + np.abs(want).max()))
 
 
 def test_bad_questions_and_contexts(engine):

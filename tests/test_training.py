@@ -211,7 +211,7 @@ def test_pipeline_end_to_end_with_valid_frontier(workdir):
         assert all(0 < r <= 1 for r in p["ratios"]) and all(a >= b for a, b in zip(p["ratios"], p["ratios"][1:]))
         assert p["latency_ms"] > 0
     # no frontier member dominated by another evaluated gene
-    cache = json.loads((workdir / "pipe" / "search" / "cache.json").read_text()).values()
+    cache = json.loads((workdir / "pipe" / "search" / "cache.json").read_text())["points"].values()
     for p in front:
         assert not any(q["cost"] <= p["cost"] and q["f1"] >= p["f1"] and (q["cost"], q["f1"]) != (p["cost"], p["f1"])
                        for q in cache if q["cost"] >= min(f["cost"] for f in front))
@@ -223,8 +223,24 @@ def test_pipeline_end_to_end_with_valid_frontier(workdir):
     assert "layers.0.qkv.input_quant" in tensors and "layers.0.ffn1.input_quant" not in tensors
     a = engine.answer("what is after alpha beta", "alpha beta gamma delta")
     assert "alpha beta gamma delta"[a["start"]:a["end"]] == a["answer"]
-    # resumable: a second run finds every result and does nothing
+    # resumable: a second run finds every result and does nothing; another config is refused
     assert run(config) == path
+    with pytest.raises(SystemExit, match="search"):
+        run(config | {"search": config["search"] | {"eval_examples": 17}})
+    # token budgets as genes (the paper's form), MACs counted both ways; a stale cache is refused
+    from training.search import SearchConfig, search
+    scfg = SearchConfig(model=str(workdir / "pipe" / "lat" / "model.pt"), out=str(workdir / "search_tokens"),
+                        squad_train=str(workdir / "squad.json"), held_out_articles=2, eval_examples=8, population=4,
+                        mutations=2, crossovers=2, iterations=1, genes="tokens", latency_repeats=1)
+    result = search(scfg)
+    for p in result["frontier"]:
+        assert "tokens" in p and p["tokens"] == p["lengths_at_384"] and "ratios" not in p
+        assert 0 < p["real_macs_share"] <= 1 and 0 < p["padded_384_macs_share"] <= 1
+        # windows here are far shorter than the budgets: real tokens lose less than a padded 384 input would
+        assert p["real_macs_share"] >= p["padded_384_macs_share"] - 1e-9
+    assert isinstance(result["default_config"], dict) and set(result["default_config"]) == {"tokens"}
+    with pytest.raises(SystemExit, match="eval_examples"):
+        search(SearchConfig(**{**scfg.__dict__, "eval_examples": 9}))
 
 
 def test_relation_distillation_lowers_its_loss(workdir):

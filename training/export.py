@@ -58,6 +58,18 @@ def git_commit() -> str:
     return r.stdout.strip() or "unknown"
 
 
+def normalized_config(config):
+    """None, keep ratios as a list of floats, or {"tokens": list of ints} (token budgets)."""
+    if config is None:
+        return None
+    if isinstance(config, dict):
+        (kind, values), = config.items()
+        if kind == "tokens":
+            return {"tokens": [int(b) for b in values]}
+        config = values
+    return [float(r) for r in config]
+
+
 def export_qrt(model: BertQA, tokenizer_json: str, path: str | Path, frontier: list | None = None,
                default_config=None, quantization: dict | None = None, provenance: dict | None = None,
                compact_embeddings: bool = True, attention: str | None = None) -> Path:
@@ -67,7 +79,7 @@ def export_qrt(model: BertQA, tokenizer_json: str, path: str | Path, frontier: l
              "embeddings": "int8 per row" if compact_embeddings else "fp32"} | (quantization or {})
     meta = {"architecture": model.config.to_dict(), "tokenizer": tokenizer_json, "frontier": frontier or [],
             "attention": attention or "int16",
-            "default_config": None if default_config is None else [float(r) for r in default_config],
+            "default_config": normalized_config(default_config),
             "quantization": quant,
             "provenance": {"exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                            "commit": git_commit()} | (provenance or {})}
@@ -84,7 +96,8 @@ def main(argv=None) -> None:
     ap.add_argument("out", help="the .qrt file to write")
     ap.add_argument("--tokenizer", help="tokenizer.json (default: beside the model)")
     ap.add_argument("--frontier", help="frontier.json of the search step")
-    ap.add_argument("--default-config", help="comma-separated keep ratios (default: the frontier's choice)")
+    ap.add_argument("--default-config", help="comma-separated keep ratios, or tokens:b1,b2,... token budgets "
+                                             "(default: the frontier's choice)")
     ap.add_argument("--no-compact", action="store_true", help="fp32 word embeddings")
     ap.add_argument("--attention", choices=ATTENTION_PATHS, default="int16", help="the engine's default attention path")
     ap.add_argument("--provenance", default="{}", help="JSON object of extra provenance fields (data, base checkpoint)")
@@ -96,7 +109,9 @@ def main(argv=None) -> None:
         blob = json.loads(Path(args.frontier).read_text())
         frontier, default = blob["frontier"], blob.get("default_config")
     if args.default_config:
-        default = [float(x) for x in args.default_config.split(",")]
+        kind, _, values = args.default_config.rpartition(":")
+        default = ({"tokens": [int(x) for x in values.split(",")]} if kind == "tokens"
+                   else [float(x) for x in values.split(",")])
     blob = torch.load(args.model, map_location="cpu", weights_only=False)
     path = export_qrt(model, tok, args.out, frontier, default, blob.get("quantization"),
                       {"model": str(args.model), "train_config": blob.get("train_config")} | json.loads(args.provenance),

@@ -33,8 +33,24 @@ def _make(cls, values: dict):
     return cls(**values)
 
 
+def check_same_config(out: Path, config: dict) -> None:
+    """A pipeline folder belongs to one config: its finished steps are reused only by a rerun of
+    that config (recorded in <out>/pipeline_config.json); another config is refused."""
+    record = out / "pipeline_config.json"
+    if record.exists():
+        stored = json.loads(record.read_text())
+        if stored != json.loads(json.dumps(config)):
+            changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
+            raise SystemExit(f"{out} holds a pipeline run with another config (differs in: {', '.join(changed)}); "
+                             f"use another out folder or remove it")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(config, indent=1))
+
+
 def run(config: dict, steps=STEPS) -> Path:
     out = Path(config.get("out", "runs/pipeline"))
+    check_same_config(out, config)
     common = {k: config[k] for k in ("squad_train", "held_out_articles") if k in config}
     ft, lat, se, qu = (out / s for s in ("finetune", "lat", "search", "quantize"))
     if "finetune" in steps and not (ft / "model.pt").exists():

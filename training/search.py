@@ -1,6 +1,8 @@
 """Step c) `search`: multi-objective evolutionary search of length configurations.
 
-A gene is the per-layer token count at the reference length n=384 (ratios = gene / 384).
+A gene is the per-layer token count at the reference length n=384, read as keep ratios
+(gene / 384 of each window's own length; `--genes ratios`, the default) or as token budgets
+(keep at most gene_i tokens: the paper's form, `--genes tokens`).
 Fitness: F1 of the engine on held-out training articles (never the dev set). Cost: MACs of
 the encoder on those same windows, as a fraction of BERT-base's MACs on them (the paper's
 axis), or, hardware-aware, the engine's measured latency.
@@ -11,8 +13,11 @@ axis), or, hardware-aware, the engine's measured latency.
               neighbours' lengths) and 30 crossovers (element-wise ceil-average) of parents
               drawn from the current Pareto frontier; genes costing less than the smallest
               sub-model are rejected; every evaluated gene is cached (resumable).
-Writes frontier.json (ratios, MACs, F1, latency; the default configuration: the cheapest
-within default_f1_drop F1 of the full model) and frontier.png (F1 vs MACs).
+Writes frontier.json (the configuration, F1, latency, and MACs counted both ways: on the real
+tokens of the held-out windows, and at n=384 as the paper counts them; the default
+configuration: the cheapest within default_f1_drop F1 of the full model) and frontier.png.
+The cache records the model, data and settings it was made with: a rerun with others refuses
+to reuse it.
 
     python -m training.search --model runs/lat/model.pt --out runs/search
 """
@@ -53,7 +58,8 @@ class SearchConfig:
     iterations: int = 5
     length_drop_ratio_bound: float = 0.2
     cost: str = "macs"            # macs | latency
-    default_f1_drop: float = 1.0  # the default configuration may lose at most this much F1
+    genes: str = "ratios"         # ratios | tokens: how a gene's counts at n=384 apply to a window
+    default_f1_drop: float = 0.5  # the default configuration may lose at most this much F1
     latency_repeats: int = 5
     seed: int = 0
     threads: int = 0
@@ -116,11 +122,14 @@ class Evaluator:
         self.engine = Engine(path, threads=cfg.threads or None, length_config="full")
         self.lengths = [len(w.input_ids) for w in self.feats.windows]
         self.base_macs = sum(bert_base_macs(n) for n in self.lengths)
+        self.full_real_macs = sum(encoder_macs(self.config, n) for n in self.lengths)
         self.cfg = cfg
 
-    @staticmethod
-    def ratios(gene) -> list[float]:
-        return [g / N_REF for g in gene]
+    def length_config(self, gene):
+        """The engine's length configuration of a gene: keep ratios, or {"tokens": budgets}."""
+        if self.cfg.genes == "tokens":
+            return {"tokens": tuple(int(g) for g in gene)}
+        return tuple(g / N_REF for g in gene)
 
     def latency_ms(self, gene, n: int = N_REF) -> float:
         """Median engine latency of one sequence of n tokens (capped by the model) at this gene."""
@@ -128,22 +137,27 @@ class Evaluator:
         n = min(n, self.config["max_position"])
         token = min(1000, self.config["vocab_size"] - 1)
         w = [squad.Window(0, np.full(n, token, np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))]
-        ratios = tuple(self.ratios(gene))
-        self.engine.logits(w, ratios)
+        config = self.length_config(gene)
+        self.engine.logits(w, config)
         times = []
         for _ in range(self.cfg.latency_repeats):
             t = time.perf_counter()
-            self.engine.logits(w, ratios)
+            self.engine.logits(w, config)
             times.append(time.perf_counter() - t)
         return 1e3 * float(np.median(times))
 
     def __call__(self, gene) -> dict:
-        ratios = self.ratios(gene)
-        self.engine.length_config = tuple(ratios)
+        config = self.length_config(gene)
+        self.engine.length_config = config
         f1 = engine_f1_of(self.engine, self.feats)
-        macs_ratio = sum(encoder_macs(self.config, n, ratios) for n in self.lengths) / self.base_macs
-        point = {"ratios": ratios, "lengths_at_384": list(gene), "f1": f1, "macs_vs_bert_base": macs_ratio,
-                 "macs": encoder_macs(self.config, N_REF, ratios)}
+        real = sum(encoder_macs(self.config, n, config) for n in self.lengths)
+        point = {("tokens" if isinstance(config, dict) else "ratios"): list(config["tokens"] if isinstance(config, dict) else config),
+                 "lengths_at_384": list(gene), "f1": f1,
+                 "macs_vs_bert_base": real / self.base_macs,  # real tokens of the held-out windows
+                 "real_macs_share": real / self.full_real_macs,
+                 "padded_384_macs_share": encoder_macs(self.config, N_REF, config) / encoder_macs(self.config, N_REF),
+                 "macs": encoder_macs(self.config, N_REF, config)}
+        macs_ratio = point["macs_vs_bert_base"]
         if self.cfg.cost == "latency":
             point["latency_ms"] = self.latency_ms(gene)
         point["cost"] = point["latency_ms"] if self.cfg.cost == "latency" else macs_ratio
@@ -157,12 +171,21 @@ def search(cfg: SearchConfig, evaluate=None) -> dict:
     layers = evaluate.config["layers"]
     rng = random.Random(cfg.seed)
     cache_file = out / "cache.json"
-    cache = {tuple(json.loads(k)): v for k, v in json.loads(cache_file.read_text()).items()} if cache_file.exists() else {}
+    identity = cache_identity(cfg)
+    cache = {}
+    if cache_file.exists():
+        stored = json.loads(cache_file.read_text())
+        if stored.get("identity") != identity:
+            changed = sorted(k for k in identity if (stored.get("identity") or {}).get(k) != identity[k])
+            raise SystemExit(f"{cache_file} holds scores of another search (differs in: {', '.join(changed)}); "
+                             f"use another --out or remove it")
+        cache = {tuple(json.loads(k)): v for k, v in stored["points"].items()}
 
     def run(genes, desc):
         for g in tqdm([g for g in dict.fromkeys(genes) if g not in cache], desc=desc, leave=False):
             cache[g] = evaluate(g)
-        cache_file.write_text(json.dumps({json.dumps(list(k)): v for k, v in cache.items()}))
+        cache_file.write_text(json.dumps({"identity": identity,
+                                          "points": {json.dumps(list(k)): v for k, v in cache.items()}}))
 
     full, small = (N_REF,) * layers, smallest_gene(layers, cfg.length_drop_ratio_bound)
     init = [full, small]
@@ -185,13 +208,29 @@ def search(cfg: SearchConfig, evaluate=None) -> dict:
     # The point nearest half the full model's MACs is reported too (the paper's comparison).
     full_cost, full_f1 = cache[full]["macs_vs_bert_base"], cache[full]["f1"]
     default = min((p for p in front if p["f1"] >= full_f1 - cfg.default_f1_drop), key=lambda p: p["cost"],
-                  default=dict(cache[full], ratios=[1.0] * layers))
+                  default=cache[full])
     half = min(front, key=lambda p: abs(p["macs_vs_bert_base"] - full_cost / 2))
-    result = {"frontier": front, "default_config": default["ratios"], "half_macs_config": half["ratios"],
+    result = {"frontier": front, "default_config": config_of_point(default), "half_macs_config": config_of_point(half),
               "evaluated": len(cache), "full": cache[full], "config": asdict(cfg)}
     (out / "frontier.json").write_text(json.dumps(result, indent=1))
     plot(cache, front, out / "frontier.png")
     return result
+
+
+def config_of_point(p: dict):
+    """A frontier point's length configuration, as Engine(length_config=...) takes it."""
+    return {"tokens": p["tokens"]} if "tokens" in p else p["ratios"]
+
+
+def cache_identity(cfg: SearchConfig) -> dict:
+    """What a cached score depends on: the model file (size and modification time), the data
+    and the evaluation settings."""
+    model = Path(cfg.model)
+    stat = model.stat() if model.exists() else None
+    return {"model": str(model.resolve()), "model_size": stat.st_size if stat else None,
+            "model_mtime": stat.st_mtime if stat else None, "squad_train": str(cfg.squad_train),
+            "held_out_articles": cfg.held_out_articles, "eval_examples": cfg.eval_examples, "seed": cfg.seed,
+            "cost": cfg.cost, "genes": cfg.genes}
 
 
 def plot(cache: dict, front: list, path: Path) -> None:
