@@ -18,6 +18,8 @@ aligns its tensors so): the kernel alone.
 `tile_ceiling_frac` is the GEMM's tile kernel alone on cache-resident data of the same K, over
 the same peak, paired the same way: what the GEMM would reach with no epilogue, no cache
 misses and no scheduling. `qualam_fused_out_of_ceiling` is the fused GEMM's share of it.
+`fused_out_over_<isa>`: the same fused GEMM on the active path over the path --compare-isa
+(default avx512vnni), timed alternately, median ratio (> 1: the active path is faster).
 `fused_out_over_int_mm_out`: speed of qualam_fused_out (with its epilogue) over torch_int_mm_out
 (int32, no epilogue) on the same shape, the two timed alternately: the median ratio, > 1 when
 ours is faster (only where torch runs the same M).
@@ -94,6 +96,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--name", default="gemm")
+    ap.add_argument("--compare-isa", default="avx512vnni",
+                    help="another kernel path whose fused GEMM is timed alternately with the active one ('' = none)")
     args = ap.parse_args()
 
     warnings.filterwarnings("ignore")  # torch.ao deprecation notices
@@ -156,6 +160,17 @@ def main() -> None:
                 with torch.inference_mode():
                     t = time_call(lambda: torch.matmul(x, wt.T), repeats=repeats)
                 row["torch_fp32"] = ops / t["median"] / 1e9
+            other = args.compare_isa
+            if other and other != _C.isa() and other in _C.supported_isas():
+                active = _C.isa()
+
+                def fused_out_other():
+                    _C.set_isa(other)
+                    try:
+                        _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu, out=out)
+                    finally:
+                        _C.set_isa(active)
+                row[f"fused_out_over_{other}"] = paired_speed_ratio(fused_out, fused_out_other, args.repeats)
             row["qualam_fused_peak_frac"] = paired_peak_fraction(fused, ops, args.repeats)
             row["qualam_fused_out_peak_frac"] = paired_peak_fraction(fused_out, ops, args.repeats)
             row["qualam_int32_peak_frac"] = paired_peak_fraction(raw, ops, args.repeats)
