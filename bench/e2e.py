@@ -104,6 +104,18 @@ def qualam_systems(engine, frontier, other_attention=None):
     return out
 
 
+def on_isa(isa, engine):
+    """infer(windows) of the engine at full length with another kernel path active for the call."""
+    def infer(ws):
+        before = qualam_rt.isa()
+        qualam_rt.set_isa(isa)
+        try:
+            return engine.logits(ws, "full")
+        finally:
+            qualam_rt.set_isa(before)
+    return infer
+
+
 def torch_runner(m):
     import torch
 
@@ -211,6 +223,8 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated system name prefixes to skip")
     ap.add_argument("--frontier-points", type=int, default=3, help="frontier configurations measured (evenly spaced)")
     ap.add_argument("--name", default="e2e")
+    ap.add_argument("--also-isa", default="avx512vnni",
+                    help="also time the full-length engine on this kernel path ('' = none; skipped if unsupported)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     qualam_rt.set_num_threads(args.threads)
@@ -243,6 +257,12 @@ def main() -> None:
 
     fp32_attention = qualam_rt.Engine(qrt, threads=args.threads, length_config="full", attention="fp32")
     systems = qualam_systems(engine, frontier or ([paper] if args.random else []), fp32_attention)
+    if args.random:
+        budgets = {"tokens": [315, 251, 242, 159, 142, 33]}
+        systems.append(System("qualam_rt INT8 paper config as token budgets (315,251,242,159,142,33)",
+                              lambda ws: engine.logits(ws, budgets)))
+    if args.also_isa and args.also_isa != qualam_rt.isa() and args.also_isa in qualam_rt.supported_isas():
+        systems.insert(1, System(f"qualam_rt INT8 full, {args.also_isa} path", on_isa(args.also_isa, engine)))
     hf = hf_model_from(model)
     notes = []
     systems += torch_systems(hf)
