@@ -10,3 +10,10 @@ def isa(request):
     _C.set_isa(request.param)
     yield request.param
     _C.set_isa(before)
+
+
+def pytest_report_header(config):
+    """Which kernel paths the `isa` fixture runs here: a CPU without AVX-512 (or AMX) runs
+    fewer, and the header says so instead of skipping them silently."""
+    from qualam_rt import _C
+    return [f"qualam_rt kernel paths tested: {', '.join(_C.supported_isas())} (default {_C.isa()}; amx: {_C.amx_status()})"]

@@ -1,6 +1,4 @@
 """The native drop-and-restore encoder against the numpy reference (qualam_rt.reference)."""
-import time
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,10 +16,14 @@ def assert_close_to_int8_reference(got, want):
     """Native vs INT8-simulated logits. Float rounding differences (1e-6) now and then push
     a value across a quantization rounding boundary, moving one uint8 input by one step;
     through attention that perturbs every token of a long sequence a little. Short
-    sequences match to float precision; every sequence within a small error."""
+    sequences match to float precision; every sequence within a small error. Bounds: the
+    largest errors measured over this file on every path (ref, amx_emulated, avx2,
+    avx512vnni, amx), times ~10 where that leaves a margin: <= 8e-7 on up to 8 tokens (bound
+    1e-5); flips on longer ones up to 1.0e-2 (bound 0.02, the flip's own size) and a mean
+    row error up to 1.8e-3 (bound 3e-3)."""
     scale = 1 + np.abs(want).max()
     err = np.abs(got - want).max(axis=1)
-    tight = 1e-4 if len(want) <= 8 else 0.02
+    tight = 1e-5 if len(want) <= 8 else 0.02
     assert err.max() <= tight * scale, f"max error {err.max()} (scale {scale})"
     assert err.mean() <= 3e-3 * scale, f"mean error {err.mean()} (scale {scale})"
 
@@ -105,9 +107,15 @@ def test_paper_configuration_lengths_at_384():
 def test_all_ones_configuration_equals_the_no_drop_path(isa, model):
     _, enc = model
     ids, types, off = syn.random_batch(CFG, [5, 33, 8], seed=5)
+    out = enc.forward(ids, types, off, [1.0] * CFG["layers"], return_kept=True)
     full = enc.forward(ids, types, off)["logits"]
-    ones = enc.forward(ids, types, off, [1.0] * CFG["layers"])["logits"]
-    np.testing.assert_array_equal(full, ones)
+    np.testing.assert_array_equal(full, out["logits"])
+    # keeping everything keeps every position at every layer (not only the same numbers)
+    for positions, offsets in out["kept"]:
+        np.testing.assert_array_equal(positions, np.arange(off[-1]))
+        np.testing.assert_array_equal(offsets, off)
+    # and differs from a configuration that does drop: the comparison can fail
+    assert np.abs(enc.forward(ids, types, off, [1.0, 1.0, 0.5])["logits"] - full).max() > 1e-3
 
 
 def test_a_dropped_token_keeps_its_last_computed_state(model):
@@ -117,7 +125,7 @@ def test_a_dropped_token_keeps_its_last_computed_state(model):
     ids, types, off = syn.random_batch(CFG, [60], seed=6)
     out = enc.forward(ids, types, off, RATIOS, return_kept=True)
     kept_sets = [set(p.tolist()) for p, _ in out["kept"]]
-    previous = set(range(60))
+    assert [len(k) for k in kept_sets] == ref.layer_lengths(60, RATIOS)
     for i in range(1, CFG["layers"]):
         dropped_here = sorted(kept_sets[i - 1] - kept_sets[i])
         assert dropped_here, "the configuration must drop tokens at every layer"
@@ -126,8 +134,9 @@ def test_a_dropped_token_keeps_its_last_computed_state(model):
                      if not k.startswith("layers.") or int(k.split(".")[1]) < i}
         short = _C.Encoder(truncated_cfg, truncated).forward(ids, types, off, RATIOS[:i])["logits"]
         np.testing.assert_array_equal(out["logits"][dropped_here], short[dropped_here])
-        previous = kept_sets[i]
-    assert previous
+        # the kept tokens went on through layer i: their logits are not the truncated model's
+        still = sorted(kept_sets[i])
+        assert np.abs(out["logits"][still] - short[still]).max() > 1e-3
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -164,12 +173,21 @@ def test_sequence_lengths_from_1_to_512(isa, model):
     tensors, enc = model
     lengths = [1, 2, 3, 511, 512]
     ids, types, off = syn.random_batch(CFG, lengths, seed=8)
-    assert np.isfinite(enc.forward(ids, types, off, RATIOS)["logits"]).all()
-    # Compared without dropping: over 512 tokens a near-tie in significance can swap one
-    # kept token between float orders; kept sets are compared above at other sizes.
+    dropped = enc.forward(ids, types, off, RATIOS, return_kept=True)
+    for s, n in enumerate(lengths):  # every sequence keeps its own counts of its own positions
+        counts = [int(o[s + 1] - o[s]) for _, o in dropped["kept"]]
+        assert counts == ref.layer_lengths(n, RATIOS)
+        for positions, o in dropped["kept"]:
+            assert ((positions[o[s]:o[s + 1]] >= off[s]) & (positions[o[s]:o[s + 1]] < off[s + 1])).all()
+    # Logits at 511/512 tokens with dropping: most tokens match the reference; over 512 tokens a
+    # near-tie in significance can swap one kept token between float orders, so the whole-
+    # sequence comparison is made without dropping.
+    r = ref.ReferenceEncoder(CFG, tensors, "int8")
+    for s in range(3):  # the short ones have no near-ties to speak of
+        want, _ = r.sequence(*split(ids, types, off, s), RATIOS)
+        assert_close_to_int8_reference(dropped["logits"][off[s]:off[s + 1]], want)
     out = enc.forward(ids, types, off)["logits"]
     assert out.shape == (sum(lengths), 2)
-    r = ref.ReferenceEncoder(CFG, tensors, "int8")
     for s in range(len(lengths)):
         want, _ = r.sequence(*split(ids, types, off, s))
         assert_close_to_int8_reference(out[off[s]:off[s + 1]], want)
@@ -366,17 +384,14 @@ def test_int16_attention_refuses_head_dims_beyond_its_bound():
 
 
 def test_profile_splits_the_call_time_over_the_ops(model):
-    """profile=True times each op; ops that run in parallel row chunks share out their wall
-    time, so the parts add up to at most the call's time (not thread-seconds). The logits
-    are those of an unprofiled call."""
+    """profile=True times each op (how long they take is bench/'s business, not a test's);
+    the logits are those of an unprofiled call."""
     _, enc = model
     ids, types, off = syn.random_batch(CFG, [120, 77, 200], seed=21)
     before = _C.num_threads()
     try:
         _C.set_num_threads(2)
-        start = time.perf_counter()
         out = enc.forward(ids, types, off, RATIOS, profile=True, attention="int16")
-        wall = time.perf_counter() - start
         plain = enc.forward(ids, types, off, RATIOS, attention="int16")["logits"]
     finally:
         _C.set_num_threads(before)
@@ -384,5 +399,4 @@ def test_profile_splits_the_call_time_over_the_ops(model):
     assert set(secs) >= {"qkv", "attention", "significance+gather", "o_proj", "ffn1", "ffn2", "layernorm"}
     assert all(v >= 0 for v in secs.values())
     assert secs["ffn1"] > 0 and secs["attention"] > 0
-    assert sum(secs.values()) <= wall
     np.testing.assert_array_equal(out["logits"], plain)
