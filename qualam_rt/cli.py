@@ -69,6 +69,16 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cmd_serve(args) -> None:
+    try:
+        from qualam_rt.serve import serve
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise QualamError(f"serving needs FastAPI and uvicorn: pip install 'qualam_rt[serve]' ({e})") from None
+    serve(_engine(args), args.host, args.port, max_batch_windows=args.max_batch_windows,
+          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
+
+
 def cmd_info(args) -> dict:
     return _engine(args).info()
 
@@ -157,6 +167,14 @@ def main(argv=None) -> int:
     p.add_argument("--length-config", default=None)
     p.add_argument("--attention", choices=ATTENTION_PATHS, default=None)
     p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("serve", help="HTTP server with dynamic batching (pip install 'qualam_rt[serve]')")
+    common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch-windows", type=int, default=32, help="windows per packed native call, at most")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    p.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get 503")
+    p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("bench", help="latency per length configuration")
     common(p, model_positional=True)
     p.add_argument("--lengths", type=int, nargs="+", default=[128, 384])
@@ -169,7 +187,8 @@ def main(argv=None) -> int:
     except (QualamError, OSError, ValueError) as e:  # JSONDecodeError is a ValueError
         print(f"qualam-rt: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=1, default=str))
+    if result is not None:
+        print(json.dumps(result, indent=1, default=str))
     return 0
 
 

@@ -139,6 +139,17 @@ class Engine:
 
     def answer_batch(self, pairs, batch_size: int = 32, top_k: int = 1, max_answer_len: int = 30):
         """answer() for each (question, context) pair; windows run `batch_size` at a time."""
+        pairs = self.checked_pairs(pairs, top_k, max_answer_len)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        windows = self.windows(pairs)
+        logits: list[np.ndarray] = []
+        for i in range(0, len(windows), batch_size):
+            logits += self.logits(windows[i:i + batch_size])
+        return self.answers_from(pairs, windows, logits, top_k, max_answer_len)
+
+    def checked_pairs(self, pairs, top_k: int = 1, max_answer_len: int = 30) -> list[tuple[str, str]]:
+        """The pairs as a list of (question, context) tuples; InputError for anything else."""
         if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
             raise InputError("pairs must be a list of (question, context) tuples")
         pairs = list(pairs)
@@ -146,14 +157,14 @@ class Engine:
             if not isinstance(p, (tuple, list)) or len(p) != 2:
                 raise InputError(f"each pair must be (question, context), got {p!r:.80}")
             self._validate(*p)
-        if not isinstance(top_k, int) or top_k < 1 or not isinstance(max_answer_len, int) or max_answer_len < 1:
-            raise InputError("top_k and max_answer_len must be positive integers")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        windows = self.windows([(q, c) for q, c in pairs])
-        logits: list[np.ndarray] = []
-        for i in range(0, len(windows), batch_size):
-            logits += self.logits(windows[i:i + batch_size])
+        for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r:.40}")
+        return [(q, c) for q, c in pairs]
+
+    @staticmethod
+    def answers_from(pairs, windows, logits, top_k: int = 1, max_answer_len: int = 30) -> list:
+        """The answers of `pairs` from their windows (window.example indexes pairs) and logits."""
         by_pair: dict[int, list[int]] = {}
         for i, w in enumerate(windows):
             by_pair.setdefault(w.example, []).append(i)

@@ -1,0 +1,302 @@
+"""`qualam-rt serve`: an HTTP endpoint with dynamic, padding-free batching.
+
+One worker thread owns the Engine. A request's pairs are checked and tokenized into windows
+on arrival; the worker takes the first waiting request, waits at most `max_wait_ms` for
+others, and runs the windows of all of them as one packed native call (up to
+`max_batch_windows`; a request with more windows runs alone, in chunks). Concurrent
+requests therefore share GEMMs instead of each starting its own parallel regions on the
+same cores.
+
+    POST /answer        {"question", "context", "top_k"?, "max_answer_len"?} -> Engine.answer's result
+    POST /answer_batch  {"pairs": [[q, c], ...], "top_k"?, "max_answer_len"?} -> a list of them
+    GET  /health, /info (the model's info), /metrics (Prometheus text format)
+
+Bad requests get a 4xx with {"error": message} (400 malformed JSON or fields, 413 a body over
+`max_body_bytes`, 415 not JSON); a full queue gets 503 with Retry-After. A score of -inf (no
+span found) is sent as null: JSON has no infinities. FastAPI and uvicorn are an optional
+extra: pip install "qualam_rt[serve]".
+"""
+
+import asyncio
+import json
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from qualam_rt.engine import Engine
+from qualam_rt.errors import InputError
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations
+# (Request, imported inside create_app) as objects.
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: about 150 pages of text per request
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+WINDOW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass
+class Job:
+    pairs: list
+    windows: list
+    top_k: int
+    max_answer_len: int
+    done: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    result: list = field(default_factory=list)
+
+
+class Histogram:
+    def __init__(self, buckets):
+        self.buckets, self.counts, self.total, self.n = buckets, [0] * len(buckets), 0.0, 0
+
+    def observe(self, v: float) -> None:
+        for i, b in enumerate(self.buckets):
+            if v <= b:
+                self.counts[i] += 1
+        self.total += v
+        self.n += 1
+
+    def lines(self, name: str, help_text: str) -> list[str]:
+        out = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        out += [f'{name}_bucket{{le="{b}"}} {c}' for b, c in zip(self.buckets, self.counts)]
+        out += [f'{name}_bucket{{le="+Inf"}} {self.n}', f"{name}_sum {self.total}", f"{name}_count {self.n}"]
+        return out
+
+
+class Metrics:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency = Histogram(LATENCY_BUCKETS)
+        self.batch_windows = Histogram(WINDOW_BUCKETS)
+
+    def request(self, path: str, status: int, seconds: float) -> None:
+        with self.lock:
+            self.requests[path, status] = self.requests.get((path, status), 0) + 1
+            if status < 400:
+                self.latency.observe(seconds)
+
+    def batch(self, windows: int) -> None:
+        with self.lock:
+            self.batch_windows.observe(windows)
+
+    def text(self, queue_depth: int) -> str:
+        with self.lock:
+            lines = ["# HELP qualam_requests_total HTTP requests by path and status.", "# TYPE qualam_requests_total counter"]
+            lines += [f'qualam_requests_total{{path="{p}",status="{s}"}} {n}' for (p, s), n in sorted(self.requests.items())]
+            errors = sum(n for (_, s), n in self.requests.items() if s >= 400)
+            lines += ["# HELP qualam_errors_total Requests answered with a 4xx or 5xx status.",
+                      "# TYPE qualam_errors_total counter", f"qualam_errors_total {errors}"]
+            lines += self.latency.lines("qualam_request_seconds", "Time from arrival to answer of successful requests.")
+            lines += self.batch_windows.lines("qualam_batch_windows", "Windows per packed native call.")
+        lines += ["# HELP qualam_queue_depth Requests waiting for the worker.", "# TYPE qualam_queue_depth gauge",
+                  f"qualam_queue_depth {queue_depth}"]
+        return "\n".join(lines) + "\n"
+
+
+class Batcher:
+    """The worker thread that owns the engine and packs waiting requests into one call."""
+
+    def __init__(self, engine: Engine, max_batch_windows: int, max_wait_ms: float, max_queue: int, metrics: Metrics):
+        self.engine, self.max_windows, self.max_wait = engine, max_batch_windows, max_wait_ms / 1e3
+        self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self.metrics = metrics
+        self.thread = threading.Thread(target=self._run, name="qualam-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> bool:
+        """False when the queue is full."""
+        try:
+            self.queue.put_nowait(job)
+            return True
+        except queue.Full:
+            return False
+
+    def stop(self) -> None:
+        """Finishes every queued job, then ends the worker."""
+        self.queue.put(None)
+        self.thread.join()
+
+    def _gather(self, first: Job) -> tuple[list[Job], bool]:
+        jobs, windows, stop = [first], len(first.windows), False
+        deadline = time.perf_counter() + self.max_wait
+        while windows < self.max_windows:
+            left = deadline - time.perf_counter()
+            try:
+                job = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                stop = True
+                break
+            jobs.append(job)
+            windows += len(job.windows)
+        return jobs, stop
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self.queue.get()
+            if first is None:
+                break
+            jobs, stop = self._gather(first)
+            try:
+                self._answer(jobs)
+            except Exception as e:  # an engine bug: every waiting client hears of it, the worker goes on
+                for job in jobs:
+                    job.loop.call_soon_threadsafe(_settle, job.done, e)
+
+    def _answer(self, jobs: list[Job]) -> None:
+        windows = [w for job in jobs for w in job.windows]
+        logits = []
+        for i in range(0, len(windows), self.max_windows):
+            chunk = windows[i:i + self.max_windows]
+            logits += self.engine.logits(chunk)
+            self.metrics.batch(len(chunk))
+        start = 0
+        for job in jobs:
+            mine = logits[start:start + len(job.windows)]
+            start += len(job.windows)
+            result = self.engine.answers_from(job.pairs, job.windows, mine, job.top_k, job.max_answer_len)
+            job.loop.call_soon_threadsafe(_settle, job.done, result)
+
+
+def _settle(fut: asyncio.Future, value) -> None:
+    if fut.done():  # the client went away
+        return
+    if isinstance(value, Exception):
+        fut.set_exception(value)
+    else:
+        fut.set_result(value)
+
+
+def _finite(result):
+    """-inf scores (no span found) as null: JSON has no infinities."""
+    if isinstance(result, list):
+        return [_finite(r) for r in result]
+    return {**result, "score": result["score"] if math.isfinite(result["score"]) else None}
+
+
+def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float = 5.0, max_queue: int = 256,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+    """The FastAPI application serving `engine` (see the module docstring)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    for name, value in (("max_batch_windows", max_batch_windows), ("max_queue", max_queue), ("max_body_bytes", max_body_bytes)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not max_wait_ms >= 0:
+        raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+    metrics = Metrics()
+    state = {}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        state["batcher"] = Batcher(engine, max_batch_windows, max_wait_ms, max_queue, metrics)
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, state["batcher"].stop)
+
+    app = FastAPI(title="qualam_rt", lifespan=lifespan)
+
+    def error(status: int, message: str, headers=None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    async def body_of(request: Request) -> dict:
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise HTTPError(415, f"send JSON (Content-Type: application/json), not {ctype}")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise HTTPError(413, f"the body is over {max_body_bytes} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > max_body_bytes:
+                raise HTTPError(413, f"the body is over {max_body_bytes} bytes")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HTTPError(400, f"malformed JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise HTTPError(400, "the body must be a JSON object")
+        return body
+
+    async def run(request: Request, pairs, top_k, max_answer_len, single: bool):
+        try:
+            pairs = engine.checked_pairs(pairs, top_k, max_answer_len)
+            windows = engine.windows(pairs)
+        except InputError as e:
+            raise HTTPError(400, str(e)) from None
+        loop = asyncio.get_running_loop()
+        job = Job(pairs, windows, top_k, max_answer_len, loop.create_future(), loop)
+        if not state["batcher"].submit(job):
+            raise HTTPError(503, "the server is busy (queue full); retry shortly", {"Retry-After": "1"})
+        result = _finite(await job.done)
+        return result[0] if single else result
+
+    async def handle(request: Request, path: str, make):
+        t0 = time.perf_counter()
+        try:
+            response = JSONResponse(await make())
+        except HTTPError as e:
+            response = error(e.status, e.message, e.headers)
+        metrics.request(path, response.status_code, time.perf_counter() - t0)
+        return response
+
+    @app.post("/answer")
+    async def answer(request: Request):
+        async def make():
+            body = await body_of(request)
+            for key in ("question", "context"):
+                if key not in body:
+                    raise HTTPError(400, f"missing field '{key}'")
+            return await run(request, [(body["question"], body["context"])], body.get("top_k", 1),
+                             body.get("max_answer_len", 30), single=True)
+        return await handle(request, "/answer", make)
+
+    @app.post("/answer_batch")
+    async def answer_batch(request: Request):
+        async def make():
+            body = await body_of(request)
+            if "pairs" not in body:
+                raise HTTPError(400, "missing field 'pairs'")
+            if not isinstance(body["pairs"], list):
+                raise HTTPError(400, "'pairs' must be a list of [question, context] lists")
+            return await run(request, body["pairs"], body.get("top_k", 1), body.get("max_answer_len", 30), single=False)
+        return await handle(request, "/answer_batch", make)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def info():
+        return json.loads(json.dumps(engine.info(), default=str))
+
+    @app.get("/metrics")
+    async def prometheus():
+        batcher = state.get("batcher")
+        return PlainTextResponse(metrics.text(batcher.queue.qsize() if batcher else 0),
+                                 media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):  # a bug of ours: a message, not a traceback
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    return app
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers=None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
+    """Runs the server until SIGINT/SIGTERM; uvicorn finishes the requests in flight first."""
+    import uvicorn
+    uvicorn.run(create_app(engine, **options), host=host, port=port, log_level="info")
