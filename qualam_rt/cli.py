@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,13 @@ def _cpu_model() -> str:
 
 
 def cmd_serve(args) -> None:
+    # OpenMP's worker threads spin after each parallel region by default; in a server they
+    # would take the cores from the event loop and the batcher between calls (measured:
+    # bench/results/serve_load.md). libgomp reads the policy when it loads, so the process
+    # restarts itself once with it set, unless the user chose a policy.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "passive"
+        os.execv(sys.executable, [sys.executable, "-m", "qualam_rt.cli"] + sys.argv[1:])
     try:
         from qualam_rt.serve import serve
         import uvicorn  # noqa: F401

@@ -1,9 +1,12 @@
 """`qualam-rt serve`: an HTTP endpoint with dynamic, padding-free batching.
 
 One worker thread owns the Engine. A request's pairs are checked and tokenized into windows
-on arrival; the worker takes the first waiting request, waits at most `max_wait_ms` for
-others, and runs the windows of all of them as one packed native call (up to
-`max_batch_windows`; a request with more windows runs alone, in chunks). Concurrent
+on arrival; the worker takes every waiting request and, under load (its last call packed
+several requests) or while more requests are being read or tokenized, waits for others at
+most `max_wait_ms`; then it runs the
+windows of all of them as one packed native call (up to `max_batch_windows`; a request with
+more windows runs alone, in chunks). A lone request is not held back, and under load the
+requests that arrive during one call make the next batch. Concurrent
 requests therefore share GEMMs instead of each starting its own parallel regions on the
 same cores.
 
@@ -102,6 +105,9 @@ class Batcher:
         self.engine, self.max_windows, self.max_wait = engine, max_batch_windows, max_wait_ms / 1e3
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self.metrics = metrics
+        self.arriving = 0  # requests accepted by the HTTP layer, not yet queued (read, tokenized)
+        self.loaded = False  # the last call packed more than one request
+        self.arriving_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="qualam-batcher", daemon=True)
         self.thread.start()
 
@@ -118,13 +124,21 @@ class Batcher:
         self.queue.put(None)
         self.thread.join()
 
+    def arrival(self, delta: int) -> None:
+        with self.arriving_lock:
+            self.arriving += delta
+
+
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
         jobs, windows, stop = [first], len(first.windows), False
         deadline = time.perf_counter() + self.max_wait
         while windows < self.max_windows:
             left = deadline - time.perf_counter()
+            # Wait for more only under load (the last call packed several requests) or while
+            # requests are on their way in; a lone request on an idle server goes at once.
+            waiting = left > 0 and (self.arriving > 0 or self.loaded)
             try:
-                job = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
+                job = self.queue.get(timeout=left) if waiting else self.queue.get_nowait()
             except queue.Empty:
                 break
             if job is None:
@@ -141,6 +155,7 @@ class Batcher:
             if first is None:
                 break
             jobs, stop = self._gather(first)
+            self.loaded = len(jobs) > 1
             try:
                 self._answer(jobs)
             except Exception as e:  # an engine bug: every waiting client hears of it, the worker goes on
@@ -160,6 +175,19 @@ class Batcher:
             start += len(job.windows)
             result = self.engine.answers_from(job.pairs, job.windows, mine, job.top_k, job.max_answer_len)
             job.loop.call_soon_threadsafe(_settle, job.done, result)
+
+
+class Arrival:
+    """A request on its way to the queue, counted in Batcher.arriving until it leaves()."""
+
+    def __init__(self, batcher: Batcher):
+        self.batcher, self.open = batcher, True
+        batcher.arrival(+1)
+
+    def leave(self) -> None:
+        if self.open:
+            self.open = False
+            self.batcher.arrival(-1)
 
 
 def _settle(fut: asyncio.Future, value) -> None:
@@ -225,48 +253,54 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
             raise HTTPError(400, "the body must be a JSON object")
         return body
 
-    async def run(request: Request, pairs, top_k, max_answer_len, single: bool):
+    async def run(arrival: Arrival, pairs, top_k, max_answer_len, single: bool):
+        batcher = state["batcher"]
         try:
             pairs = engine.checked_pairs(pairs, top_k, max_answer_len)
             windows = engine.windows(pairs)
         except InputError as e:
             raise HTTPError(400, str(e)) from None
+        finally:
+            arrival.leave()
         loop = asyncio.get_running_loop()
         job = Job(pairs, windows, top_k, max_answer_len, loop.create_future(), loop)
-        if not state["batcher"].submit(job):
+        if not batcher.submit(job):
             raise HTTPError(503, "the server is busy (queue full); retry shortly", {"Retry-After": "1"})
         result = _finite(await job.done)
         return result[0] if single else result
 
     async def handle(request: Request, path: str, make):
         t0 = time.perf_counter()
+        arrival = Arrival(state["batcher"])  # run() lets it leave once its windows are made
         try:
-            response = JSONResponse(await make())
+            response = JSONResponse(await make(arrival))
         except HTTPError as e:
             response = error(e.status, e.message, e.headers)
+        finally:
+            arrival.leave()
         metrics.request(path, response.status_code, time.perf_counter() - t0)
         return response
 
     @app.post("/answer")
     async def answer(request: Request):
-        async def make():
+        async def make(arrival):
             body = await body_of(request)
             for key in ("question", "context"):
                 if key not in body:
                     raise HTTPError(400, f"missing field '{key}'")
-            return await run(request, [(body["question"], body["context"])], body.get("top_k", 1),
+            return await run(arrival, [(body["question"], body["context"])], body.get("top_k", 1),
                              body.get("max_answer_len", 30), single=True)
         return await handle(request, "/answer", make)
 
     @app.post("/answer_batch")
     async def answer_batch(request: Request):
-        async def make():
+        async def make(arrival):
             body = await body_of(request)
             if "pairs" not in body:
                 raise HTTPError(400, "missing field 'pairs'")
             if not isinstance(body["pairs"], list):
                 raise HTTPError(400, "'pairs' must be a list of [question, context] lists")
-            return await run(request, body["pairs"], body.get("top_k", 1), body.get("max_answer_len", 30), single=False)
+            return await run(arrival, body["pairs"], body.get("top_k", 1), body.get("max_answer_len", 30), single=False)
         return await handle(request, "/answer_batch", make)
 
     @app.get("/health")
