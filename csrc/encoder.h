@@ -1,4 +1,4 @@
-// The length-adaptive BERT encoder + QA head (../DESIGN "The encoder math"), INT8 GEMMs,
+// The length-adaptive BERT encoder + QA head (docs/design.md, "The encoder"), INT8 GEMMs,
 // packed (never padded) batches, drop-and-restore with per-sequence top-k.
 #pragma once
 #include <cstdint>

@@ -1,6 +1,6 @@
 """A small BERT encoder with a QA head, length-adaptive as in the Length-Adaptive Transformer.
 
-Drop-and-restore with masks (training form of ../DESIGN "The encoder math"):
+Drop-and-restore (docs/design.md, "The encoder"), in two equivalent forms; the mask form:
 - `active` marks the tokens a layer takes as input (all real tokens at layer 0).
 - Layer i attends over its active tokens. The significance of token j is the attention it
   receives, summed over heads and over active query rows.

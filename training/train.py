@@ -2,7 +2,7 @@
 
 finetune: the span loss (cross-entropy of the start and end positions).
 lat: per step, as in the Length-Adaptive Transformer with the sandwich rule and inplace
-distillation (../DESIGN):
+distillation (docs/design.md, "LAT training step"):
   1. the full model (with LayerDrop if layer_drop > 0) takes the span loss;
   2. num_sandwich + 1 sub-models learn a KL loss towards the full model's (detached) start/end
      distributions: first the smallest (every layer keeps ceil((1 - bound) * previous)), then
