@@ -1,0 +1,59 @@
+"""Fuzzer: Engine.answer / answer_batch on arbitrary strings and arguments: an answer whose
+offsets lie inside the context and match its text, or a QualamError; nothing else. See
+harness.py for how to run it."""
+import sys
+from pathlib import Path
+
+import atheris
+
+sys.path.insert(0, str(Path(__file__).parent))
+from qualam_rt import Engine
+from qualam_rt.errors import QualamError
+from harness import TEXT, tiny_model_path  # noqa: E402
+
+ENGINE = Engine(tiny_model_path())
+
+
+def value(fdp):
+    """A str most of the time, else something a caller might pass by mistake."""
+    choice = fdp.ConsumeIntInRange(0, 9)
+    if choice <= 5:
+        return fdp.ConsumeUnicode(fdp.ConsumeIntInRange(0, 600))
+    if choice == 6:
+        words = TEXT.split()
+        return " ".join(words[fdp.ConsumeIntInRange(0, len(words) - 1)] for _ in range(fdp.ConsumeIntInRange(0, 300)))
+    return [None, 7, b"bytes", 3.5][choice - 6]
+
+
+def check(result, context):
+    for r in result if isinstance(result, list) else [result]:
+        assert 0 <= r["start"] <= r["end"] <= len(context) and context[r["start"]:r["end"]] == r["answer"]
+
+
+def TestOneInput(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    question, context = value(fdp), value(fdp)
+    top_k = fdp.ConsumeIntInRange(-1, 4) if fdp.ConsumeBool() else 1
+    max_len = fdp.ConsumeIntInRange(-1, 40) if fdp.ConsumeBool() else 30
+    try:
+        if fdp.ConsumeBool():
+            check(ENGINE.answer(question, context, top_k=top_k, max_answer_len=max_len), context)
+        else:
+            pairs = [(question, context)] * fdp.ConsumeIntInRange(0, 3)
+            for r in ENGINE.answer_batch(pairs, batch_size=fdp.ConsumeIntInRange(-1, 8), top_k=top_k,
+                                         max_answer_len=max_len):
+                check(r, context)
+    except QualamError:
+        pass
+
+
+def main() -> None:
+    # qualam_rt may be installed editable (a custom import loader), which instrument_imports
+    # misses: instrument every loaded function instead.
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
