@@ -4,6 +4,12 @@ header, raw little-endian tensors) whose `__metadata__["qualam_rt"]` holds our J
 The reader checks the container byte by byte (header bounds, every tensor's dtype, shape and
 data range), the metadata (format name and version, architecture), and a CRC32 of the
 tensor data, then memory-maps the tensors.
+
+Why not the `safetensors` library's parser: its numpy loader copies every tensor into a new
+array, where we keep read-only views of one memory map (engines of the same file share its
+pages); and its errors are generic, where every defect here is a ModelFileError that says
+what is wrong. The files stay standard safetensors (a test reads ours with the library), this
+parser is fuzzed (tests/fuzz/fuzz_model_file.py) and runs under ASan/UBSan (tools/sanitize.sh).
 """
 from __future__ import annotations
 

@@ -142,3 +142,13 @@ def test_bad_tokenizer(model_path, tmp_path):
     p = rewrite_metadata(model_path, tmp_path, lambda m: m | {"tokenizer": json.dumps({"not": "a tokenizer"})})
     with pytest.raises(ModelFileError):
         Engine(p)
+
+
+def test_our_files_are_standard_safetensors(model_path):
+    """The container stays readable by the safetensors library itself."""
+    from safetensors.numpy import load_file
+    meta, ours = read_model(model_path)
+    theirs = load_file(str(model_path))
+    assert set(theirs) == set(ours)
+    for name, a in ours.items():
+        np.testing.assert_array_equal(theirs[name], a)
