@@ -289,11 +289,13 @@ void layer_tail(const EncoderLayer& L, const QLinear* next, const EncoderConfig&
 
 }  // namespace
 
-void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
-                      const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res,
-                      AttentionPrecision attention, const std::vector<int64_t>& tokens) const {
-  const EncoderConfig& c = cfg_;
-  const int64_t H = c.hidden, I = c.intermediate, d = H / c.heads;
+namespace {
+
+// Every argument of a forward call checked before any work; returns the longest sequence.
+int64_t check_forward(const EncoderConfig& c, const int32_t* ids, const int32_t* types, const int64_t* offsets,
+                      int64_t B, const std::vector<float>& ratios, const std::vector<int64_t>& tokens,
+                      AttentionPrecision attention) {
+  const int64_t d = c.hidden / c.heads;
   check_keep_ratios(ratios, c.layers);
   check_keep_tokens(tokens, c.layers);
   if (!ratios.empty() && !tokens.empty()) throw std::invalid_argument("give keep ratios or token budgets, not both");
@@ -313,21 +315,18 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
                                   " tokens; the model's maximum is " + std::to_string(c.max_position));
     max_len = std::max(max_len, n);
   }
-  const int64_t T = offsets[B];
-  for (int64_t t = 0; t < T; ++t) {
+  for (int64_t t = 0; t < offsets[B]; ++t) {
     if (ids[t] < 0 || ids[t] >= c.vocab_size)
       throw std::invalid_argument("token id " + std::to_string(ids[t]) + " outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
     if (types[t] < 0 || types[t] >= c.type_vocab_size)
       throw std::invalid_argument("token type id " + std::to_string(types[t]) + " out of range");
   }
-  res.logits.assign(T * 2, 0.f);
-  res.kept.clear();
-  res.kept_offsets.clear();
-  std::fill(res.op_seconds, res.op_seconds + kNumOps, 0.0);
-  if (T == 0) return;
+  return max_len;
+}
 
-  Workspace& ws = tls_workspace;
-  const int workers = thread_count();
+// The calling thread's buffers, grown to T rows of B sequences (never shrunk).
+void fit_workspace(Workspace& ws, const EncoderConfig& c, int64_t T, int64_t B, int64_t max_len, int workers) {
+  const int64_t H = c.hidden, I = c.intermediate;
   for (auto* v : {&ws.full, &ws.cur, &ws.nxt, &ws.ctx, &ws.ctx_k, &ws.resid_k, &ws.h1}) Workspace::fit(*v, T * H);
   Workspace::fit(ws.qkv, T * 3 * H);
   Workspace::fit(ws.ffn_f32, T * I);
@@ -346,24 +345,190 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   Workspace::fit(ws.off_cur, B + 1);
   Workspace::fit(ws.off_nxt, B + 1);
   Workspace::fit(ws.att_scratch, attention_scratch_floats(max_len, c.heads, H / c.heads, T, workers));
-  const KernelTable& K = kernels();
-  Timer timer(profile, res.op_seconds);
+}
 
-  // Embeddings: word + position (within the sequence) + token type, then LayerNorm.
+// Steps 1-2 of a layer: the QKV projection of the Tc current rows (quantized by the LayerNorm
+// that made them), then attention per sequence with each token's significance into ws.sig.
+void attend(const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B, int64_t max_len, int workers,
+            AttentionPrecision attention, Workspace& ws, Timer& timer) {
+  const KernelTable& K = kernels();
+  const int64_t H = c.hidden, d = H / c.heads;
+  GemmArgs qkv;
+  input_args(L.qkv, input_quantization(L.qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data()), Tc, H, qkv);
+  qkv.out_kind = OutKind::F32;
+  qkv.out = ws.qkv.data();
+  // Head-major output ([3 * heads][rows][head_dim]) when a head is whole vectors: each
+  // attention task then reads its Q, K and V as contiguous blocks instead of 3H-strided rows.
+  const bool head_major = d % kMaxVectorFloats == 0;
+  if (head_major) {
+    qkv.ldo = d;
+    qkv.out_split = d;
+    qkv.out_split_stride = Tc * d;
+  } else {
+    qkv.ldo = 3 * H;
+  }
+  K.gemm_u8s8(qkv);
+  timer.lap(kQKV);
+
+  AttentionArgs att;
+  att.qkv = ws.qkv.data();
+  att.ld = head_major ? d : 3 * H;
+  att.head_stride = head_major ? Tc * d : d;
+  att.part_stride = head_major ? c.heads * Tc * d : H;
+  att.num_seqs = B;
+  att.offsets = ws.off_cur.data();
+  att.num_heads = c.heads;
+  att.head_dim = d;
+  att.context = ws.ctx.data();
+  att.significance = ws.sig.data();
+  att.max_len = max_len;
+  att.num_workers = workers;
+  att.scratch = ws.att_scratch.data();
+  att.precision = attention;
+  K.attention(att);
+  timer.lap(kAttention);
+}
+
+// Step 3: keep the most significant tokens of each sequence (ties: lower position first),
+// in position order, into ws.off_nxt / ws.pos_nxt / ws.kept_src. Each dropped row's last
+// state (this layer's input) is restored to its original position now; the kept rows are
+// gathered by the row chunks. Returns the number of kept rows.
+int64_t select_kept(const std::vector<std::vector<int64_t>>& target, int64_t l, int64_t B, int64_t H, int workers,
+                    Workspace& ws) {
+  int64_t Tk = 0;
+  ws.off_nxt[0] = 0;
+  for (int64_t s = 0; s < B; ++s) {
+    Tk += std::min(ws.off_cur[s + 1] - ws.off_cur[s], target[s][l]);
+    ws.off_nxt[s + 1] = Tk;
+  }
+  const bool drops = Tk < ws.off_cur[B];
+#pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1 && B > 1 && drops)
+  for (int64_t s = 0; s < B; ++s) {
+    const int64_t o = ws.off_cur[s], n = ws.off_cur[s + 1] - o, kept = ws.off_nxt[s + 1] - ws.off_nxt[s];
+    if (!drops) {
+      std::copy(ws.pos_cur.begin() + o, ws.pos_cur.begin() + o + n, ws.pos_nxt.begin() + ws.off_nxt[s]);
+      continue;
+    }
+    int32_t* idx = ws.order.data() + o;
+    std::iota(idx, idx + n, 0);
+    if (kept < n) {
+      const float* sig = ws.sig.data() + o;
+      // A strict weak ordering even if a significance is NaN (a NaN input would make one):
+      // NaN ranks below every number, then ties go to the lower position.
+      auto key = [sig](int32_t x) { return std::isnan(sig[x]) ? -INFINITY : sig[x]; };
+      std::partial_sort(idx, idx + kept, idx + n, [&key](int32_t x, int32_t y) {
+        const float kx = key(x), ky = key(y);
+        return kx > ky || (kx == ky && x < y);
+      });
+      std::sort(idx, idx + kept);
+    }
+    for (int64_t k = 0, j = 0; j < n; ++j) {
+      const int64_t src = o + j;
+      if (k < kept && idx[k] == j) {
+        const int64_t dst = ws.off_nxt[s] + k++;
+        ws.kept_src[dst] = (int32_t)src;
+        ws.pos_nxt[dst] = ws.pos_cur[src];
+      } else {
+        std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[src] * H, ws.cur.data() + src * H, sizeof(float) * H);
+      }
+    }
+  }
+  return Tk;
+}
+
+// Steps 4-5 on the Tk kept rows: the rest of the layer works row by row, so it runs on chunks
+// of rows, one chunk per thread at a time, and each chunk's intermediate results stay in that
+// core's cache instead of making a round trip through memory between the GEMMs. `drops`: the
+// kept rows must be gathered first (else the layer reads ctx and cur in place).
+void layer_rows(const EncoderLayer& L, const QLinear* next, const EncoderConfig& c, int64_t Tk, bool drops,
+                int workers, bool profile, std::vector<double>& chunk_secs, Workspace& ws) {
+  const int64_t H = c.hidden;
+  const float* ctx_in = drops ? ws.ctx_k.data() : ws.ctx.data();
+  const float* resid_in = drops ? ws.resid_k.data() : ws.cur.data();
+  constexpr int64_t kTailRows = 96;  // rows per chunk, at most: ~1 MB of intermediates
+  const int64_t chunks = even_pieces(Tk, kTailRows, workers);
+  const int64_t chunk = (Tk + chunks - 1) / chunks;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1 && chunks > 1)
+  for (int64_t ci = 0; ci < chunks; ++ci) {
+    const int64_t r0 = ci * chunk, rows = std::min(chunk, Tk - r0);
+    if (rows <= 0) continue;
+    Timer t(profile, profile ? chunk_secs.data() + omp_get_thread_num() * kNumOps : nullptr);
+    for (int64_t k = r0; drops && k < r0 + rows; ++k) {  // gather this chunk's kept rows
+      std::memcpy(ws.ctx_k.data() + k * H, ws.ctx.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
+      std::memcpy(ws.resid_k.data() + k * H, ws.cur.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
+    }
+    t.lap(kSelect);
+    layer_tail(L, next, c, ctx_in + r0 * H, resid_in + r0 * H, rows, ws, r0, t);
+  }
+}
+
+// Embeddings: word + position (within the sequence) + token type, then LayerNorm, which also
+// quantizes its output for the first QKV GEMM.
+struct Embeddings {
+  const float *word, *position, *token_type, *ln_g, *ln_b;
+};
+void embed(const Embeddings& e, const QLinear& first_qkv, const EncoderConfig& c, const int32_t* ids,
+           const int32_t* types, const int64_t* offsets, int64_t B, int workers, Workspace& ws) {
+  const int64_t H = c.hidden, T = offsets[B];
 #pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && T > 64)
   for (int64_t t = 0; t < T; ++t) {
     const int64_t start = *(std::upper_bound(offsets, offsets + B + 1, t) - 1);  // t's sequence
     float* o = ws.cur.data() + t * H;
-    const float* w = word_.data() + (int64_t)ids[t] * H;
-    const float* p = position_.data() + (t - start) * H;
-    const float* y = token_type_.data() + (int64_t)types[t] * H;
+    const float* w = e.word + (int64_t)ids[t] * H;
+    const float* p = e.position + (t - start) * H;
+    const float* y = e.token_type + (int64_t)types[t] * H;
     for (int64_t h = 0; h < H; ++h) o[h] = w[h] + p[h] + y[h];
   }
-  const U8Output qkv_in = input_quantization(layers_[0].qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data());
-  K.layernorm(ws.cur.data(), nullptr, emb_ln_g_.data(), emb_ln_b_.data(), c.layer_norm_eps, T, H, ws.cur.data(),
-              &qkv_in);
+  const U8Output qkv_in = input_quantization(first_qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data());
+  kernels().layernorm(ws.cur.data(), nullptr, e.ln_g, e.ln_b, c.layer_norm_eps, T, H, ws.cur.data(), &qkv_in);
   for (int64_t t = 0; t < T; ++t) ws.pos_cur[t] = (int32_t)t;
   std::copy(offsets, offsets + B + 1, ws.off_cur.begin());
+}
+
+// Step 6 and the head: the Tc rows that went through every layer go back to their original
+// positions (dropped rows were restored when they were dropped); then the QA head (fp32) on
+// every position.
+void restore_and_head(const float* qa_w, const float* qa_b, int64_t H, int64_t Tc, int64_t T, int workers,
+                      Workspace& ws, float* logits, Timer& timer) {
+#pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && Tc > 64)
+  for (int64_t k = 0; k < Tc; ++k)
+    std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[k] * H, ws.cur.data() + k * H, sizeof(float) * H);
+  timer.lap(kRestore);
+#pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && T > 64)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* h = ws.full.data() + t * H;
+    float s0 = qa_b[0], s1 = qa_b[1];
+    for (int64_t j = 0; j < H; ++j) {
+      s0 += h[j] * qa_w[j];
+      s1 += h[j] * qa_w[H + j];
+    }
+    logits[2 * t] = s0;
+    logits[2 * t + 1] = s1;
+  }
+  timer.lap(kHead);
+}
+
+}  // namespace
+
+// The forward pass, step by step as docs/design.md describes it.
+void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
+                      const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res,
+                      AttentionPrecision attention, const std::vector<int64_t>& tokens) const {
+  const EncoderConfig& c = cfg_;
+  const int64_t max_len = check_forward(c, ids, types, offsets, B, ratios, tokens, attention);
+  const int64_t T = offsets[B];
+  res.logits.assign(T * 2, 0.f);
+  res.kept.clear();
+  res.kept_offsets.clear();
+  std::fill(res.op_seconds, res.op_seconds + kNumOps, 0.0);
+  if (T == 0) return;
+
+  Workspace& ws = tls_workspace;
+  const int workers = thread_count();
+  fit_workspace(ws, c, T, B, max_len, workers);
+  Timer timer(profile, res.op_seconds);
+  embed({word_.data(), position_.data(), token_type_.data(), emb_ln_g_.data(), emb_ln_b_.data()}, layers_[0].qkv, c, ids,
+        types, offsets, B, workers, ws);
   timer.lap(kEmbed);
 
   // Per-sequence target lengths of every layer.
@@ -376,139 +541,22 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   std::vector<double> chunk_secs(profile ? workers * kNumOps : 0);  // per thread, when profiling
   int64_t Tc = T;
   for (int64_t l = 0; l < c.layers; ++l) {
-    const EncoderLayer& L = layers_[l];
-    // 1. QKV projection of the current rows (quantized by the LayerNorm that made them).
-    GemmArgs qkv;
-    input_args(L.qkv, input_quantization(L.qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data()), Tc, H, qkv);
-    qkv.out_kind = OutKind::F32;
-    qkv.out = ws.qkv.data();
-    // Head-major output ([3 * heads][rows][head_dim]) when a head is whole vectors: each
-    // attention task then reads its Q, K and V as contiguous blocks instead of 3H-strided rows.
-    const bool head_major = d % kMaxVectorFloats == 0;
-    if (head_major) {
-      qkv.ldo = d;
-      qkv.out_split = d;
-      qkv.out_split_stride = Tc * d;
-    } else {
-      qkv.ldo = 3 * H;
-    }
-    K.gemm_u8s8(qkv);
-    timer.lap(kQKV);
-
-    // 2. Attention per sequence, with each token's significance.
-    AttentionArgs att;
-    att.qkv = ws.qkv.data();
-    att.ld = head_major ? d : 3 * H;
-    att.head_stride = head_major ? Tc * d : d;
-    att.part_stride = head_major ? c.heads * Tc * d : H;
-    att.num_seqs = B;
-    att.offsets = ws.off_cur.data();
-    att.num_heads = c.heads;
-    att.head_dim = d;
-    att.context = ws.ctx.data();
-    att.significance = ws.sig.data();
-    att.max_len = max_len;
-    att.num_workers = workers;
-    att.scratch = ws.att_scratch.data();
-    att.precision = attention;
-    K.attention(att);
-    timer.lap(kAttention);
-
-    // 3. Keep the most significant tokens of each sequence (ties: lower position first),
-    //    in position order. Each dropped row's last state (this layer's input) is restored to
-    //    its original position now; the kept rows are gathered by the row chunks below.
-    int64_t Tk = 0;
-    ws.off_nxt[0] = 0;
-    for (int64_t s = 0; s < B; ++s) {
-      Tk += std::min(ws.off_cur[s + 1] - ws.off_cur[s], target[s][l]);
-      ws.off_nxt[s + 1] = Tk;
-    }
-    const bool drops = Tk < Tc;  // if not, the layer reads ctx and cur in place
-#pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1 && B > 1 && drops)
-    for (int64_t s = 0; s < B; ++s) {
-      const int64_t o = ws.off_cur[s], n = ws.off_cur[s + 1] - o, kept = ws.off_nxt[s + 1] - ws.off_nxt[s];
-      if (!drops) {
-        std::copy(ws.pos_cur.begin() + o, ws.pos_cur.begin() + o + n, ws.pos_nxt.begin() + ws.off_nxt[s]);
-        continue;
-      }
-      int32_t* idx = ws.order.data() + o;
-      std::iota(idx, idx + n, 0);
-      if (kept < n) {
-        const float* sig = ws.sig.data() + o;
-        // A strict weak ordering even if a significance is NaN (a NaN input would make one):
-        // NaN ranks below every number, then ties go to the lower position.
-        auto key = [sig](int32_t x) { return std::isnan(sig[x]) ? -INFINITY : sig[x]; };
-        std::partial_sort(idx, idx + kept, idx + n, [&key](int32_t x, int32_t y) {
-          const float kx = key(x), ky = key(y);
-          return kx > ky || (kx == ky && x < y);
-        });
-        std::sort(idx, idx + kept);
-      }
-      for (int64_t k = 0, j = 0; j < n; ++j) {
-        const int64_t src = o + j;
-        if (k < kept && idx[k] == j) {
-          const int64_t dst = ws.off_nxt[s] + k++;
-          ws.kept_src[dst] = (int32_t)src;
-          ws.pos_nxt[dst] = ws.pos_cur[src];
-        } else {
-          std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[src] * H, ws.cur.data() + src * H, sizeof(float) * H);
-        }
-      }
-    }
-    const float* ctx_in = drops ? ws.ctx_k.data() : ws.ctx.data();
-    const float* resid_in = drops ? ws.resid_k.data() : ws.cur.data();
+    attend(layers_[l], c, Tc, B, max_len, workers, attention, ws, timer);
+    const int64_t Tk = select_kept(target, l, B, c.hidden, workers, ws);
     if (record_kept) {
       res.kept.emplace_back(ws.pos_nxt.begin(), ws.pos_nxt.begin() + Tk);
       res.kept_offsets.emplace_back(ws.off_nxt.begin(), ws.off_nxt.begin() + B + 1);
     }
     timer.lap(kSelect);
-
-    // 4-5. The rest of the layer works row by row: run it on chunks of rows, one chunk per
-    //      thread at a time, so each chunk's intermediate results stay in that core's cache
-    //      instead of making a round trip through memory between the GEMMs.
-    constexpr int64_t kTailRows = 96;  // rows per chunk, at most: ~1 MB of intermediates
-    const int64_t chunks = even_pieces(Tk, kTailRows, workers);
-    const int64_t chunk = (Tk + chunks - 1) / chunks;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(workers) if (workers > 1 && chunks > 1)
-    for (int64_t ci = 0; ci < chunks; ++ci) {
-      const int64_t r0 = ci * chunk, rows = std::min(chunk, Tk - r0);
-      if (rows <= 0) continue;
-      Timer t(profile, profile ? chunk_secs.data() + omp_get_thread_num() * kNumOps : nullptr);
-      for (int64_t k = r0; drops && k < r0 + rows; ++k) {  // gather this chunk's kept rows
-        std::memcpy(ws.ctx_k.data() + k * H, ws.ctx.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
-        std::memcpy(ws.resid_k.data() + k * H, ws.cur.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
-      }
-      t.lap(kSelect);
-      layer_tail(L, l + 1 < c.layers ? &layers_[l + 1].qkv : nullptr, c, ctx_in + r0 * H, resid_in + r0 * H, rows, ws,
-                 r0, t);
-    }
+    layer_rows(layers_[l], l + 1 < c.layers ? &layers_[l + 1].qkv : nullptr, c, Tk, Tk < Tc, workers, profile,
+               chunk_secs, ws);
     timer.split(chunk_secs);
-
     std::swap(ws.cur, ws.nxt);
     std::swap(ws.pos_cur, ws.pos_nxt);
     std::swap(ws.off_cur, ws.off_nxt);
     Tc = Tk;
   }
-  // 6. Restore: the rows that went through every layer go back to their original positions
-  //    (dropped rows were restored when they were dropped).
-#pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && Tc > 64)
-  for (int64_t k = 0; k < Tc; ++k)
-    std::memcpy(ws.full.data() + (int64_t)ws.pos_cur[k] * H, ws.cur.data() + k * H, sizeof(float) * H);
-  timer.lap(kRestore);
-
-  // QA head on every position of the restored sequence (fp32).
-#pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && T > 64)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* h = ws.full.data() + t * H;
-    float s0 = qa_b_[0], s1 = qa_b_[1];
-    for (int64_t j = 0; j < H; ++j) {
-      s0 += h[j] * qa_w_[j];
-      s1 += h[j] * qa_w_[H + j];
-    }
-    res.logits[2 * t] = s0;
-    res.logits[2 * t + 1] = s1;
-  }
-  timer.lap(kHead);
+  restore_and_head(qa_w_.data(), qa_b_.data(), c.hidden, Tc, T, workers, ws, res.logits.data(), timer);
 }
 
 }  // namespace qrt
