@@ -400,3 +400,27 @@ def test_profile_splits_the_call_time_over_the_ops(model):
     assert all(v >= 0 for v in secs.values())
     assert secs["ffn1"] > 0 and secs["attention"] > 0
     np.testing.assert_array_equal(out["logits"], plain)
+
+
+@pytest.mark.parametrize("tiles, vectors", [("amx_emulated", "ref"), ("amx", "avx512vnni")])
+@pytest.mark.parametrize("attention", ["fp32", "int16", "int8"])
+def test_tile_paths_give_their_vector_twins_bitwise(model, tiles, vectors, attention):
+    """A tile path shares everything but the GEMM's inner product with its vector twin (the
+    same epilogues, quantizers, attention), and the products are the same integers: the
+    logits and kept positions are bitwise equal. So the AMX path keeps the F1 of the
+    avx512vnni path exactly."""
+    if tiles not in _C.supported_isas() or vectors not in _C.supported_isas():
+        pytest.skip(f"this CPU cannot run both {tiles} and {vectors}")
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, [1, 17, 40, 130, 33], seed=31)
+    before = _C.isa()
+    try:
+        outs = []
+        for isa in (tiles, vectors):
+            _C.set_isa(isa)
+            outs.append(enc.forward(ids, types, off, RATIOS, return_kept=True, attention=attention))
+    finally:
+        _C.set_isa(before)
+    np.testing.assert_array_equal(outs[0]["logits"], outs[1]["logits"])
+    for (pa, oa), (pb, ob) in zip(outs[0]["kept"], outs[1]["kept"]):
+        np.testing.assert_array_equal(pa, pb)
