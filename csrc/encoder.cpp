@@ -10,6 +10,7 @@
 
 #include "dispatch.h"
 #include "huge_pages.h"
+#include "ops.h"
 
 namespace qrt {
 
@@ -18,12 +19,6 @@ const char* const kOpNames[kNumOps] = {"embeddings", "quantize", "qkv", "attenti
 
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + (s.size() == 1 ? ",)" : ")");
-}
-
 const TensorView& require(const TensorMap& t, const std::string& name, const char* dtype,
                           const std::vector<int64_t>& shape) {
   auto it = t.find(name);
@@ -31,8 +26,8 @@ const TensorView& require(const TensorMap& t, const std::string& name, const cha
   if (it->second.dtype != dtype)
     throw std::invalid_argument("tensor '" + name + "' has dtype " + it->second.dtype + ", expected " + dtype);
   if (it->second.shape != shape)
-    throw std::invalid_argument("tensor '" + name + "' has shape " + shape_str(it->second.shape) +
-                                ", expected " + shape_str(shape));
+    throw std::invalid_argument("tensor '" + name + "' has shape " + shape_string(it->second.shape) +
+                                ", expected " + shape_string(shape));
   return it->second;
 }
 

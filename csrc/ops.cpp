@@ -7,17 +7,18 @@
 #include "dispatch.h"
 
 namespace qrt {
-namespace {
 
-std::string str(const Shape& s) {
+std::string shape_string(const Shape& s) {
   std::string out = "(";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + (s.size() == 1 ? ",)" : ")");
 }
 
+namespace {
+
 void expect(const Shape& got, const Shape& want, const char* what) {
   if (got != want)
-    throw std::invalid_argument(std::string(what) + " has shape " + str(got) + ", expected " + str(want));
+    throw std::invalid_argument(std::string(what) + " has shape " + shape_string(got) + ", expected " + shape_string(want));
 }
 
 void expect_scale(float scale, const char* what) {
@@ -32,7 +33,7 @@ void expect_zp(int32_t zp) {
 }  // namespace
 
 void gemm(const GemmCall& c) {
-  if (c.a_shape.size() != 2) throw std::invalid_argument("A must be 2-D [M, K], got " + str(c.a_shape));
+  if (c.a_shape.size() != 2) throw std::invalid_argument("A must be 2-D [M, K], got " + shape_string(c.a_shape));
   const int64_t M = c.a_shape[0], K = c.a_shape[1], N = c.W->N();
   if (K != c.W->K())
     throw std::invalid_argument("A has K = " + std::to_string(K) + " but the weight has K = " + std::to_string(c.W->K()));
@@ -60,14 +61,14 @@ void gemm(const GemmCall& c) {
 }
 
 void quantize(const float* x, const Shape& shape, float scale, int32_t zp, uint8_t* out) {
-  if (shape.size() != 2) throw std::invalid_argument("x must be 2-D, got " + str(shape));
+  if (shape.size() != 2) throw std::invalid_argument("x must be 2-D, got " + shape_string(shape));
   expect_scale(scale, "scale");
   expect_zp(zp);
   kernels().quantize_u8(x, shape[0], shape[1], scale, zp, out);
 }
 
 void quantize_per_row(const float* x, const Shape& shape, uint8_t* out, float* scales, int32_t* zps) {
-  if (shape.size() != 2) throw std::invalid_argument("x must be 2-D, got " + str(shape));
+  if (shape.size() != 2) throw std::invalid_argument("x must be 2-D, got " + shape_string(shape));
   if (shape[1] < 1) throw std::invalid_argument("rows must not be empty");
   kernels().quantize_u8_per_row(x, shape[0], shape[1], out, scales, zps);
 }
@@ -75,7 +76,7 @@ void quantize_per_row(const float* x, const Shape& shape, uint8_t* out, float* s
 void layernorm(const float* x, const Shape& x_shape, const float* residual, const Shape& r_shape,
                const float* gamma, const Shape& g_shape, const float* beta, const Shape& b_shape,
                float eps, float* out, const U8Output* u8) {
-  if (x_shape.size() != 2) throw std::invalid_argument("x must be 2-D, got " + str(x_shape));
+  if (x_shape.size() != 2) throw std::invalid_argument("x must be 2-D, got " + shape_string(x_shape));
   if (residual) expect(r_shape, x_shape, "residual");
   expect(g_shape, {x_shape[1]}, "gamma");
   expect(b_shape, {x_shape[1]}, "beta");

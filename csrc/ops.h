@@ -2,6 +2,7 @@
 // validates shapes, then calls the active ISA path. Throws std::invalid_argument.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "packed_weight.h"
@@ -9,6 +10,9 @@
 namespace qrt {
 
 using Shape = std::vector<int64_t>;
+
+// "(2, 3)", "(5,)": a shape as Python writes it, for error messages.
+std::string shape_string(const Shape& s);
 
 struct GemmCall {
   const uint8_t* A; Shape a_shape;                 // [M, K]

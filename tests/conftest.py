@@ -17,3 +17,12 @@ def pytest_report_header(config):
     fewer, and the header says so instead of skipping them silently."""
     from qualam_rt import _C
     return [f"qualam_rt kernel paths tested: {', '.join(_C.supported_isas())} (default {_C.isa()}; amx: {_C.amx_status()})"]
+
+
+@pytest.fixture
+def set_threads():
+    """set_threads(n) sets the process-wide kernel thread count; the count before the test is
+    restored after it, whatever happens."""
+    before = _C.num_threads()
+    yield _C.set_num_threads
+    _C.set_num_threads(before)

@@ -152,19 +152,15 @@ def test_a_sequence_does_not_depend_on_its_batch(model, lengths, seed):
 
 
 @pytest.mark.parametrize("attention", ["fp32", "int16"])
-def test_results_do_not_depend_on_thread_count(isa, model, attention):
+def test_results_do_not_depend_on_thread_count(isa, model, attention, set_threads):
     """With several threads, each layer's rows are split into chunks run in parallel (and the
     kernels inside run serially); the logits must still match one thread's bit for bit."""
     _, enc = model
     ids, types, off = syn.random_batch(CFG, [100, 3, 250, 31], seed=7)
-    before = _C.num_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            _C.set_num_threads(n)
-            results.append(enc.forward(ids, types, off, RATIOS, attention=attention)["logits"])
-    finally:
-        _C.set_num_threads(before)
+    results = []
+    for n in (1, 2, 3):
+        set_threads(n)
+        results.append(enc.forward(ids, types, off, RATIOS, attention=attention)["logits"])
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
 
@@ -383,18 +379,14 @@ def test_int16_attention_refuses_head_dims_beyond_its_bound():
         enc.forward(ids, types, off, attention="int16")
 
 
-def test_profile_splits_the_call_time_over_the_ops(model):
+def test_profile_splits_the_call_time_over_the_ops(model, set_threads):
     """profile=True times each op (how long they take is bench/'s business, not a test's);
     the logits are those of an unprofiled call."""
     _, enc = model
     ids, types, off = syn.random_batch(CFG, [120, 77, 200], seed=21)
-    before = _C.num_threads()
-    try:
-        _C.set_num_threads(2)
-        out = enc.forward(ids, types, off, RATIOS, profile=True, attention="int16")
-        plain = enc.forward(ids, types, off, RATIOS, attention="int16")["logits"]
-    finally:
-        _C.set_num_threads(before)
+    set_threads(2)
+    out = enc.forward(ids, types, off, RATIOS, profile=True, attention="int16")
+    plain = enc.forward(ids, types, off, RATIOS, attention="int16")["logits"]
     secs = out["op_seconds"]
     assert set(secs) >= {"qkv", "attention", "significance+gather", "o_proj", "ffn1", "ffn2", "layernorm"}
     assert all(v >= 0 for v in secs.values())

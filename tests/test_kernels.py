@@ -138,7 +138,7 @@ def off_alignment(shape, offset):
 
 
 @pytest.mark.parametrize("gelu", [False, True])
-def test_gemm_large_output_streams_the_same_values(isa, gelu):
+def test_gemm_large_output_streams_the_same_values(isa, gelu, set_threads):
     """An fp32 output of 4 MiB or more on aligned memory (a fresh output) is written with
     streaming stores, on every thread; an array 16 bytes off a 64-byte boundary gets ordinary
     stores. Both hold the same values, and those of the reference."""
@@ -148,17 +148,13 @@ def test_gemm_large_output_streams_the_same_values(isa, gelu):
     pw = _C.PackedWeight(W, w_scale)
     b = rng.standard_normal(N).astype(np.float32)
     r = rng.standard_normal((M, N)).astype(np.float32)
-    before = _C.num_threads()
-    try:
-        for threads in (1, 2, 3):
-            _C.set_num_threads(threads)
-            fresh = _C.gemm(A, 0.02, 9, pw, bias=b, gelu=gelu, residual=r)
-            assert fresh.ctypes.data % 64 == 0
-            unaligned = off_alignment((M, N), 16)
-            _C.gemm(A, 0.02, 9, pw, bias=b, gelu=gelu, residual=r, out=unaligned)
-            np.testing.assert_array_equal(fresh, unaligned)
-    finally:
-        _C.set_num_threads(before)
+    for threads in (1, 2, 3):
+        set_threads(threads)
+        fresh = _C.gemm(A, 0.02, 9, pw, bias=b, gelu=gelu, residual=r)
+        assert fresh.ctypes.data % 64 == 0
+        unaligned = off_alignment((M, N), 16)
+        _C.gemm(A, 0.02, 9, pw, bias=b, gelu=gelu, residual=r, out=unaligned)
+        np.testing.assert_array_equal(fresh, unaligned)
     want = ref.gemm(A, 0.02, 9, W, w_scale, bias=b, gelu_=gelu, residual=r)
     np.testing.assert_allclose(fresh, want, rtol=2e-5, atol=2e-5 * (1 + np.abs(want).max()))
 
@@ -175,18 +171,14 @@ def test_gemm_refuses_a_wrong_out_array():
             _C.gemm(A, 0.1, 0, pw, out=bad)
 
 
-def test_gemm_results_do_not_depend_on_thread_count(isa):
+def test_gemm_results_do_not_depend_on_thread_count(isa, set_threads):
     rng = np.random.default_rng(3)
     A, W, w_scale = random_problem(rng, 300, 384, 1152)
     pw = _C.PackedWeight(W, w_scale)
-    before = _C.num_threads()
-    try:
-        outs = []
-        for n in (1, 2, 3):
-            _C.set_num_threads(n)
-            outs.append(_C.gemm(A, 0.01, 5, pw, gelu=True))
-    finally:
-        _C.set_num_threads(before)
+    outs = []
+    for n in (1, 2, 3):
+        set_threads(n)
+        outs.append(_C.gemm(A, 0.01, 5, pw, gelu=True))
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
 
