@@ -32,17 +32,7 @@ def cpu_model() -> str:
 PAPER = [x / 384 for x in (315, 251, 242, 159, 142, 33)]
 
 
-def time_call(fn, warmup: int = 3, repeats: int = 15, min_time: float = 0.0) -> dict:
-    """Median and min wall time (seconds) of fn() over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_time:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
+from qualam_rt.timing import time_call  # noqa: E402,F401  (one timing helper for bench/, the CLI and the search)
 
 
 def batches_of(windows, batch: int, sort_by_length: bool) -> list:

@@ -94,7 +94,7 @@ def main() -> None:
     md = [f"{counter['done']} `Engine.answer` calls (bundled model, {args.engine_threads} kernel threads) from "
           f"{args.threads} calling threads on SQuAD dev questions with contexts cut to random lengths "
           f"({len(pairs)} pairs cycled), {last[1]:.0f} s. Answers outside their context: {counter['bad']}.", "",
-          f"| | calls | RSS (MB) | open fds |", "|---|---|---|---|",
+          "| | calls | RSS (MB) | open fds |", "|---|---|---|---|",
           f"| after warm-up | {base[0]} | {base[2]:.1f} | {base[3]} |",
           f"| end | {last[0]} | {last[2]:.1f} | {last[3]} |",
           f"| growth | | {growth:+.1f} | {last[3] - base[3]:+d} |", "", f"![soak]({args.name}.png)"]

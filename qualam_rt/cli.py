@@ -21,6 +21,7 @@ import numpy as np
 from qualam_rt import squad
 from qualam_rt.engine import ATTENTION_PATHS, Engine
 from qualam_rt.errors import LengthConfigError, QualamError
+from qualam_rt.timing import time_call
 
 
 def _length_config(s: str | None):
@@ -128,15 +129,10 @@ def cmd_bench(args) -> dict:
         windows = [squad.Window(0, rng.integers(min(1000, vocab - 1), vocab, n, dtype=np.int32), np.zeros(n, np.int32),
                                 np.full((n, 2), -1)) for _ in range(args.batch)]
         for name, ratios in configs:
-            run = lambda: engine.logits(windows, "full" if ratios is None else ratios)  # noqa: E731
-            run()
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - t)
+            t = time_call(lambda: engine.logits(windows, "full" if ratios is None else ratios), warmup=1,
+                          repeats=args.repeats)
             out.append({"n": n, "batch": args.batch, "config": name, "ratios": ratios,
-                        "ms_per_sequence": 1e3 * float(np.median(times)) / args.batch})
+                        "ms_per_sequence": 1e3 * t["median"] / args.batch})
     return {"isa": engine.info()["isa"], "threads": engine.info()["threads"], "results": out}
 
 

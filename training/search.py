@@ -27,7 +27,6 @@ import json
 import math
 import random
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from qualam_rt import Engine
 from qualam_rt.cost import bert_base_macs, encoder_macs
+from qualam_rt.timing import time_call
 from training.data import Features, load_tokenizer, split_articles
 from training.export import export_qrt
 from training.quantize import engine_f1_of
@@ -138,13 +138,7 @@ class Evaluator:
         token = min(1000, self.config["vocab_size"] - 1)
         w = [squad.Window(0, np.full(n, token, np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))]
         config = self.length_config(gene)
-        self.engine.logits(w, config)
-        times = []
-        for _ in range(self.cfg.latency_repeats):
-            t = time.perf_counter()
-            self.engine.logits(w, config)
-            times.append(time.perf_counter() - t)
-        return 1e3 * float(np.median(times))
+        return 1e3 * time_call(lambda: self.engine.logits(w, config), warmup=1, repeats=self.cfg.latency_repeats)["median"]
 
     def __call__(self, gene) -> dict:
         config = self.length_config(gene)
