@@ -1,0 +1,89 @@
+"""The held-out frontier of a drop-and-restore run over its training: the probes that
+`python -m training lat --probe-every N` logs (F1 of full length, the paper's configurations
+as token budgets, keep ratios at about 0.75 and 0.5 of the real-token MACs), with the training
+time at each, and F1 gained per hour. Reads <run>/log.jsonl; writes results/<name>.{md,json,png}.
+
+    python bench/lat_probes.py runs/lat_full2 --name lat_probes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import header, write_results  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run")
+    ap.add_argument("--name", default="lat_probes")
+    args = ap.parse_args()
+    records = [json.loads(line) for line in (Path(args.run) / "log.jsonl").read_text().splitlines()]
+    config = json.loads((Path(args.run) / "config.json").read_text())
+    seconds, elapsed, rows = {}, 0.0, []
+    base = 0.0
+    for r in records:  # seconds at each step: examples since the process started over its running rate
+        if "start_step" in r:
+            base = elapsed
+        elif "loss" in r:
+            seconds[r["step"]] = base + (r["step"] - records_start(records, r)) * config["batch_size"] / r["examples_per_s"]
+            elapsed = seconds[r["step"]]
+    for r in records:
+        if "probe" in r:
+            rows.append({"step": r["step"], "hours": seconds.get(r["step"], 0.0) / 3600, **r["probe"]})
+    first = rows[0]
+    for r in rows:
+        r["gap_qualam_tokens"] = r["full"] - r["qualam_tokens"]
+        r["gap_la_minilm_tokens"] = r["full"] - r["la_minilm_tokens"]
+    names = [k for k in first if k not in ("step", "hours") and not k.startswith("gap")]
+    md = [f"Run `{args.run}` ({config['step']}, init `{config['init']}`, lr {config['lr']}, batch {config['batch_size']}, "
+          f"windows {config['max_seq_len']}/{config['doc_stride']}); held-out F1 (bf16 autocast, PyTorch, "
+          f"{records[[i for i, r in enumerate(records) if 'probe' in r][0]].get('examples')} questions of the held-out articles) "
+          "at each probe; hours: wall-clock time of the training processes from their logged rate (probes included, "
+          "and any time the process was paused or slowed by other work on the machine).", "",
+          "| step | hours | " + " | ".join(names) + " | full - qualam_tokens | full - la_minilm_tokens |",
+          "|---|---|" + "---|" * (len(names) + 2)]
+    md += [f"| {r['step']} | {r['hours']:.2f} | " + " | ".join(f"{r[n]:.2f}" for n in names) +
+           f" | {r['gap_qualam_tokens']:.2f} | {r['gap_la_minilm_tokens']:.2f} |" for r in rows]
+    if len(rows) > 1 and rows[-1]["hours"] > 0:
+        last = rows[-1]
+        md += ["", "F1 gained per hour of training, first to last probe: " + ", ".join(
+            f"{n} {(last[n] - first[n]) / last['hours']:+.2f}" for n in names)]
+    plot(rows, names, Path(__file__).parent / "results" / f"{args.name}.png")
+    md += ["", f"![probes]({args.name}.png)"]
+    write_results(args.name, header(0) | {"run": args.run, "config": config}, rows, "\n".join(md))
+    print("\n".join(md))
+
+
+def records_start(records, r) -> int:
+    """The step the process that logged r started at."""
+    start = 0
+    for x in records:
+        if "start_step" in x:
+            start = x["start_step"]
+        if x is r:
+            return start
+    return start
+
+
+def plot(rows, names, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in names:
+        ax.plot([r["step"] for r in rows], [r[n] for r in rows], "o-", label=n)
+    ax.set_xlabel("training step (16 windows each)")
+    ax.set_ylabel("held-out F1")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
