@@ -150,15 +150,17 @@ static void gemm_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Ep
   vector_rows(a, pn, m, m_end, epilogue);
 }
 
-static void gemm_vec(const GemmArgs& a) {
-  // Tasks are (row block, panel) pairs; a block of up to 12 tiles of rows and one weight panel
-  // stay in L2 while the tile kernel streams over K. The blocks are made equal and their
-  // count a multiple of the thread count, so the static schedule gives every thread the same
-  // rows (with 72-row blocks, 384 rows split 216 / 168).
+// Runs a GEMM as (row block, panel) tasks on the threads: rows(m, m_end, panel, epilogue)
+// for each. A block of up to `most` units of `unit` rows and one weight panel stay in L2 while
+// the inner kernel streams over K. The blocks are made equal and their count a multiple of
+// the thread count, so the static schedule gives every thread the same rows (with 72-row
+// blocks, 384 rows split 216 / 168). enter() and leave() run on every thread of the region.
+template <class Rows, class Enter, class Leave>
+static void run_tasks(const GemmArgs& a, int64_t unit, int64_t most, Rows rows, Enter enter, Leave leave) {
   const int64_t threads = forks(a.M * a.W.Np * a.W.K > (int64_t)1 << 18) ? thread_count() : 1;
-  const int64_t tiles = (a.M + kTileRows - 1) / kTileRows;
-  const int64_t even_blocks = even_pieces(tiles, 12, threads);
-  const int64_t block_rows = (tiles + even_blocks - 1) / even_blocks * kTileRows;
+  const int64_t units = (a.M + unit - 1) / unit;
+  const int64_t even_blocks = even_pieces(units, most, threads);
+  const int64_t block_rows = (units + even_blocks - 1) / even_blocks * unit;
   const int64_t panels = a.W.Np / kPanel;
   const int64_t blocks = (a.M + block_rows - 1) / block_rows;
   const int64_t tasks = blocks * panels;
@@ -166,13 +168,19 @@ static void gemm_vec(const GemmArgs& a) {
   const Epilogue epilogue = pick_epilogue(a, stream);
 #pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
   {
+    enter();
 #pragma omp for schedule(static) nowait
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t b = t / panels, p = t % panels;
-      gemm_rows(a, b * block_rows, (b + 1) * block_rows < a.M ? (b + 1) * block_rows : a.M, p, epilogue);
+      rows(a, b * block_rows, (b + 1) * block_rows < a.M ? (b + 1) * block_rows : a.M, p, epilogue);
     }
     if (stream) VecF::stream_fence();  // before the region's closing barrier
+    leave();
   }
+}
+
+static void gemm_vec(const GemmArgs& a) {
+  run_tasks(a, kTileRows, 12, gemm_rows, [] {}, [] {});
 }
 
 #ifdef QRT_TILES

@@ -113,27 +113,8 @@ static void tile_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Ep
 }
 
 static void gemm_tiles(const GemmArgs& a) {
-  // As gemm_vec: equal row blocks (here of up to 4 x 32 rows), a multiple of the thread count.
-  const int64_t threads = forks(a.M * a.W.Np * a.W.K > (int64_t)1 << 18) ? thread_count() : 1;
-  const int64_t units = (a.M + kTileBlockRows - 1) / kTileBlockRows;
-  const int64_t even_blocks = even_pieces(units, 4, threads);
-  const int64_t block_rows = (units + even_blocks - 1) / even_blocks * kTileBlockRows;
-  const int64_t panels = a.W.Np / kPanel;
-  const int64_t blocks = (a.M + block_rows - 1) / block_rows;
-  const int64_t tasks = blocks * panels;
-  const bool stream = streams_output(a);
-  const Epilogue epilogue = pick_epilogue(a, stream);
-#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
-  {
-    Tiles::configure(full_tiles());  // every thread that runs tiles configures its own
-#pragma omp for schedule(static) nowait
-    for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t b = t / panels, p = t % panels;
-      tile_rows(a, b * block_rows, (b + 1) * block_rows < a.M ? (b + 1) * block_rows : a.M, p, epilogue);
-    }
-    if (stream) VecF::stream_fence();
-    Tiles::release();
-  }
+  // Blocks of up to 4 x 32 rows; every thread that runs tiles configures its own.
+  run_tasks(a, kTileBlockRows, 4, tile_rows, [] { Tiles::configure(full_tiles()); }, [] { Tiles::release(); });
 }
 
 static bool uses_tiles(const GemmArgs& a) { return a.M >= kTileMinRows; }

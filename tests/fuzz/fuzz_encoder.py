@@ -11,7 +11,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from qualam_rt import _C
 from qualam_rt import synthetic as syn
-from harness import CONFIG  # noqa: E402
+from harness import CONFIG, fuzz  # noqa: E402
 
 CFG = dict(CONFIG, vocab_size=50)
 ENC = _C.Encoder(CFG, syn.random_tensors(CFG, seed=0))
@@ -56,13 +56,5 @@ def TestOneInput(data: bytes) -> None:
     assert np.isfinite(out["logits"]).all()
 
 
-def main() -> None:
-    # qualam_rt may be installed editable (a custom import loader), which instrument_imports
-    # misses: instrument every loaded function instead.
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(TestOneInput)

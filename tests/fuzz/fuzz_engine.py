@@ -9,7 +9,7 @@ import atheris
 sys.path.insert(0, str(Path(__file__).parent))
 from qualam_rt import Engine
 from qualam_rt.errors import QualamError
-from harness import TEXT, tiny_model_path  # noqa: E402
+from harness import TEXT, tiny_model_path, fuzz  # noqa: E402
 
 ENGINE = Engine(tiny_model_path())
 
@@ -47,13 +47,5 @@ def TestOneInput(data: bytes) -> None:
         pass
 
 
-def main() -> None:
-    # qualam_rt may be installed editable (a custom import loader), which instrument_imports
-    # misses: instrument every loaded function instead.
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(TestOneInput)

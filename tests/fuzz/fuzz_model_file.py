@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from qualam_rt import Engine
 from qualam_rt.errors import QualamError
 from qualam_rt.model_file import read_model
-from harness import tiny_model_path  # noqa: E402
+from harness import tiny_model_path, fuzz  # noqa: E402
 
 SEED = tiny_model_path().read_bytes()
 WORK = Path(tempfile.mkdtemp(prefix="qrt_fuzz_file_")) / "m.qrt"
@@ -41,13 +41,5 @@ def TestOneInput(data: bytes) -> None:
         pass
 
 
-def main() -> None:
-    # qualam_rt may be installed editable (a custom import loader), which instrument_imports
-    # misses: instrument every loaded function instead.
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(TestOneInput)

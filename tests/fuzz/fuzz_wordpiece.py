@@ -11,7 +11,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from qualam_rt import squad
 from qualam_rt import synthetic as syn
-from harness import TEXT  # noqa: E402
+from harness import TEXT, fuzz  # noqa: E402
 
 TOK = syn.tiny_tokenizer(TEXT)
 NATIVE = squad.NativeWordPiece(TOK)
@@ -46,13 +46,5 @@ def TestOneInput(data: bytes) -> None:
         assert np.array_equal(a.char_spans, b.char_spans), (question, context)
 
 
-def main() -> None:
-    # qualam_rt may be installed editable (a custom import loader), which instrument_imports
-    # misses: instrument every loaded function instead.
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(TestOneInput)

@@ -28,3 +28,15 @@ def tiny_model_path() -> Path:
     syn.write_random_model(path, TEXT, config=dict(CONFIG), frontier=[{"ratios": [0.9, 0.5], "macs": 1.0, "f1": 1.0}],
                            default_config=[0.9, 0.5])
     return path
+
+
+def fuzz(test_one_input) -> None:
+    """Runs a fuzzer's TestOneInput under atheris with the command line's libFuzzer flags.
+    qualam_rt may be installed editable (a custom import loader), which
+    atheris.instrument_imports misses: every loaded function is instrumented instead."""
+    import sys
+
+    import atheris
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
