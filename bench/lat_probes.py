@@ -23,14 +23,13 @@ def main() -> None:
     args = ap.parse_args()
     records = [json.loads(line) for line in (Path(args.run) / "log.jsonl").read_text().splitlines()]
     config = json.loads((Path(args.run) / "config.json").read_text())
-    seconds, elapsed, rows = {}, 0.0, []
-    base = 0.0
-    for r in records:  # seconds at each step: examples since the process started over its running rate
+    seconds, rows = {}, []
+    base = start = 0  # each process logs its start step; its rate counts from there
+    for r in records:
         if "start_step" in r:
-            base = elapsed
+            base, start = max(seconds.values(), default=0.0), r["start_step"]
         elif "loss" in r:
-            seconds[r["step"]] = base + (r["step"] - records_start(records, r)) * config["batch_size"] / r["examples_per_s"]
-            elapsed = seconds[r["step"]]
+            seconds[r["step"]] = base + (r["step"] - start) * config["batch_size"] / r["examples_per_s"]
     for r in records:
         if "probe" in r:
             rows.append({"step": r["step"], "hours": seconds.get(r["step"], 0.0) / 3600, **r["probe"]})
@@ -56,17 +55,6 @@ def main() -> None:
     md += ["", f"![probes]({args.name}.png)"]
     write_results(args.name, header(0) | {"run": args.run, "config": config}, rows, "\n".join(md))
     print("\n".join(md))
-
-
-def records_start(records, r) -> int:
-    """The step the process that logged r started at."""
-    start = 0
-    for x in records:
-        if "start_step" in x:
-            start = x["start_step"]
-        if x is r:
-            return start
-    return start
 
 
 def plot(rows, names, path: Path) -> None:

@@ -26,7 +26,7 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from qualam_rt.engine import Engine
 from qualam_rt.errors import InputError
@@ -46,7 +46,6 @@ class Job:
     max_answer_len: int
     done: asyncio.Future
     loop: asyncio.AbstractEventLoop
-    result: list = field(default_factory=list)
 
 
 class Histogram:

@@ -195,7 +195,6 @@ class BertQA(nn.Module):
         self.emb_ln = nn.LayerNorm(c.hidden, eps=c.layer_norm_eps)
         self.layers = nn.ModuleList(Layer(c) for _ in range(c.layers))
         self.qa = nn.Linear(c.hidden, 2)
-        self.layer_observer = None  # callable(layer index, significance, kept mask): masked form, for analysis
         self.apply(self._init)
 
     @staticmethod
@@ -225,20 +224,18 @@ class BertQA(nn.Module):
         x = self.embed(input_ids, token_type_ids)
         active = attention_mask.bool()
         keeps = keep_counts(active.sum(1), length_config)
-        if keeps is None and self.layer_observer is None:
+        if keeps is None:
             for layer in self.layers:
                 if layer_drop > 0 and self.training and torch.rand(()) < layer_drop:
                     continue
                 x = layer.tail(layer.attend(*layer.heads_of(x), active, need_probs=False)[0], x)
             return x
-        if dropping == "gather" and keeps is not None:
+        if dropping == "gather":
             return self.encode_gathered(x, active, keeps)
         for i, layer in enumerate(self.layers):
             if layer_drop > 0 and self.training and torch.rand(()) < layer_drop:
                 continue
-            x, active, sig = layer(x, active, None if keeps is None else keeps[i])
-            if self.layer_observer is not None:
-                self.layer_observer(i, sig, active)
+            x, active, _ = layer(x, active, keeps[i])
         return x
 
     def encode_gathered(self, x: torch.Tensor, valid: torch.Tensor, keeps: list[torch.Tensor]) -> torch.Tensor:

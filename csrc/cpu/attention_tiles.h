@@ -11,12 +11,6 @@
 
 constexpr int64_t kTileKeys = 32;
 
-inline int64_t bf16_attention_worker_floats(int64_t max_len, int64_t head_dim) {
-  const int64_t np = (max_len + kTileKeys - 1) / kTileKeys * kTileKeys;
-  const int64_t halves = 3 * np * head_dim + kTileKeys * np + 2 * head_dim;  // Q, K, V, P, one converted row
-  return (halves + 1) / 2 + kTileKeys * np + kTileKeys * head_dim + 16;
-}
-
 // x[0, d) rounded to bf16 into out (d a multiple of the vector width or not).
 static inline void bf16_row(const float* x, int64_t d, uint16_t* out) {
   for (int64_t c = 0; c < d; c += W) {
@@ -34,7 +28,7 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
   uint16_t* vv = kv + np * d;                         // [np / 2][d][2]: V in pairs of keys
   uint16_t* pb = vv + np * d;                         // [32][np]: probabilities
   uint16_t* row = pb + kTileKeys * np;                // [2][d]: converted rows
-  float* scores = reinterpret_cast<float*>(work) + (3 * np * d + kTileKeys * np + 2 * d + 1) / 2 + 8;  // [32][np]
+  float* scores = reinterpret_cast<float*>(work) + (bf16_attention_halves(n, d) + 1) / 2 + 8;  // [32][np]
   float* ctx = scores + kTileKeys * np;               // [32][d]
   float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
   const float* q = a.qkv + h * a.head_stride + off * ld;

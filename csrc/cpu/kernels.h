@@ -54,6 +54,12 @@ constexpr int64_t kMaxInt16HeadDim = 256;
 // path: int16 Q, K and V in their layouts, their scales, up to 12 score rows and their int16
 // probabilities; INT8 path: u8 Q, packed K and V^T with their column sums and scales, a
 // score block and its u8 probabilities. Per head one significance row.
+// The bf16 attention's bf16 arrays for n keys (attention_tiles.h carves them in this order):
+// Q, K^T and V in pairs (n rounded up to 32 each), 32 probability rows, two converted rows.
+inline int64_t bf16_attention_halves(int64_t n, int64_t head_dim) {
+  const int64_t n32 = (n + 31) / 32 * 32;
+  return 3 * n32 * head_dim + 32 * n32 + 2 * head_dim;
+}
 inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
   const int64_t np = (max_len + 63) / 64 * 64, dp = (head_dim + 63) / 64 * 64;
   const int64_t kg = (head_dim + 3) / 4, ng = (max_len + 3) / 4;
@@ -65,9 +71,9 @@ inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
   const int64_t dp2 = head_dim + 1, int16_halves = 2 * np * dp2 + np * dp + kMaxInt16Rows * np_chunks + dp;
   const int64_t int16 = (kMaxInt16Rows + 2) * np + dp + (int16_halves + 1) / 2;
   const int64_t most = fp32 > int8 ? fp32 : int8;
-  // bf16 (tile paths): Q, K, V and 32 probability rows as bf16, 32 score rows, 32 context rows.
+  // bf16 (tile paths): its bf16 arrays, then 32 score rows and 32 context rows.
   const int64_t n32 = (max_len + 31) / 32 * 32;
-  const int64_t bf16 = (3 * n32 * head_dim + 32 * n32 + 2 * head_dim + 1) / 2 + 32 * n32 + 32 * head_dim + 16;
+  const int64_t bf16 = (bf16_attention_halves(max_len, head_dim) + 1) / 2 + 8 + 32 * n32 + 32 * head_dim + 8;
   const int64_t most2 = most > bf16 ? most : bf16;
   return (most2 > int16 ? most2 : int16) + 64;
 }
