@@ -99,10 +99,22 @@ def cmd_eval(args) -> dict:
     if args.limit:
         examples = examples[:args.limit]
     preds, t0 = {}, time.perf_counter()
-    for i in tqdm(range(0, len(examples), args.batch), desc="eval", unit_scale=args.batch):
-        chunk = examples[i:i + args.batch]
-        for ex, r in zip(chunk, engine.answer_batch([(e.question, e.context) for e in chunk])):
-            preds[ex.id] = r["answer"]
+    if args.ray:
+        try:
+            from qualam_rt.ray import answer_dataset
+        except ImportError as e:
+            raise QualamError(f"--ray needs Ray: pip install 'qualam_rt[ray]' ({e})") from None
+        rows = [{"id": e.id, "question": e.question, "context": e.context} for e in examples]
+        for row in answer_dataset(rows, args.model, workers=args.ray, threads=args.threads or 1, batch_size=args.batch,
+                                  length_config=engine.length_config or "full", attention=engine.attention):
+            if row["error"]:
+                raise QualamError(f"question {row['id']}: {row['error']}")
+            preds[row["id"]] = row["answer"]
+    else:
+        for i in tqdm(range(0, len(examples), args.batch), desc="eval", unit_scale=args.batch):
+            chunk = examples[i:i + args.batch]
+            for ex, r in zip(chunk, engine.answer_batch([(e.question, e.context) for e in chunk])):
+                preds[ex.id] = r["answer"]
     import platform
     from qualam_rt import _C
     report = squad.evaluate(examples, preds) | {
@@ -110,7 +122,7 @@ def cmd_eval(args) -> dict:
         "data": str(args.data), "command": " ".join(["qualam-rt"] + sys.argv[1:]), "isa": _C.isa(),
         "attention": engine.attention, "threads": engine.threads or _C.num_threads(), "cpu": _cpu_model(),
         "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
-        "provenance": engine.meta.get("provenance")}
+        "provenance": engine.meta.get("provenance"), "ray_workers": args.ray or None}
     if args.out:
         Path(args.out).write_text(json.dumps({"report": report, "predictions": preds}, indent=1))
     return report
@@ -170,6 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--length-config", default=None)
     p.add_argument("--attention", choices=ATTENTION_PATHS, default=None)
+    p.add_argument("--ray", type=int, default=0, metavar="WORKERS",
+                   help="answer through Ray Data with this many engine actors of --threads threads each")
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("serve", help="HTTP server with dynamic batching (pip install 'qualam_rt[serve]')")
     common(p)

@@ -39,13 +39,91 @@ WINDOW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 @dataclass
-class Job:
+class Work:
+    """One request's checked pairs, their windows and options."""
     pairs: list
     windows: list
     top_k: int
     max_answer_len: int
+
+
+@dataclass
+class Job:
+    """Work waiting for the batcher, and where its result goes."""
+    work: Work
     done: asyncio.Future
     loop: asyncio.AbstractEventLoop
+
+
+def make_work(engine: Engine, pairs, top_k, max_answer_len) -> Work:
+    """Checks and tokenizes a request's pairs (HTTPError 400 for bad input)."""
+    try:
+        pairs = engine.checked_pairs(pairs, top_k, max_answer_len)
+        return Work(pairs, engine.windows(pairs), top_k, max_answer_len)
+    except InputError as e:
+        raise HTTPError(400, str(e)) from None
+
+
+def answer_work(engine: Engine, items: list[Work], max_windows: int, on_call=None) -> list:
+    """The results of several requests from packed native calls of at most `max_windows`
+    windows (a request with more runs in chunks); on_call(windows) after each call."""
+    windows = [w for item in items for w in item.windows]
+    logits = []
+    for i in range(0, len(windows), max_windows):
+        chunk = windows[i:i + max_windows]
+        logits += engine.logits(chunk)
+        if on_call:
+            on_call(len(chunk))
+    results, start = [], 0
+    for item in items:
+        mine = logits[start:start + len(item.windows)]
+        start += len(item.windows)
+        results.append(_finite(engine.answers_from(item.pairs, item.windows, mine, item.top_k, item.max_answer_len)))
+    return results
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers=None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+async def json_body(request, max_body_bytes: int) -> dict:
+    """The JSON object a Starlette request carries (HTTPError 415, 413 or 400 otherwise)."""
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise HTTPError(415, f"send JSON (Content-Type: application/json), not {ctype}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+        raise HTTPError(413, f"the body is over {max_body_bytes} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > max_body_bytes:
+            raise HTTPError(413, f"the body is over {max_body_bytes} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HTTPError(400, f"malformed JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the body must be a JSON object")
+    return body
+
+
+def request_pairs(route: str, body: dict) -> tuple[list, int, int]:
+    """(pairs, top_k, max_answer_len) of an /answer or /answer_batch body (HTTPError 400)."""
+    if route == "/answer":
+        for key in ("question", "context"):
+            if key not in body:
+                raise HTTPError(400, f"missing field '{key}'")
+        pairs = [(body["question"], body["context"])]
+    else:
+        if "pairs" not in body:
+            raise HTTPError(400, "missing field 'pairs'")
+        if not isinstance(body["pairs"], list):
+            raise HTTPError(400, "'pairs' must be a list of [question, context] lists")
+        pairs = body["pairs"]
+    return pairs, body.get("top_k", 1), body.get("max_answer_len", 30)
 
 
 class Histogram:
@@ -129,7 +207,7 @@ class Batcher:
 
 
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
-        jobs, windows, stop = [first], len(first.windows), False
+        jobs, windows, stop = [first], len(first.work.windows), False
         deadline = time.perf_counter() + self.max_wait
         while windows < self.max_windows:
             left = deadline - time.perf_counter()
@@ -144,7 +222,7 @@ class Batcher:
                 stop = True
                 break
             jobs.append(job)
-            windows += len(job.windows)
+            windows += len(job.work.windows)
         return jobs, stop
 
     def _run(self) -> None:
@@ -162,17 +240,8 @@ class Batcher:
                     job.loop.call_soon_threadsafe(_settle, job.done, e)
 
     def _answer(self, jobs: list[Job]) -> None:
-        windows = [w for job in jobs for w in job.windows]
-        logits = []
-        for i in range(0, len(windows), self.max_windows):
-            chunk = windows[i:i + self.max_windows]
-            logits += self.engine.logits(chunk)
-            self.metrics.batch(len(chunk))
-        start = 0
-        for job in jobs:
-            mine = logits[start:start + len(job.windows)]
-            start += len(job.windows)
-            result = self.engine.answers_from(job.pairs, job.windows, mine, job.top_k, job.max_answer_len)
+        results = answer_work(self.engine, [job.work for job in jobs], self.max_windows, self.metrics.batch)
+        for job, result in zip(jobs, results):
             job.loop.call_soon_threadsafe(_settle, job.done, result)
 
 
@@ -232,40 +301,16 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
     def error(status: int, message: str, headers=None) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    async def body_of(request: Request) -> dict:
-        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise HTTPError(415, f"send JSON (Content-Type: application/json), not {ctype}")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            raise HTTPError(413, f"the body is over {max_body_bytes} bytes")
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > max_body_bytes:
-                raise HTTPError(413, f"the body is over {max_body_bytes} bytes")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise HTTPError(400, f"malformed JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise HTTPError(400, "the body must be a JSON object")
-        return body
-
     async def run(arrival: Arrival, pairs, top_k, max_answer_len, single: bool):
-        batcher = state["batcher"]
         try:
-            pairs = engine.checked_pairs(pairs, top_k, max_answer_len)
-            windows = engine.windows(pairs)
-        except InputError as e:
-            raise HTTPError(400, str(e)) from None
+            work = make_work(engine, pairs, top_k, max_answer_len)
         finally:
             arrival.leave()
         loop = asyncio.get_running_loop()
-        job = Job(pairs, windows, top_k, max_answer_len, loop.create_future(), loop)
-        if not batcher.submit(job):
+        job = Job(work, loop.create_future(), loop)
+        if not state["batcher"].submit(job):
             raise HTTPError(503, "the server is busy (queue full); retry shortly", {"Retry-After": "1"})
-        result = _finite(await job.done)
+        result = await job.done
         return result[0] if single else result
 
     async def handle(request: Request, path: str, make):
@@ -280,27 +325,16 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
         metrics.request(path, response.status_code, time.perf_counter() - t0)
         return response
 
-    @app.post("/answer")
-    async def answer(request: Request):
-        async def make(arrival):
-            body = await body_of(request)
-            for key in ("question", "context"):
-                if key not in body:
-                    raise HTTPError(400, f"missing field '{key}'")
-            return await run(arrival, [(body["question"], body["context"])], body.get("top_k", 1),
-                             body.get("max_answer_len", 30), single=True)
-        return await handle(request, "/answer", make)
+    def answering(route: str):
+        async def endpoint(request: Request):
+            async def make(arrival):
+                pairs, top_k, max_answer_len = request_pairs(route, await json_body(request, max_body_bytes))
+                return await run(arrival, pairs, top_k, max_answer_len, single=route == "/answer")
+            return await handle(request, route, make)
+        return endpoint
 
-    @app.post("/answer_batch")
-    async def answer_batch(request: Request):
-        async def make(arrival):
-            body = await body_of(request)
-            if "pairs" not in body:
-                raise HTTPError(400, "missing field 'pairs'")
-            if not isinstance(body["pairs"], list):
-                raise HTTPError(400, "'pairs' must be a list of [question, context] lists")
-            return await run(arrival, body["pairs"], body.get("top_k", 1), body.get("max_answer_len", 30), single=False)
-        return await handle(request, "/answer_batch", make)
+    app.post("/answer")(answering("/answer"))
+    app.post("/answer_batch")(answering("/answer_batch"))
 
     @app.get("/health")
     async def health():
@@ -321,12 +355,6 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
         return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     return app
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers=None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, **options) -> None:

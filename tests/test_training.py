@@ -180,8 +180,17 @@ def test_lat_step_runs_and_trains_sub_models(workdir):
              "start": torch.tensor([8, 9, 7]), "end": torch.tensor([9, 10, 7])}
     cfg = TrainConfig(step="lat")
     gen = torch.Generator().manual_seed(0)
-    loss = lat_step(model, batch, cfg, gen, lambda: torch.autocast("cpu", enabled=False))
+    loss, parts = lat_step(model, batch, cfg, gen, lambda: torch.autocast("cpu", enabled=False))
     assert np.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert len(parts) == cfg.num_sandwich + 2 and loss == pytest.approx(sum(parts) / len(parts), rel=1e-3)
+    # budgets drawn against a padded length far above the windows' drop nothing: those
+    # sub-models are the full model, skipped (one forward pass), their parts exactly 0
+    calls = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    _, parts = lat_step(model, batch, TrainConfig(step="lat", length_sampling="padded", max_seq_len=1000), gen,
+                        lambda: torch.autocast("cpu", enabled=False))
+    hook.remove()
+    assert len(calls) == 1 and parts[1:] == [0.0] * (cfg.num_sandwich + 1) and parts[0] > 0
     n = torch.tensor([30, 25, 7])
     smallest = sample_lengths(n, 3, 0.2, True, gen)
     assert [t.tolist() for t in smallest] == [[24, 20, 6], [20, 16, 5], [16, 13, 4]]
@@ -190,6 +199,13 @@ def test_lat_step_runs_and_trains_sub_models(workdir):
         for cur in sample_lengths(n, 3, 0.2, False, gen):
             assert ((cur <= prev) & (cur >= torch.ceil(0.8 * prev.double()).long())).all()
             prev = cur
+    # LAT's way: budgets drawn against the padded length, each window keeps min(budget, its length)
+    assert [t.tolist() for t in sample_lengths(n, 3, 0.2, True, gen, padded_to=40)] == [[30, 25, 7], [26, 25, 7],
+                                                                                          [21, 21, 7]]
+    for _ in range(20):
+        budgets = sample_lengths(torch.tensor([40]), 3, 0.2, False, torch.Generator().manual_seed(_))
+        kept = sample_lengths(n, 3, 0.2, False, torch.Generator().manual_seed(_), padded_to=40)
+        assert all(torch.equal(k, torch.minimum(b, n)) for b, k in zip(budgets, kept))
 
 
 def test_pipeline_end_to_end_with_valid_frontier(workdir):

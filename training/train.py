@@ -6,7 +6,10 @@ distillation (docs/design.md, "LAT training step"):
   1. the full model (with LayerDrop if layer_drop > 0) takes the span loss;
   2. num_sandwich + 1 sub-models learn a KL loss towards the full model's (detached) start/end
      distributions: first the smallest (every layer keeps ceil((1 - bound) * previous)), then
-     random ones (each layer keeps a uniform draw in [ceil((1 - bound) * previous), previous]);
+     random ones (each layer keeps a uniform draw in [ceil((1 - bound) * previous), previous]).
+     `length_sampling` says what "previous" starts from: "real", each window's own length, or
+     "padded", max_seq_len as in LAT, the draws being token budgets (a window keeps
+     min(budget, its length)), so short windows lose real tokens only in the late layers;
   3. every loss is divided by num_sandwich + 2.
 Both are resumable (checkpoint every `save_every` steps) and log to out_dir/log.jsonl.
 
@@ -59,6 +62,7 @@ class TrainConfig:
     device: str = "cpu"
     num_sandwich: int = 2
     length_drop_ratio_bound: float = 0.2
+    length_sampling: str = "real"     # sub-model lengths drawn against: "real" window lengths | "padded" (max_seq_len, LAT)
     layer_drop: float = 0.0           # LayerDrop of the full model in lat (0.2 cost this 6-layer model 7 F1 at full length)
     probe_every: int = 0              # every N steps: held-out F1 of the PROBES configurations (0 = never)
     probe_examples: int = 200         # held-out questions per probe
@@ -76,7 +80,7 @@ PROBES = {"full": None,
 # (epochs may grow: a longer run continues from the checkpoint).
 RUN_IDENTITY = ("step", "init", "squad_train", "held_out_articles", "max_examples", "skip_examples", "max_seq_len",
                 "doc_stride", "max_query_len", "batch_size", "lr", "seed", "num_sandwich",
-                "length_drop_ratio_bound", "layer_drop")
+                "length_drop_ratio_bound", "length_sampling", "layer_drop")
 
 
 def native_bf16() -> bool:
@@ -159,13 +163,17 @@ def distill_loss(start, end, t_start, t_end, mask) -> torch.Tensor:
     return (kl(start, t_start) + kl(end, t_end)) / 2
 
 
-def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, gen: torch.Generator) -> list[torch.Tensor]:
+def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, gen: torch.Generator,
+                   padded_to: int | None = None) -> list[torch.Tensor]:
     """Per-layer keep counts ([B] each) of one sandwich sub-model. Each layer keeps a uniform
     draw in [ceil((1 - bound) * previous), previous]; one draw u in [0, 1) per layer serves the
     whole batch (keep = low + floor(u * (previous - low + 1))), so every sequence has the same
     marginal law as with its own draw, and the batch's widest sequence shrinks too: with
-    independent draws the widest of 16 keeps nearly everything and gathers save nothing."""
-    out, prev = [], n
+    independent draws the widest of 16 keeps nearly everything and gathers save nothing.
+    padded_to: draw against this length for every sequence (LAT's budgets on padded inputs);
+    a sequence then keeps min(budget, its length)."""
+    start = n if padded_to is None else torch.full_like(n, padded_to)
+    out, prev = [], start
     for _ in range(layers):
         low = torch.ceil((1 - bound) * prev.double()).long().clamp(min=1)
         if smallest:
@@ -175,28 +183,36 @@ def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, g
             cur = low + (u * (prev - low + 1).double()).long().clamp(max=(prev - low))
         out.append(cur)
         prev = cur
-    return out
+    return out if padded_to is None else [torch.minimum(c, n) for c in out]
 
 
-def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autocast) -> float:
-    """One drop-and-restore step; gradients are accumulated, the loss value returned. All
-    forward passes share one autocast region (weights are cast to bf16 once, not per pass)
-    and one backward pass."""
+def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autocast) -> tuple[float, list[float]]:
+    """One drop-and-restore step; gradients are accumulated. Returns the loss and its parts
+    (the full model's span loss, then each sub-model's KL, smallest first). All forward passes
+    share one autocast region (weights are cast to bf16 once, not per pass) and one backward pass."""
     args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     parts = cfg.num_sandwich + 2
     n = batch["attention_mask"].sum(1).cpu()
+    if cfg.length_sampling not in ("real", "padded"):
+        raise ValueError(f"length_sampling is 'real' or 'padded', not {cfg.length_sampling!r}")
+    padded_to = cfg.max_seq_len if cfg.length_sampling == "padded" else None
     with autocast():
         start, end = model(*args, layer_drop=cfg.layer_drop)
         losses = [span_loss(start, end, batch)]
         t_start, t_end = start.detach(), end.detach()
         for k in range(cfg.num_sandwich + 1):
-            lengths = [t.to(start.device) for t in
-                       sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=(k == 0), gen=gen)]
-            s, e = model(*args, length_config=lengths)
+            lengths = sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=(k == 0), gen=gen,
+                                     padded_to=padded_to)
+            if all(torch.equal(kept, n) for kept in lengths):
+                # Nothing dropped: the sub-model is the full model (no dropout here), its KL and
+                # gradient exactly 0. Frequent with budgets drawn against the padded length.
+                losses.append(torch.zeros((), device=start.device))
+                continue
+            s, e = model(*args, length_config=[t.to(start.device) for t in lengths])
             losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"]))
     loss = sum(losses) / parts
     loss.backward()
-    return float(loss.detach())
+    return float(loss.detach()), [round(float(x.detach()), 4) for x in losses]
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -273,8 +289,9 @@ def train(cfg: TrainConfig) -> dict:
             if step >= total_steps:
                 break
             batch = {k: v.to(device) for k, v in feats.collate(index).items()}
+            parts = None
             if cfg.step == "lat":
-                loss = lat_step(model, batch, cfg, gen, autocast)
+                loss, parts = lat_step(model, batch, cfg, gen, autocast)
             else:
                 with autocast():
                     start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
@@ -290,8 +307,9 @@ def train(cfg: TrainConfig) -> dict:
             rate = seen / (time.time() - t0)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
-            log.write(json.dumps({"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "examples_per_s": rate,
-                                  "tokens": int(batch["attention_mask"].sum())}) + "\n")
+            record = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "examples_per_s": rate,
+                      "tokens": int(batch["attention_mask"].sum())}
+            log.write(json.dumps(record | ({"parts": parts} if parts else {})) + "\n")
             if step % cfg.save_every == 0 or step == total_steps:
                 torch.save({"state": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                             "generator": gen.get_state(), "step": step, "identity": identity}, ckpt)
