@@ -5,6 +5,7 @@
 // kt[(j / kKeyBlock) * d * kKeyBlock + c * kKeyBlock + j % kKeyBlock], so the score kernel
 // reads each block as one contiguous stream.
 constexpr int kKeyBlock = 2 * W;
+static_assert(64 % kKeyBlock == 0 && kMaxVectorFloats % W == 0, "attention_worker_floats bounds the blocks");
 static_assert(kAttentionRows <= kMaxAttentionRows, "attention scratch is sized for kMaxAttentionRows");
 
 // Scores of kAttentionRows query rows (q, row stride ldq; a short block repeats its last
@@ -139,10 +140,12 @@ static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* 
   constexpr int RB = kAttentionRows;
   const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
   const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
-  const int64_t np = (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock;
-  float* kt = work;                 // [np / kKeyBlock][d][kKeyBlock], this head's K^T
-  float* vc = kt + d * np;          // [n][d], this head's V rows, contiguous
-  float* prob = vc + d * np;        // [RB][np]
+  const int64_t np = round_up(n, kKeyBlock);
+  ScratchCarver carver(work);
+  const F32AttentionScratch w = carve_f32_attention(carver, np, d, RB);
+  float* kt = w.kt;      // [np / kKeyBlock][d][kKeyBlock], this head's K^T
+  float* vc = w.vc;      // [n][d], this head's V rows, contiguous
+  float* prob = w.prob;  // [RB][np]
   float* sig = a.significance + h * a.offsets[a.num_seqs] + off;  // this head's partials
   const float* q = a.qkv + h * a.head_stride + off * ld;
   const float* k = q + a.part_stride;
@@ -340,26 +343,14 @@ static void to_s16(const float* x, int64_t n, int64_t n_pad, float inv, int16_t*
 // block of kInt16Rows queries: scores, softmax (+ significance), probabilities x V.
 static_assert(kInt16Rows % kScoreRows == 0 && kInt16Rows <= kMaxInt16Rows, "int16 attention row blocks");
 static_assert(kProbChunk % W == 0, "probability chunks hold whole vectors");
-static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
-  constexpr int RB = kInt16Rows;
-  const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
-  const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
-  constexpr int64_t kAlign = W % 2 ? 2 * W : W;  // whole vectors and whole key pairs (for V)
-  const int64_t np = (n + kAlign - 1) / kAlign * kAlign;
-  const int64_t pairs = (d + 1) / 2, dv = (d + W - 1) / W * W;
-  float* prob = work;                      // [RB][np]
-  float* q_scale = prob + RB * np;         // [n]
-  float* k_scale = q_scale + n;            // [np]
-  float* v_scale = k_scale + np;           // [dv]
-  int16_t* q16 = reinterpret_cast<int16_t*>(v_scale + dv);  // [n][2 pairs]
-  int16_t* kt16 = q16 + n * 2 * pairs;     // qk16_block's layout, np keys
-  int16_t* v16 = kt16 + np * 2 * pairs;    // [np / 2][dv][2]
-  int16_t* p16 = v16 + np * dv;            // prob16_at's layout, np keys
-  int16_t* row = p16 + (np + kProbChunk - 1) / kProbChunk * RB * kProbChunk;  // one quantized row, 2 * pairs or dv long
-  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
-  const float* q = a.qkv + h * a.head_stride + off * ld;
-  const float* k = q + a.part_stride;
-  const float* v = k + a.part_stride;
+// The int16 operands of one (sequence, head): Q and K scaled per row to +-qk_bound(d) (Q's
+// scale folding in 1/sqrt(d)), K^T in qk16_block's layout (keys n..np zero), V in pairs of
+// consecutive keys with a scale per channel; v_scale ends as the output scale.
+static void s16_operands(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t np,
+                         int64_t d, int64_t dv, const Int16AttentionScratch& w) {
+  const int64_t pairs = (d + 1) / 2;
+  float *q_scale = w.q_scale, *k_scale = w.k_scale, *v_scale = w.v_scale;
+  int16_t *q16 = w.q16, *kt16 = w.kt16, *v16 = w.v16, *row = w.row;
   const float bound = (float)qk_bound(d), inv_sqrt_d = 1.f / std::sqrt((float)d);
   // One pass over the rows for Q, K and the channel maxima of V. In the row-major layout rows
   // are 3H floats apart, too far for the hardware prefetchers: prefetch 8 rows ahead.
@@ -408,16 +399,31 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
     }
   }
   for (int64_t c = 0; c < d; ++c) v_scale[c] = 1.f / (v_scale[c] * 32767.f);
+}
+
+static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
+  constexpr int RB = kInt16Rows;
+  const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
+  const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
+  constexpr int64_t kAlign = W % 2 ? 2 * W : W;  // whole vectors and whole key pairs (for V)
+  static_assert(64 % kAlign == 0, "attention_worker_floats rounds keys to 64");
+  const int64_t np = round_up(n, kAlign);
+  const int64_t pairs = (d + 1) / 2, dv = round_up(d, W);
+  ScratchCarver carver(work);
+  const Int16AttentionScratch w = carve_int16_attention(carver, n, np, d, dv, RB, kProbChunk);
+  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
+  const float* q = a.qkv + h * a.head_stride + off * ld;
+  s16_operands(q, q + a.part_stride, q + 2 * a.part_stride, ld, n, np, d, dv, w);
   for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   for (int64_t i0 = 0; i0 < n; i0 += RB) {
     const int rows = n - i0 < RB ? (int)(n - i0) : RB;
     for (int r0 = 0; r0 < rows; r0 += kScoreRows)
-      qk16_block(kt16, np, pairs, q16 + (i0 + r0) * 2 * pairs, 2 * pairs, k_scale,
-                 rows - r0 < kScoreRows ? rows - r0 : kScoreRows, prob + r0 * np);
-    softmax_rows_s16(prob, np, n, rows, q_scale + i0, sig, p16);
+      qk16_block(w.kt16, np, pairs, w.q16 + (i0 + r0) * 2 * pairs, 2 * pairs, w.k_scale,
+                 rows - r0 < kScoreRows ? rows - r0 : kScoreRows, w.prob + r0 * np);
+    softmax_rows_s16(w.prob, np, n, rows, w.q_scale + i0, sig, w.p16);
     float* ctx = a.context + (off + i0) * H + h * d;
-    if (rows <= kScoreRows) pv16_block<kScoreRows>(v16, n, d, dv, p16, v_scale, ctx, H, rows);
-    else pv16_block<kInt16Rows>(v16, n, d, dv, p16, v_scale, ctx, H, rows);
+    if (rows <= kScoreRows) pv16_block<kScoreRows>(w.v16, n, d, dv, w.p16, w.v_scale, ctx, H, rows);
+    else pv16_block<kInt16Rows>(w.v16, n, d, dv, w.p16, w.v_scale, ctx, H, rows);
   }
 }
 
@@ -440,35 +446,17 @@ static void pack_s8(const int8_t* src, int64_t N, int64_t K, int64_t stride_n, i
   }
 }
 
-// One (sequence, head) on the INT8 GEMM kernel, in blocks of kAttentionRowBlock query rows.
-static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
-  const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
-  const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
-  const int64_t np = (a.max_len + 63) / 64 * 64, dp = (d + 63) / 64 * 64;
-  const int64_t kg = (d + 3) / 4, ng = (a.max_len + 3) / 4;
-  const float* q = a.qkv + h * a.head_stride + off * ld;
-  const float* k = q + a.part_stride;
-  const float* v = k + a.part_stride;
-  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
-  // Carve the worker's scratch; the packed weights must be 64-byte aligned.
-  auto align = [](void* p) {
-    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
-  };
-  uint8_t* q8 = align(work);
-  int8_t* s8tmp = reinterpret_cast<int8_t*>(align(q8 + a.max_len * d));
-  int8_t* kpack = reinterpret_cast<int8_t*>(align(s8tmp + a.max_len * d));
-  int8_t* vpack = reinterpret_cast<int8_t*>(align(kpack + np * kg * 4));
-  uint8_t* p8 = align(vpack + dp * ng * 4);
-  float* f = reinterpret_cast<float*>(align(p8 + kAttentionRowBlock * np));
-  int32_t* ksum = reinterpret_cast<int32_t*>(f);
-  float* kscale = f + np;
-  int32_t* vsum = reinterpret_cast<int32_t*>(f + 2 * np);
-  float* vscale = f + 2 * np + dp;
-  float* q_scale = f + 2 * (np + dp) + 64;
-  int32_t* q_zero = reinterpret_cast<int32_t*>(q_scale + np);
-  float* scores = q_scale + 2 * np;
-  // Q: u8 with a scale and zero point per row (folding in 1/sqrt(d)); K: s8, one scale per
-  // head; V: s8, one scale per channel. Quantized into s8tmp, then packed.
+// The INT8 operands of one (sequence, head): Q as u8 with a scale and zero point per row
+// (folding in 1/sqrt(d)); K as s8 with one scale (returned), V as s8 with one scale per
+// channel, both packed as GEMM weights (K for Q K^T, V^T for P V) with their column sums.
+static float int8_operands(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t max_len,
+                           int64_t d, const Int8AttentionScratch& w) {
+  const int64_t np = round_up(max_len, 64), dp = round_up(d, 64);
+  uint8_t* q8 = w.q8;
+  int8_t* s8tmp = w.s8tmp;
+  float *q_scale = w.q_scale, *kscale = w.kscale, *vscale = w.vscale;
+  int32_t* q_zero = w.q_zero;
+  // K and V are quantized into s8tmp, then packed.
   const float inv_sqrt_d = 1.f / std::sqrt((float)d);
   R kmax_v = VecF::zero();
   for (int64_t i = 0; i < n; ++i) {
@@ -499,7 +487,7 @@ static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, fl
       const int cnt = d - c < W ? (int)(d - c) : W;
       VecF::store_s8(s8tmp + j * d + c, VecF::mul(VecF::load(k + j * ld + c, cnt), kinv), cnt);
     }
-  pack_s8(s8tmp, n, d, d, 1, kpack, ksum, np);
+  pack_s8(s8tmp, n, d, d, 1, w.kpack, w.ksum, np);
   for (int64_t c = 0; c < dp; ++c) vscale[c] = 0.f;
   for (int64_t j = 0; j < n; ++j)
     for (int64_t c = 0; c < d; c += W) {
@@ -512,8 +500,57 @@ static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, fl
       const int cnt = d - c < W ? (int)(d - c) : W;
       VecF::store_s8(s8tmp + j * d + c, VecF::div(VecF::load(v + j * ld + c, cnt), VecF::load(vscale + c, cnt)), cnt);
     }
-  pack_s8(s8tmp, d, n, 1, d, vpack, vsum, dp);
+  pack_s8(s8tmp, d, n, 1, d, w.vpack, w.vsum, dp);
   for (int64_t j = 0; j < np; ++j) kscale[j] = 1.f;  // unused: scores leave the GEMM as int32
+  return ks;
+}
+
+// Rows [i0, i0 + rows) of int32 scores (w.scores, row stride np) to u8 probabilities (w.p8,
+// row stride n4) with their row scales, adding to the significance.
+static void int8_probabilities(const Int8AttentionScratch& w, int64_t i0, int64_t rows, int64_t n, int64_t np,
+                               int64_t n4, float ks, float* sig, float* p_scale, int32_t* p_zero) {
+  float *scores = w.scores, *q_scale = w.q_scale;
+  uint8_t* p8 = w.p8;
+  // Softmax in three passes over each row of int32 scores: scale + max; e = exp(s - max)
+  // and its sum; then significance += e / sum and u8 probabilities e * 255 (the largest
+  // probability is 1 / sum, so e * 255 uses the whole u8 range; row scale 1 / (255 sum)).
+  for (int64_t r = 0; r < rows; ++r) {
+    float* pr = scores + r * np;
+    const R sc = VecF::set1(q_scale[i0 + r] * ks);
+    R mx = VecF::set1(-INFINITY);
+    for (int64_t j = 0; j < n; j += W) {
+      const int cnt = n - j < W ? (int)(n - j) : W;
+      const R x = VecF::mul(VecF::from_i32(reinterpret_cast<const int32_t*>(pr) + j), sc);
+      VecF::store(pr + j, x, cnt);
+      if (cnt == W) mx = VecF::max(mx, x);
+    }
+    float m = VecF::reduce_max(mx);
+    for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
+    const float inv_sum = 1.f / exp_row(pr, n, m, 1.f);
+    const R is = VecF::set1(inv_sum), s255 = VecF::set1(255.f);
+    uint8_t* p8r = p8 + r * n4;
+    for (int64_t j = 0; j < n; j += W) {
+      const int cnt = n - j < W ? (int)(n - j) : W;
+      const R e = VecF::load(pr + j, cnt);
+      VecF::store(sig + j, VecF::fma(e, is, VecF::load(sig + j, cnt)), cnt);
+      VecF::store_u8(p8r + j, VecF::mul(e, s255), cnt);
+    }
+    for (int64_t j = n; j < n4; ++j) p8r[j] = 0;
+    p_scale[r] = inv_sum / 255.f;
+    p_zero[r] = 0;
+  }
+}
+
+// One (sequence, head) on the INT8 GEMM kernel, in blocks of kAttentionRowBlock query rows.
+static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
+  const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
+  const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
+  const int64_t np = round_up(a.max_len, 64), dp = round_up(d, 64), kg = (d + 3) / 4;
+  ScratchCarver carver(work);
+  const Int8AttentionScratch w = carve_int8_attention(carver, a.max_len, d, kAttentionRowBlock);
+  const float* q = a.qkv + h * a.head_stride + off * ld;
+  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
+  const float ks = int8_operands(q, q + a.part_stride, q + 2 * a.part_stride, ld, n, a.max_len, d, w);
   for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
 
   float p_scale[kAttentionRowBlock];
@@ -522,44 +559,17 @@ static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, fl
   for (int64_t i0 = 0; i0 < n; i0 += kAttentionRowBlock) {
     const int64_t rows = n - i0 < kAttentionRowBlock ? n - i0 : kAttentionRowBlock;
     GemmArgs g;  // scores = Q_block K^T
-    g.M = rows; g.A = q8 + i0 * d; g.lda = d;
-    g.a_scale = q_scale + i0; g.a_zp = q_zero + i0; g.a_per_row = true;
-    g.W.data = kpack; g.W.col_sums = ksum; g.W.scales = kscale;
+    g.M = rows; g.A = w.q8 + i0 * d; g.lda = d;
+    g.a_scale = w.q_scale + i0; g.a_zp = w.q_zero + i0; g.a_per_row = true;
+    g.W.data = w.kpack; g.W.col_sums = w.ksum; g.W.scales = w.kscale;
     g.W.K = d; g.W.N = n; g.W.Kg = kg; g.W.Np = (n + 63) / 64 * 64;
-    g.out_kind = OutKind::S32; g.out = scores; g.ldo = np;  // raw int32 scores, scaled below
+    g.out_kind = OutKind::S32; g.out = w.scores; g.ldo = np;  // raw int32 scores, scaled below
     gemm_serial(g);
-    // Softmax in three passes over each row of int32 scores: scale + max; e = exp(s - max)
-    // and its sum; then significance += e / sum and u8 probabilities e * 255 (the largest
-    // probability is 1 / sum, so e * 255 uses the whole u8 range; row scale 1 / (255 sum)).
-    for (int64_t r = 0; r < rows; ++r) {
-      float* pr = scores + r * np;
-      const R sc = VecF::set1(q_scale[i0 + r] * ks);
-      R mx = VecF::set1(-INFINITY);
-      for (int64_t j = 0; j < n; j += W) {
-        const int cnt = n - j < W ? (int)(n - j) : W;
-        const R x = VecF::mul(VecF::from_i32(reinterpret_cast<const int32_t*>(pr) + j), sc);
-        VecF::store(pr + j, x, cnt);
-        if (cnt == W) mx = VecF::max(mx, x);
-      }
-      float m = VecF::reduce_max(mx);
-      for (int64_t j = n / W * W; j < n; ++j) m = pr[j] > m ? pr[j] : m;
-      const float inv_sum = 1.f / exp_row(pr, n, m, 1.f);
-      const R is = VecF::set1(inv_sum), s255 = VecF::set1(255.f);
-      uint8_t* p8r = p8 + r * n4;
-      for (int64_t j = 0; j < n; j += W) {
-        const int cnt = n - j < W ? (int)(n - j) : W;
-        const R e = VecF::load(pr + j, cnt);
-        VecF::store(sig + j, VecF::fma(e, is, VecF::load(sig + j, cnt)), cnt);
-        VecF::store_u8(p8r + j, VecF::mul(e, s255), cnt);
-      }
-      for (int64_t j = n; j < n4; ++j) p8r[j] = 0;
-      p_scale[r] = inv_sum / 255.f;
-      p_zero[r] = 0;
-    }
+    int8_probabilities(w, i0, rows, n, np, n4, ks, sig, p_scale, p_zero);
     GemmArgs pv;  // context = P_block V
-    pv.M = rows; pv.A = p8; pv.lda = n4;
+    pv.M = rows; pv.A = w.p8; pv.lda = n4;
     pv.a_scale = p_scale; pv.a_zp = p_zero; pv.a_per_row = true;
-    pv.W.data = vpack; pv.W.col_sums = vsum; pv.W.scales = vscale;
+    pv.W.data = w.vpack; pv.W.col_sums = w.vsum; pv.W.scales = w.vscale;
     pv.W.K = n; pv.W.N = d; pv.W.Kg = (n + 3) / 4; pv.W.Np = dp;
     pv.out_kind = OutKind::F32; pv.out = a.context + (off + i0) * H + h * d; pv.ldo = H;
     gemm_serial(pv);

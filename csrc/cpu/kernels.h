@@ -2,6 +2,9 @@
 // compile that definition with their own -m flags into namespace qrt::cpu::<isa>.
 #pragma once
 #include "../types.h"
+#include <initializer_list>
+
+#include "attention_scratch.h"
 
 #define QRT_DECLARE_KERNELS(NS)                                                              \
   namespace qrt::cpu::NS {                                                                   \
@@ -50,32 +53,21 @@ constexpr int64_t kProbChunk = 512;
 constexpr int64_t kMaxVectorFloats = 16;
 // Largest head dim of the int16 attention path (its per-channel maxima live in registers).
 constexpr int64_t kMaxInt16HeadDim = 256;
-// Per worker: fp32 path: contiguous K^T and V copies and up to 8 probability rows; int16
-// path: int16 Q, K and V in their layouts, their scales, up to 12 score rows and their int16
-// probabilities; INT8 path: u8 Q, packed K and V^T with their column sums and scales, a
-// score block and its u8 probabilities. Per head one significance row.
-// The bf16 attention's bf16 arrays for n keys (attention_tiles.h carves them in this order):
-// Q, K^T and V in pairs (n rounded up to 32 each), 32 probability rows, two converted rows.
-inline int64_t bf16_attention_halves(int64_t n, int64_t head_dim) {
-  const int64_t n32 = (n + 31) / 32 * 32;
-  return 3 * n32 * head_dim + 32 * n32 + 2 * head_dim;
-}
+// Keys per tile of the bf16 attention (attention_tiles.h).
+constexpr int64_t kTileKeys = 32;
+// Floats of one worker's scratch: the largest of the paths' carvings (attention_scratch.h) at
+// the longest sequence and every ISA's largest blocks, plus whole vectors read past the last
+// array, in whole 64-byte lines.
 inline int64_t attention_worker_floats(int64_t max_len, int64_t head_dim) {
-  const int64_t np = (max_len + 63) / 64 * 64, dp = (head_dim + 63) / 64 * 64;
-  const int64_t kg = (head_dim + 3) / 4, ng = (max_len + 3) / 4;
-  const int64_t fp32 = (2 * head_dim + kMaxAttentionRows) * np;
-  // + slack: tile paths read whole B tiles past the packed K and V^T (gemm_tiles.h)
-  const int64_t int8_bytes = 2 * max_len * head_dim + np * kg * 4 + dp * ng * 4 + kAttentionRowBlock * np + kPackedSlackBytes;
-  const int64_t int8 = int8_bytes / 4 + 4 * np + 2 * dp + kAttentionRowBlock * np + 64 + 6 * 16;  // + alignment
-  const int64_t np_chunks = (np + kProbChunk - 1) / kProbChunk * kProbChunk;
-  const int64_t dp2 = head_dim + 1, int16_halves = 2 * np * dp2 + np * dp + kMaxInt16Rows * np_chunks + dp;
-  const int64_t int16 = (kMaxInt16Rows + 2) * np + dp + (int16_halves + 1) / 2;
-  const int64_t most = fp32 > int8 ? fp32 : int8;
-  // bf16 (tile paths): its bf16 arrays, then 32 score rows and 32 context rows.
-  const int64_t n32 = (max_len + 31) / 32 * 32;
-  const int64_t bf16 = (bf16_attention_halves(max_len, head_dim) + 1) / 2 + 8 + 32 * n32 + 32 * head_dim + 8;
-  const int64_t most2 = most > bf16 ? most : bf16;
-  return (most2 > int16 ? most2 : int16) + 64;
+  const int64_t np = round_up(max_len, 64), dv = round_up(head_dim, kMaxVectorFloats);
+  ScratchCarver f32, int16, int8, bf16;
+  carve_f32_attention(f32, np, head_dim, kMaxAttentionRows);
+  carve_int16_attention(int16, max_len, np, head_dim, dv, kMaxInt16Rows, kProbChunk);
+  carve_int8_attention(int8, max_len, head_dim, kAttentionRowBlock);
+  carve_bf16_attention(bf16, round_up(max_len, kTileKeys), head_dim, kTileKeys);
+  int64_t most = f32.bytes();
+  for (const ScratchCarver* c : {&int16, &int8, &bf16}) most = c->bytes() > most ? c->bytes() : most;
+  return round_up(most + 256, 64) / 4;
 }
 inline int64_t attention_scratch_floats(int64_t max_len, int64_t num_heads, int64_t head_dim,
                                         int64_t total_rows, int num_workers) {
