@@ -235,10 +235,74 @@ py::tuple span_candidates_py(const py::array& logits, const py::array& char_span
   return py::make_tuple(starts, ends, scores);
 }
 
+py::array quantize_py(const py::array& x, float scale, int32_t zp) {
+  const float* xp = data_of<float>(x, "x");
+  auto out = empty<uint8_t>(shape_of(x));
+  uint8_t* op = out.mutable_data();
+  const Shape s = shape_of(x);
+  py::gil_scoped_release nogil;
+  quantize(xp, s, scale, zp, op);
+  return out;
+}
+
+py::tuple quantize_per_row_py(const py::array& x) {
+  const float* xp = data_of<float>(x, "x");
+  const Shape s = shape_of(x);
+  auto out = empty<uint8_t>(s);
+  auto scales = empty<float>({s.empty() ? 0 : s[0]});
+  auto zps = empty<int32_t>({s.empty() ? 0 : s[0]});
+  uint8_t* op = out.mutable_data();
+  float* sp = scales.mutable_data();
+  int32_t* zp = zps.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    quantize_per_row(xp, s, op, sp, zp);
+  }
+  return py::make_tuple(out, scales, zps);
+}
+
+py::object layernorm_py(const py::array& x, const py::array& gamma, const py::array& beta, float eps,
+                        std::optional<py::array> residual, py::object quantize) {
+  const float* xp = data_of<float>(x, "x");
+  const float* rp = residual ? data_of<float>(*residual, "residual") : nullptr;
+  const Shape rs = residual ? shape_of(*residual) : Shape{};
+  const float* gp = data_of<float>(gamma, "gamma");
+  const float* bp = data_of<float>(beta, "beta");
+  const Shape xs = shape_of(x), gs = shape_of(gamma), bs = shape_of(beta);
+  auto out = empty<float>(xs);
+  float* op = out.mutable_data();
+  if (quantize.is_none()) {
+    py::gil_scoped_release nogil;
+    layernorm(xp, xs, rp, rs, gp, gs, bp, bs, eps, op);
+    return std::move(out);
+  }
+  U8Output u8;
+  py::array_t<uint8_t> q = empty<uint8_t>(xs);
+  py::array_t<float> scales = empty<float>({xs.empty() ? 0 : xs[0]});
+  py::array_t<int32_t> zps = empty<int32_t>({xs.empty() ? 0 : xs[0]});
+  u8.data = q.mutable_data();
+  if (py::isinstance<py::str>(quantize) && quantize.cast<std::string>() == "per_row") {
+    u8.per_row = true;
+    u8.row_scale = scales.mutable_data();
+    u8.row_zp = zps.mutable_data();
+  } else if (py::isinstance<py::tuple>(quantize) && py::len(quantize) == 2) {
+    u8.scale = quantize.cast<py::tuple>()[0].cast<float>();
+    u8.zp = quantize.cast<py::tuple>()[1].cast<int32_t>();
+  } else {
+    throw py::value_error("quantize must be None, 'per_row' or a (scale, zero_point) tuple");
+  }
+  {
+    py::gil_scoped_release nogil;
+    layernorm(xp, xs, rp, rs, gp, gs, bp, bs, eps, op, &u8);
+  }
+  if (u8.per_row) return py::make_tuple(out, q, scales, zps);
+  return py::make_tuple(out, q);
+}
+
 }  // namespace
 
-PYBIND11_MODULE(_C, m) {
-  m.doc() = "qualam_rt native kernels";
+// Kernel paths, threads and the measured peaks.
+static void bind_dispatch(py::module_& m) {
   m.def("isa", [] { return std::string(kernels().name); }, "The active kernel path.");
   m.def("supported_isas", &supported_isas, "Kernel paths this CPU can run, best last.");
   m.def("set_isa", &set_isa, py::arg("name"), "Force a kernel path (ref, amx_emulated, avx2, avx512vnni, amx).");
@@ -257,7 +321,10 @@ PYBIND11_MODULE(_C, m) {
     return kernels().int8_tile_macs_per_s(K, seconds);
   }, py::arg("K"), py::arg("seconds") = 0.5,
         "Measured int8 MAC/s of the active path's GEMM tile kernel on cache-resident data of depth K (the GEMM's ceiling).");
+}
 
+// The kernels one at a time: packed weights, the GEMM, quantizers, LayerNorm.
+static void bind_kernels(py::module_& m) {
   py::class_<PackedWeight>(m, "PackedWeight", "Int8 [N, K] weights packed for the GEMM kernels.")
       .def(py::init([](const py::array& w, const py::array& scales) {
              const Shape ws = shape_of(w);
@@ -279,7 +346,16 @@ PYBIND11_MODULE(_C, m) {
         py::arg("bias") = py::none(), py::arg("gelu") = false, py::arg("residual") = py::none(),
         py::arg("out_dtype") = "float32", py::arg("out_scale") = 1.f, py::arg("out_zp") = 0, py::arg("out") = py::none(),
         "u8 x packed s8 GEMM with fused epilogue (see csrc/types.h GemmArgs); with out, into that array (returned).");
+  m.def("quantize", &quantize_py, py::arg("x"), py::arg("scale"), py::arg("zp"));
+  m.def("quantize_per_row", &quantize_per_row_py, py::arg("x"));
+  m.def("layernorm", &layernorm_py, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps") = 1e-12f,
+        py::arg("residual") = py::none(), py::arg("quantize") = py::none(),
+        "LayerNorm(x + residual) * gamma + beta over the last axis; with quantize ('per_row' or "
+        "(scale, zero_point)) also its u8 quantization: (out, u8) or (out, u8, scales, zero_points).");
+}
 
+// The model: encoder, tokenizer, span decoding, length configurations.
+static void bind_model(py::module_& m) {
   py::class_<Encoder>(m, "Encoder", "The INT8 length-adaptive encoder + QA head (csrc/encoder.h).")
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"))
       .def("forward", &encoder_forward, py::arg("input_ids"), py::arg("token_type_ids"), py::arg("offsets"),
@@ -299,71 +375,11 @@ PYBIND11_MODULE(_C, m) {
         "Answer spans of one window as (char starts, char ends, scores), best first (csrc/spans.h).");
   m.def("layer_lengths", &layer_lengths, py::arg("n"), py::arg("keep_ratios"), py::arg("min_keep") = 2);
   m.def("budget_lengths", &budget_lengths, py::arg("n"), py::arg("keep_tokens"), py::arg("min_keep") = 2);
+}
 
-  m.def("quantize", [](const py::array& x, float scale, int32_t zp) {
-    const float* xp = data_of<float>(x, "x");
-    auto out = empty<uint8_t>(shape_of(x));
-    uint8_t* op = out.mutable_data();
-    const Shape s = shape_of(x);
-    py::gil_scoped_release nogil;
-    quantize(xp, s, scale, zp, op);
-    return out;
-  }, py::arg("x"), py::arg("scale"), py::arg("zp"));
-
-  m.def("quantize_per_row", [](const py::array& x) {
-    const float* xp = data_of<float>(x, "x");
-    const Shape s = shape_of(x);
-    auto out = empty<uint8_t>(s);
-    auto scales = empty<float>({s.empty() ? 0 : s[0]});
-    auto zps = empty<int32_t>({s.empty() ? 0 : s[0]});
-    uint8_t* op = out.mutable_data();
-    float* sp = scales.mutable_data();
-    int32_t* zp = zps.mutable_data();
-    {
-      py::gil_scoped_release nogil;
-      quantize_per_row(xp, s, op, sp, zp);
-    }
-    return py::make_tuple(out, scales, zps);
-  }, py::arg("x"));
-
-  m.def("layernorm", [](const py::array& x, const py::array& gamma, const py::array& beta, float eps,
-                        std::optional<py::array> residual, py::object quantize) -> py::object {
-    const float* xp = data_of<float>(x, "x");
-    const float* rp = residual ? data_of<float>(*residual, "residual") : nullptr;
-    const Shape rs = residual ? shape_of(*residual) : Shape{};
-    const float* gp = data_of<float>(gamma, "gamma");
-    const float* bp = data_of<float>(beta, "beta");
-    const Shape xs = shape_of(x), gs = shape_of(gamma), bs = shape_of(beta);
-    auto out = empty<float>(xs);
-    float* op = out.mutable_data();
-    if (quantize.is_none()) {
-      py::gil_scoped_release nogil;
-      layernorm(xp, xs, rp, rs, gp, gs, bp, bs, eps, op);
-      return std::move(out);
-    }
-    U8Output u8;
-    py::array_t<uint8_t> q = empty<uint8_t>(xs);
-    py::array_t<float> scales = empty<float>({xs.empty() ? 0 : xs[0]});
-    py::array_t<int32_t> zps = empty<int32_t>({xs.empty() ? 0 : xs[0]});
-    u8.data = q.mutable_data();
-    if (py::isinstance<py::str>(quantize) && quantize.cast<std::string>() == "per_row") {
-      u8.per_row = true;
-      u8.row_scale = scales.mutable_data();
-      u8.row_zp = zps.mutable_data();
-    } else if (py::isinstance<py::tuple>(quantize) && py::len(quantize) == 2) {
-      u8.scale = quantize.cast<py::tuple>()[0].cast<float>();
-      u8.zp = quantize.cast<py::tuple>()[1].cast<int32_t>();
-    } else {
-      throw py::value_error("quantize must be None, 'per_row' or a (scale, zero_point) tuple");
-    }
-    {
-      py::gil_scoped_release nogil;
-      layernorm(xp, xs, rp, rs, gp, gs, bp, bs, eps, op, &u8);
-    }
-    if (u8.per_row) return py::make_tuple(out, q, scales, zps);
-    return py::make_tuple(out, q);
-  }, py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps") = 1e-12f,
-     py::arg("residual") = py::none(), py::arg("quantize") = py::none(),
-     "LayerNorm(x + residual) * gamma + beta over the last axis; with quantize ('per_row' or "
-     "(scale, zero_point)) also its u8 quantization: (out, u8) or (out, u8, scales, zero_points).");
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "qualam_rt native kernels";
+  bind_dispatch(m);
+  bind_kernels(m);
+  bind_model(m);
 }

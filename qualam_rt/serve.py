@@ -196,6 +196,14 @@ class Batcher:
         except queue.Full:
             return False
 
+    async def answer(self, work: Work):
+        """The result of `work`, once a packed call has run it (HTTPError 503: queue full)."""
+        loop = asyncio.get_running_loop()
+        job = Job(work, loop.create_future(), loop)
+        if not self.submit(job):
+            raise HTTPError(503, "the server is busy (queue full); retry shortly", {"Retry-After": "1"})
+        return await job.done
+
     def stop(self) -> None:
         """Finishes every queued job, then ends the worker."""
         self.queue.put(None)
@@ -301,36 +309,24 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
     def error(status: int, message: str, headers=None) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    async def run(arrival: Arrival, pairs, top_k, max_answer_len, single: bool):
-        try:
-            work = make_work(engine, pairs, top_k, max_answer_len)
-        finally:
-            arrival.leave()
-        loop = asyncio.get_running_loop()
-        job = Job(work, loop.create_future(), loop)
-        if not state["batcher"].submit(job):
-            raise HTTPError(503, "the server is busy (queue full); retry shortly", {"Retry-After": "1"})
-        result = await job.done
-        return result[0] if single else result
-
-    async def handle(request: Request, path: str, make):
-        t0 = time.perf_counter()
-        arrival = Arrival(state["batcher"])  # run() lets it leave once its windows are made
-        try:
-            response = JSONResponse(await make(arrival))
-        except HTTPError as e:
-            response = error(e.status, e.message, e.headers)
-        finally:
-            arrival.leave()
-        metrics.request(path, response.status_code, time.perf_counter() - t0)
-        return response
-
     def answering(route: str):
         async def endpoint(request: Request):
-            async def make(arrival):
+            t0 = time.perf_counter()
+            arrival = Arrival(state["batcher"])  # it leaves once the request's windows are made
+            try:
                 pairs, top_k, max_answer_len = request_pairs(route, await json_body(request, max_body_bytes))
-                return await run(arrival, pairs, top_k, max_answer_len, single=route == "/answer")
-            return await handle(request, route, make)
+                try:
+                    work = make_work(engine, pairs, top_k, max_answer_len)
+                finally:
+                    arrival.leave()
+                result = await state["batcher"].answer(work)
+                response = JSONResponse(result[0] if route == "/answer" else result)
+            except HTTPError as e:
+                response = error(e.status, e.message, e.headers)
+            finally:
+                arrival.leave()
+            metrics.request(route, response.status_code, time.perf_counter() - t0)
+            return response
         return endpoint
 
     app.post("/answer")(answering("/answer"))
