@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import qualam_rt
-from qualam_rt import squad
+from qualam_rt import featurize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -94,7 +94,7 @@ def header(threads: int) -> dict:
 def synthetic_windows(n: int, count: int, vocab: int, seed: int = 0) -> list:
     """count windows of n random token ids (no text behind them: for timing only)."""
     rng = np.random.default_rng(seed)
-    return [squad.Window(0, rng.integers(1000, vocab, n).astype(np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))
+    return [featurize.Window(0, rng.integers(1000, vocab, n).astype(np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))
             for _ in range(count)]
 
 

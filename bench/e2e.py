@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PAPER, RESULTS, header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
-from qualam_rt import squad  # noqa: E402
+from qualam_rt import decode, squad # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "dev-v1.1.json"
 
@@ -208,7 +208,7 @@ def bert_base_system():
 # ---- measurements ------------------------------------------------------------------------
 
 def accuracy(system, examples, windows, batch=32):
-    return squad.evaluate(examples, squad.predict(examples, windows, system.infer, batch, progress=system.name))
+    return squad.evaluate(examples, decode.predict(examples, windows, system.infer, batch, progress=system.name))
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import engine_from_spec, header, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
-from qualam_rt import squad  # noqa: E402
+from qualam_rt import decode, squad # noqa: E402
 
 SQUAD_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "train-v1.1.json"
 
@@ -35,7 +35,7 @@ def main() -> None:
         engine = engine_from_spec(spec, args.threads)
         windows = engine.windows([(e.question, e.context) for e in held])
         row = {"model": str(engine.path), "length_config": engine.length_config, "attention": engine.attention,
-               **squad.evaluate(held, squad.predict(held, windows, engine.logits, 32))}
+               **squad.evaluate(held, decode.predict(held, windows, engine.logits, 32))}
         rows.append(row)
         print(row, flush=True)
     md = [f"The first {len(held)} questions of the last {args.held_out_articles} SQuAD v1.1 training articles; "

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, ms_per_sample, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
-from qualam_rt import squad  # noqa: E402
+from qualam_rt import decode, featurize, squad # noqa: E402
 from qualam_rt.cost import bert_base_macs, encoder_macs  # noqa: E402
 from qualam_rt.reference import layer_lengths  # noqa: E402
 
@@ -40,7 +40,7 @@ def torch_logits_fn(model, ratios):
 
 
 def evaluate(infer, examples, windows, batch=32):
-    return squad.evaluate(examples, squad.predict(examples, windows, infer, batch, progress="dev"))
+    return squad.evaluate(examples, decode.predict(examples, windows, infer, batch, progress="dev"))
 
 
 def state_mb(model) -> float:
@@ -79,7 +79,7 @@ def main() -> None:
         raise SystemExit("need --qrt or --finetuned-qrt (its tokenizer makes the windows)")
     windows = engine.windows([(e.question, e.context) for e in examples])
     mix = windows[:: max(1, len(windows) // args.mix)][:args.mix]
-    n384 = [squad.Window(0, np.random.default_rng(i).integers(1000, 30000, 384).astype(np.int32),
+    n384 = [featurize.Window(0, np.random.default_rng(i).integers(1000, 30000, 384).astype(np.int32),
                          np.zeros(384, np.int32), np.full((384, 2), -1)) for i in range(32)]
     config = None
     if args.config:

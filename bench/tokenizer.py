@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
-from qualam_rt import squad  # noqa: E402
+from qualam_rt import featurize, squad # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad"
 
@@ -36,7 +36,7 @@ def main() -> None:
         fast = [native(q, c, 384, 128, 64) for q, c in pairs]
         native_s = time.perf_counter() - t
         t = time.perf_counter()
-        slow = [squad._tokenizers_windows(tok, [p], 384, 128, 64)[0] for p in pairs]
+        slow = [featurize._tokenizers_windows(tok, [p], 384, 128, 64)[0] for p in pairs]
         tokenizers_s = time.perf_counter() - t
         handled = [i for i, f in enumerate(fast) if f is not None]
         mismatched = sum(1 for i in handled if len(fast[i]) != len(slow[i]) or not all(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qualam_rt import squad
+from qualam_rt import featurize, squad
 from qualam_rt.engine import ATTENTION_PATHS, Engine
 from qualam_rt.errors import LengthConfigError, QualamError
 from qualam_rt.timing import time_call
@@ -138,7 +138,7 @@ def cmd_bench(args) -> dict:
         configs.append(("default", tuple(engine.meta["default_config"])))
     out = []
     for n in args.lengths:
-        windows = [squad.Window(0, rng.integers(min(1000, vocab - 1), vocab, n, dtype=np.int32), np.zeros(n, np.int32),
+        windows = [featurize.Window(0, rng.integers(min(1000, vocab - 1), vocab, n, dtype=np.int32), np.zeros(n, np.int32),
                                 np.full((n, 2), -1)) for _ in range(args.batch)]
         for name, ratios in configs:
             t = time_call(lambda: engine.logits(windows, "full" if ratios is None else ratios), warmup=1,

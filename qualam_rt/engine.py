@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from qualam_rt import _C, squad
+from qualam_rt import _C, decode, featurize, wordpiece
 from qualam_rt.cost import encoder_macs
 from qualam_rt.errors import InputError, LengthConfigError, ModelFileError, ModelNotFoundError
 from qualam_rt.model_file import ARCH_KEYS, engine_tensors, read_model
@@ -49,14 +49,14 @@ class Engine:
         try:
             self._encoder = _C.Encoder(self.architecture, engine_tensors(tensors))
             self._tokenizer = Tokenizer.from_str(self.meta["tokenizer"])
-            self._native_tokenizer = squad.NativeWordPiece.of(self._tokenizer)
+            self._native_tokenizer = wordpiece.NativeWordPiece.of(self._tokenizer)
         except Exception as e:  # the encoder raises ValueError, tokenizers a plain Exception
             raise ModelFileError(f"{self.path}: {e}") from e
         self._tokenize_lock = threading.Lock()
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise ValueError("threads must be a positive integer")
         self.threads = threads
-        self.max_seq_len = min(squad.MAX_SEQ_LEN, int(self.architecture["max_position"]))
+        self.max_seq_len = min(featurize.MAX_SEQ_LEN, int(self.architecture["max_position"]))
         self.frontier = list(self.meta.get("frontier", []))
         self.length_config = self._resolve(length_config, max_macs, max_latency_ms)
         self.attention = attention or self.meta.get("attention", "int16")
@@ -121,20 +121,20 @@ class Engine:
                 raise InputError(f"{name} is not valid Unicode text ({e.reason} at index {e.start}); "
                                  "decode the input with errors='replace'") from None
 
-    def logits(self, windows: list[squad.Window], length_config="same") -> list[np.ndarray]:
+    def logits(self, windows: list[featurize.Window], length_config="same") -> list[np.ndarray]:
         """Start/end logits [n, 2] of each window (one packed native call)."""
         ratios = self.length_config if length_config == "same" else self._resolve(length_config, None, None)
-        ids, types, offsets = squad.pack(windows)
+        ids, types, offsets = featurize.pack(windows)
         tokens = list(ratios["tokens"]) if isinstance(ratios, dict) else None
         ratios = None if ratios is None or tokens is not None else list(ratios)
         out = self._encoder.forward(ids, types, offsets, ratios, keep_tokens=tokens,
                                     attention=self.attention, threads=self.threads or 0)["logits"]
         return [out[offsets[i]:offsets[i + 1]] for i in range(len(windows))]
 
-    def windows(self, pairs: list[tuple[str, str]]) -> list[squad.Window]:
+    def windows(self, pairs: list[tuple[str, str]]) -> list[featurize.Window]:
         with self._tokenize_lock:
-            return squad.make_windows(self._tokenizer, pairs, max_seq_len=self.max_seq_len,
-                                      doc_stride=min(squad.DOC_STRIDE, self.max_seq_len // 3),
+            return featurize.make_windows(self._tokenizer, pairs, max_seq_len=self.max_seq_len,
+                                      doc_stride=min(featurize.DOC_STRIDE, self.max_seq_len // 3),
                                       native=self._native_tokenizer)
 
     def answer_batch(self, pairs, batch_size: int = 32, top_k: int = 1, max_answer_len: int = 30):
@@ -171,7 +171,7 @@ class Engine:
         results = []
         for k, (_, context) in enumerate(pairs):
             idx = by_pair.get(k, [])
-            spans = squad.best_spans(context, [windows[i] for i in idx], [logits[i] for i in idx],
+            spans = decode.best_spans(context, [windows[i] for i in idx], [logits[i] for i in idx],
                                      top_k=top_k, max_answer_len=max_answer_len)
             found = [{"answer": s.text, "score": s.score, "start": s.start, "end": s.end} for s in spans]
             if not found:

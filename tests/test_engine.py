@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import qualam_rt
-from qualam_rt import Engine, squad
+from qualam_rt import decode, Engine
 from qualam_rt import reference as ref
 from qualam_rt import synthetic as syn
 from qualam_rt.errors import InputError, LengthConfigError, ModelNotFoundError
@@ -45,7 +45,7 @@ def test_logits_and_answers_equal_the_reference_forward(model_path, config):
             scale = 1 + np.abs(w).max()
             assert np.abs(g - w).max() <= 0.02 * scale and np.abs(g - w).mean() <= 3e-3 * scale
         answer = eng.answer(question, context)
-        expected = squad.best_spans(context, windows, want)[0]
+        expected = decode.best_spans(context, windows, want)[0]
         assert (answer["start"], answer["end"]) == (expected.start, expected.end)
         assert answer["answer"] == context[answer["start"]:answer["end"]]
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qualam_rt import _C, squad
+from qualam_rt import _C, decode, featurize, squad
 from qualam_rt import synthetic as syn
 
 CONTEXT = ("Ada Lovelace wrote   the first\n\n program in 1843 . Charles Babbage designed the analytical "
@@ -38,7 +38,7 @@ def logits_for(windows, which, start_char, end_char):
 
 
 def test_windows_cover_the_context_with_overlap(tok):
-    windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
+    windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
     assert len(windows) > 2
     for w in windows:
         assert len(w.input_ids) <= 24
@@ -53,7 +53,7 @@ def test_windows_cover_the_context_with_overlap(tok):
 
 def test_long_question_is_truncated(tok):
     q = " ".join(["who"] * 200)
-    w = squad.make_windows(tok, [(q, CONTEXT)], max_seq_len=100, doc_stride=10, max_query_len=8)[0]
+    w = featurize.make_windows(tok, [(q, CONTEXT)], max_seq_len=100, doc_stride=10, max_query_len=8)[0]
     assert (w.token_type_ids == 0).sum() == 8 + 2  # [CLS] + 8 question tokens + [SEP]
 
 
@@ -62,14 +62,14 @@ def test_question_leaving_less_room_than_the_stride_is_truncated(tok, batch):
     # 90 question tokens leave 7 context tokens per window, fewer than the stride: `tokenizers`
     # panics on such a pair; the question must be cut instead.
     q = " ".join(["who"] * 90)
-    windows = squad.make_windows(tok, [(q, CONTEXT)] * batch, max_seq_len=100, doc_stride=10, max_query_len=8)
+    windows = featurize.make_windows(tok, [(q, CONTEXT)] * batch, max_seq_len=100, doc_stride=10, max_query_len=8)
     assert {w.example for w in windows} == set(range(batch))
     assert all((w.token_type_ids == 0).sum() == 8 + 2 for w in windows)
 
 
 def test_question_over_the_limit_but_inside_a_window_is_truncated_in_a_batch(tok):
     pairs = [(" ".join(["who"] * 20), CONTEXT), (QUESTION, CONTEXT), (" ".join(["who"] * 200), CONTEXT)]
-    windows = squad.make_windows(tok, pairs, max_seq_len=100, doc_stride=10, max_query_len=8)
+    windows = featurize.make_windows(tok, pairs, max_seq_len=100, doc_stride=10, max_query_len=8)
     first = {}
     for w in windows:
         first.setdefault(w.example, w)
@@ -77,75 +77,75 @@ def test_question_over_the_limit_but_inside_a_window_is_truncated_in_a_batch(tok
 
 
 def test_span_inside_one_window(tok):
-    windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
+    windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
     start = CONTEXT.index("Ada")
     end = start + len("Ada Lovelace")
-    span = squad.best_spans(CONTEXT, windows, logits_for(windows, 0, start, end))[0]
+    span = decode.best_spans(CONTEXT, windows, logits_for(windows, 0, start, end))[0]
     assert (span.start, span.end, span.text) == (start, end, "Ada Lovelace")
 
 
 def test_whitespace_gaps_are_kept_from_the_original_text(tok):
-    windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=64, doc_stride=16)
+    windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=64, doc_stride=16)
     start = CONTEXT.index("wrote")
     end = CONTEXT.index("program") + len("program")
-    span = squad.best_spans(CONTEXT, windows, logits_for(windows, 0, start, end))[0]
+    span = decode.best_spans(CONTEXT, windows, logits_for(windows, 0, start, end))[0]
     assert span.text == "wrote   the first\n\n program"
 
 
 def test_answer_across_a_window_boundary_found_in_the_overlapping_window(tok):
-    windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=18, doc_stride=7)
+    windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=18, doc_stride=7)
     start = CONTEXT.index("Charles")
     end = CONTEXT.index("designed") + len("designed")
     holder = [i for i, w in enumerate(windows) if token_at(w, start) is not None and (w.char_spans[:, 1] == end).any()]
     cut = [i for i, w in enumerate(windows) if token_at(w, start) is not None and not (w.char_spans[:, 1] == end).any()]
     assert holder and cut, "this stride must cut the answer in one window and hold it whole in another"
-    span = squad.best_spans(CONTEXT, windows, logits_for(windows, holder[-1], start, end))[0]
+    span = decode.best_spans(CONTEXT, windows, logits_for(windows, holder[-1], start, end))[0]
     assert span.text == "Charles Babbage designed"
     # the window where the answer is cut off cannot produce it, even pointed at its start
     cut_logits = logits_for([windows[cut[0]]], 0, start, start + len("Charles"))
-    assert squad.best_spans(CONTEXT, [windows[cut[0]]], cut_logits)[0].text == "Charles"
+    assert decode.best_spans(CONTEXT, [windows[cut[0]]], cut_logits)[0].text == "Charles"
 
 
 def test_answer_at_the_very_end(tok):
-    windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
+    windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
     start = CONTEXT.index("finale")
-    span = squad.best_spans(CONTEXT, windows, logits_for(windows, len(windows) - 1, start, len(CONTEXT)))[0]
+    span = decode.best_spans(CONTEXT, windows, logits_for(windows, len(windows) - 1, start, len(CONTEXT)))[0]
     assert span.text == "finale" and span.end == len(CONTEXT)
 
 
 def test_accented_text_maps_to_original_characters(tok):
-    windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=100, doc_stride=16)
+    windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=100, doc_stride=16)
     start = CONTEXT.index("café")
     end = CONTEXT.index("Zürich") + len("Zürich")
-    span = squad.best_spans(CONTEXT, windows, logits_for(windows, 0, start, end))[0]
+    span = decode.best_spans(CONTEXT, windows, logits_for(windows, 0, start, end))[0]
     assert span.text == "café owner in Zürich"
 
 
 def test_constraints_end_before_start_and_length_limit(tok):
-    windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=100, doc_stride=16)
+    windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=100, doc_stride=16)
     w = windows[0]
     lg = np.zeros((len(w.input_ids), 2), np.float32)
     s, e = token_at(w, CONTEXT.index("program")), token_at(w, CONTEXT.index("Ada"))
     lg[s, 0] = 10  # best start after the best end
     lg[e, 1] = 10
-    span = squad.best_spans(CONTEXT, [w], [lg])[0]
+    span = decode.best_spans(CONTEXT, [w], [lg])[0]
     assert span.start <= span.end and span.text != ""
     lg = np.zeros_like(lg)
     lg[token_at(w, CONTEXT.index("Ada")), 0] = 10
     lg[token_at(w, CONTEXT.index("1843")), 1] = 10
-    assert squad.best_spans(CONTEXT, [w], [lg], max_answer_len=3)[0].end - squad.best_spans(CONTEXT, [w], [lg], max_answer_len=3)[0].start < 25
-    assert squad.best_spans(CONTEXT, [w], [lg], max_answer_len=30)[0].text == "Ada Lovelace wrote   the first\n\n program in 1843"
+    assert decode.best_spans(CONTEXT, [w], [lg], max_answer_len=3)[0].end - decode.best_spans(CONTEXT, [w], [lg], max_answer_len=3)[0].start < 25
+    assert decode.best_spans(CONTEXT, [w], [lg], max_answer_len=30)[0].text == "Ada Lovelace wrote   the first\n\n program in 1843"
     # the question tokens are never part of an answer: the best span lies in the context
     lg = np.full_like(lg, -5)
     lg[1, 0] = lg[2, 1] = 50
     lg[token_at(w, CONTEXT.index("Ada")), 0] = lg[token_at(w, CONTEXT.index("Lovelace")), 1] = 1
-    assert squad.best_spans(CONTEXT, [w], [lg])[0].text == "Ada Lovelace"
+    assert decode.best_spans(CONTEXT, [w], [lg])[0].text == "Ada Lovelace"
 
 
 def test_top_k_spans_are_distinct_and_sorted(tok):
-    windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
+    windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
     rng = np.random.default_rng(0)
-    spans = squad.best_spans(CONTEXT, windows, [rng.standard_normal((len(w.input_ids), 2)) for w in windows], top_k=5)
+    spans = decode.best_spans(CONTEXT, windows, [rng.standard_normal((len(w.input_ids), 2)) for w in windows], top_k=5)
     assert len(spans) == 5 and len({(s.start, s.end) for s in spans}) == 5
     assert all(a.score >= b.score for a, b in zip(spans, spans[1:]))
 
@@ -169,10 +169,10 @@ def test_load_examples(tmp_path):
 
 
 def test_answer_token_span_labels(tok):
-    windows = squad.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
+    windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
     start = CONTEXT.index("Charles")
     end = start + len("Charles Babbage")
-    labelled = [(i, squad.answer_token_span(w, start, end)) for i, w in enumerate(windows)]
+    labelled = [(i, featurize.answer_token_span(w, start, end)) for i, w in enumerate(windows)]
     hits = [(i, s) for i, s in labelled if s is not None]
     assert hits
     for i, (s, e) in hits:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qualam_rt import squad
+from qualam_rt import featurize, wordpiece
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # Pieces chosen so that greedy longest-match matters ("play" + "##ing" vs "p" + ...), some
@@ -32,13 +32,13 @@ def make_tokenizer(added_specials: bool = True):
 
 
 TOK = make_tokenizer()
-NATIVE = squad.NativeWordPiece.of(TOK)
+NATIVE = wordpiece.NativeWordPiece.of(TOK)
 
 # Accents (stripped), upper case outside ASCII, Unicode punctuation and spaces, deleted
 # characters (control, zero-width), CJK (one token each), and a few the fast path declines
 # (a combining mark, an emoji).
 OTHER_CHARS = "éÉüßİΣσЖж–—“”«»…\u00a0\u2003\u200e\x0b\x00中文。、Ａ\u0301\u200b😀"
-TABLE = set(map(chr, squad.bert_char_table(True)[0]))
+TABLE = set(map(chr, wordpiece.bert_char_table(True)[0]))
 text = st.lists(st.one_of(st.sampled_from(WORDS + ["Playing", "PLAYS", "xyz", "abab", "a" * 13, "Café", "ÉCOLE"]),
                           st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " \t\n\r"
                                   + OTHER_CHARS, max_size=6)),
@@ -61,7 +61,7 @@ window_shape = st.integers(14, 120).flatmap(lambda m: st.tuples(st.just(m), st.i
 @given(question=text, context=text, shape=window_shape)
 def test_native_windows_equal_tokenizers_windows(question, context, shape):
     max_seq_len, doc_stride = shape
-    want = squad.make_windows(TOK, [(question, context)], max_seq_len, doc_stride, max_query_len=8)
+    want = featurize.make_windows(TOK, [(question, context)], max_seq_len, doc_stride, max_query_len=8)
     parts = NATIVE(question, context, max_seq_len, doc_stride, 8)
     if parts is None:  # declined only for a question over max_query_len tokens, a character off the
         # table, or an added-token string such as "[PAD]" (tokenizers matches those in raw text)
@@ -70,7 +70,7 @@ def test_native_windows_equal_tokenizers_windows(question, context, shape):
         assert (len(TOK.encode(question, add_special_tokens=False).ids) > 8 or set(question + context) - TABLE
                 or any(t in question or t in context for t in added))
     else:
-        assert same_windows([squad.Window(0, *p) for p in parts], want)
+        assert same_windows([featurize.Window(0, *p) for p in parts], want)
 
 
 def test_make_windows_mixes_native_and_fallback_pairs_in_order():
@@ -81,8 +81,8 @@ def test_make_windows_mixes_native_and_fallback_pairs_in_order():
              ("play " * 20, "the playing"),                            # question over max_query_len
              ("q", "e\u0301 and 😀"),                                  # a combining mark, an emoji: tokenizers
              ("what?", "Playing PLAYS abab " * 10)]                    # several windows
-    got = squad.make_windows(TOK, pairs, 32, 8, max_query_len=8, native=NATIVE)
-    want = squad.make_windows(TOK, pairs, 32, 8, max_query_len=8)
+    got = featurize.make_windows(TOK, pairs, 32, 8, max_query_len=8, native=NATIVE)
+    want = featurize.make_windows(TOK, pairs, 32, 8, max_query_len=8)
     assert same_windows(got, want)
     assert [w.example for w in got] == sorted(w.example for w in got)
     declined = [i for i, (q, c) in enumerate(pairs) if NATIVE(q, c, 32, 8, 8) is None]
@@ -102,11 +102,11 @@ def test_tokenizers_it_cannot_reproduce_get_no_fast_path():
     from tokenizers import Tokenizer, models, pre_tokenizers
     tok = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    assert squad.NativeWordPiece.of(tok) is None
+    assert wordpiece.NativeWordPiece.of(tok) is None
     cased = make_tokenizer()
     from tokenizers import normalizers
     cased.normalizer = normalizers.BertNormalizer(lowercase=False)
-    assert squad.NativeWordPiece.of(cased) is None
+    assert wordpiece.NativeWordPiece.of(cased) is None
 
 
 def test_every_code_point_of_the_table_matches_tokenizers():
@@ -115,12 +115,12 @@ def test_every_code_point_of_the_table_matches_tokenizers():
     import qualam_rt
     engine = qualam_rt.Engine()
     tok, native = engine._tokenizer, engine._native_tokenizer
-    points = squad.bert_char_table(True)[0]
+    points = wordpiece.bert_char_table(True)[0]
     pairs = [(f"what {c}?", f"a{c}b {c} X{c}. caf{c}s \u00e9{c}{c}") for c in map(chr, points)]
-    want = squad._tokenizers_windows(tok, pairs, 384, 128, 64)
+    want = featurize._tokenizers_windows(tok, pairs, 384, 128, 64)
     mismatched = [q[5] for (q, c), w in zip(pairs, want)
-                  if not same_windows([squad.Window(0, *p) for p in native(q, c, 384, 128, 64) or []],
-                                      [squad.Window(0, *p) for p in w])]
+                  if not same_windows([featurize.Window(0, *p) for p in native(q, c, 384, 128, 64) or []],
+                                      [featurize.Window(0, *p) for p in w])]
     assert not mismatched, f"{len(mismatched)} code points differ, e.g. {[hex(ord(c)) for c in mismatched[:10]]}"
 
 
@@ -134,6 +134,6 @@ def test_default_model_tokenizer_matches_on_real_text():
                "10th and 11th centuries gave their name to Normandy, a region in France. Don't they?\tYes -- "
                "U.S.A. e-mail 3.14 $5 x_y Zürich – “quoted” 東京 Ωmega\u00a0naïve ") * 8
     for msl, stride in ((384, 128), (64, 16)):
-        got = squad.make_windows(engine._tokenizer, [(question, context)], msl, stride, native=engine._native_tokenizer)
-        want = squad.make_windows(engine._tokenizer, [(question, context)], msl, stride)
+        got = featurize.make_windows(engine._tokenizer, [(question, context)], msl, stride, native=engine._native_tokenizer)
+        want = featurize.make_windows(engine._tokenizer, [(question, context)], msl, stride)
         assert len(got) > 1 and same_windows(got, want)

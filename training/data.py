@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from qualam_rt import squad
+from qualam_rt import decode, featurize, squad
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -32,10 +32,10 @@ class Features:
     """Windows of a list of examples, with the token span of the first answer as label
     ((0, 0), the [CLS] token, when the answer is not inside a window)."""
 
-    def __init__(self, tokenizer, examples, max_seq_len=squad.MAX_SEQ_LEN, doc_stride=squad.DOC_STRIDE,
-                 max_query_len=squad.MAX_QUERY_LEN):
+    def __init__(self, tokenizer, examples, max_seq_len=featurize.MAX_SEQ_LEN, doc_stride=featurize.DOC_STRIDE,
+                 max_query_len=featurize.MAX_QUERY_LEN):
         self.examples = examples
-        self.windows = squad.make_windows(tokenizer, [(e.question, e.context) for e in examples],
+        self.windows = featurize.make_windows(tokenizer, [(e.question, e.context) for e in examples],
                                           max_seq_len, doc_stride, max_query_len)
         labels = []
         for w in self.windows:
@@ -43,7 +43,7 @@ class Features:
             span = None
             if ex.answers:
                 start = ex.answer_starts[0]
-                span = squad.answer_token_span(w, start, start + len(ex.answers[0]))
+                span = featurize.answer_token_span(w, start, start + len(ex.answers[0]))
             labels.append(span or (0, 0))
         self.labels = np.array(labels, dtype=np.int64).reshape(-1, 2)
         self.lengths = np.array([len(w.input_ids) for w in self.windows])
@@ -85,7 +85,7 @@ class Features:
 
 
 def torch_infer(model, length_config=None):
-    """infer(windows) -> [n, 2] logits per window, for squad.predict, with a BertQA model."""
+    """infer(windows) -> [n, 2] logits per window, for decode.predict, with a BertQA model."""
     device = next(model.parameters()).device
 
     def infer(windows):
@@ -108,5 +108,5 @@ def torch_infer(model, length_config=None):
 def evaluate_model(model, features: Features, length_config=None, batch_size: int = 64, desc="eval") -> dict:
     """EM/F1 of a BertQA model on the examples of `features`."""
     model.eval()
-    preds = squad.predict(features.examples, features.windows, torch_infer(model, length_config), batch_size, desc)
+    preds = decode.predict(features.examples, features.windows, torch_infer(model, length_config), batch_size, desc)
     return squad.evaluate(features.examples, preds)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qualam_rt import Engine, squad
+from qualam_rt import decode, Engine, squad
 from training.data import Features, evaluate_model, load_tokenizer, split_articles
 from training.export import export_qrt
 from training.model import BertQA
@@ -172,7 +172,7 @@ def engine_f1(model: BertQA, tokenizer_json: str, feats: Features, ratios=None) 
 
 
 def engine_f1_of(engine: Engine, feats: Features, batch_size: int = 32) -> float:
-    return squad.evaluate(feats.examples, squad.predict(feats.examples, feats.windows, engine.logits, batch_size))["f1"]
+    return squad.evaluate(feats.examples, decode.predict(feats.examples, feats.windows, engine.logits, batch_size))["f1"]
 
 
 def parse_configs(s: str) -> list:

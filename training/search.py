@@ -133,10 +133,10 @@ class Evaluator:
 
     def latency_ms(self, gene, n: int = N_REF) -> float:
         """Median engine latency of one sequence of n tokens (capped by the model) at this gene."""
-        from qualam_rt import squad
+        from qualam_rt import featurize
         n = min(n, self.config["max_position"])
         token = min(1000, self.config["vocab_size"] - 1)
-        w = [squad.Window(0, np.full(n, token, np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))]
+        w = [featurize.Window(0, np.full(n, token, np.int32), np.zeros(n, np.int32), np.full((n, 2), -1))]
         config = self.length_config(gene)
         return 1e3 * time_call(lambda: self.engine.logits(w, config), warmup=1, repeats=self.cfg.latency_repeats)["median"]
 

@@ -9,13 +9,13 @@ import atheris
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from qualam_rt import squad
+from qualam_rt import featurize, wordpiece
 from qualam_rt import synthetic as syn
 from harness import TEXT, fuzz  # noqa: E402
 
 TOK = syn.tiny_tokenizer(TEXT)
-NATIVE = squad.NativeWordPiece(TOK)
-TABLE = set(chr(c) for c in squad.bert_char_table(True)[0])
+NATIVE = wordpiece.NativeWordPiece(TOK)
+TABLE = set(chr(c) for c in wordpiece.bert_char_table(True)[0])
 ADDED = [t.content for t in TOK.get_added_tokens_decoder().values()]
 ALPHABET = TEXT + "\x00\t\n\u3000\u00ad\u0301é漢字🙂ﬁ\ufffd[]#"
 
@@ -38,8 +38,8 @@ def TestOneInput(data: bytes) -> None:
                   or any(t in question or t in context for t in ADDED))
         assert reason, (question, context)
         return
-    want = squad.make_windows(TOK, [(question, context)], max_seq_len, doc_stride, max_query_len=8)
-    got = [squad.Window(0, *p) for p in parts]
+    want = featurize.make_windows(TOK, [(question, context)], max_seq_len, doc_stride, max_query_len=8)
+    got = [featurize.Window(0, *p) for p in parts]
     assert len(got) == len(want), (question, context, max_seq_len, doc_stride)
     for a, b in zip(got, want):
         assert np.array_equal(a.input_ids, b.input_ids) and np.array_equal(a.token_type_ids, b.token_type_ids)
