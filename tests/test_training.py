@@ -191,6 +191,16 @@ def test_lat_step_runs_and_trains_sub_models(workdir):
                         lambda: torch.autocast("cpu", enabled=False))
     hook.remove()
     assert len(calls) == 1 and parts[1:] == [0.0] * (cfg.num_sandwich + 1) and parts[0] > 0
+    # a frozen teacher: the full model learns its distributions (KL 0 while they are equal)
+    # instead of the labels, the sub-models learn them too
+    import copy
+    teacher = copy.deepcopy(model).eval()
+    model.zero_grad()
+    _, parts = lat_step(model, batch, cfg, gen, lambda: torch.autocast("cpu", enabled=False), teacher)
+    assert parts[0] < 1e-6 and parts[1] > 10 * parts[0] and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    _, parts = lat_step(model, batch, TrainConfig(step="lat", length_sampling="padded", max_seq_len=1000), gen,
+                        lambda: torch.autocast("cpu", enabled=False), teacher)
+    assert parts == [parts[0]] * (cfg.num_sandwich + 2)  # sub-models that drop nothing are the full model
     n = torch.tensor([30, 25, 7])
     smallest = sample_lengths(n, 3, 0.2, True, gen)
     assert [t.tolist() for t in smallest] == [[24, 20, 6], [20, 16, 5], [16, 13, 4]]

@@ -11,6 +11,10 @@ distillation (docs/design.md, "LAT training step"):
      "padded", max_seq_len as in LAT, the draws being token budgets (a window keeps
      min(budget, its length)), so short windows lose real tokens only in the late layers;
   3. every loss is divided by num_sandwich + 2.
+With `teacher` ("init": a frozen copy of the starting model), the distillation targets are the
+teacher's, and the full model learns them too instead of the span loss: continued training
+with labels lowered the shipped model's held-out F1 at every learning rate tried (bench/README),
+so the sub-models learn the teacher's answers while the full model stays near them.
 Both are resumable (checkpoint every `save_every` steps) and log to out_dir/log.jsonl.
 
     python -m training.train --step finetune --out runs/ft --max-examples 20000 --epochs 1
@@ -63,6 +67,7 @@ class TrainConfig:
     num_sandwich: int = 2
     length_drop_ratio_bound: float = 0.2
     length_sampling: str = "real"     # sub-model lengths drawn against: "real" window lengths | "padded" (max_seq_len, LAT)
+    teacher: str = ""                 # lat: "" (inplace distillation from the full model) | "init" | a model path (frozen)
     layer_drop: float = 0.0           # LayerDrop of the full model in lat (0.2 cost this 6-layer model 7 F1 at full length)
     probe_every: int = 0              # every N steps: held-out F1 of the PROBES configurations (0 = never)
     probe_examples: int = 200         # held-out questions per probe
@@ -80,7 +85,7 @@ PROBES = {"full": None,
 # (epochs may grow: a longer run continues from the checkpoint).
 RUN_IDENTITY = ("step", "init", "squad_train", "held_out_articles", "max_examples", "skip_examples", "max_seq_len",
                 "doc_stride", "max_query_len", "batch_size", "lr", "seed", "num_sandwich",
-                "length_drop_ratio_bound", "length_sampling", "layer_drop")
+                "length_drop_ratio_bound", "length_sampling", "teacher", "layer_drop")
 
 
 def native_bf16() -> bool:
@@ -186,7 +191,8 @@ def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, g
     return out if padded_to is None else [torch.minimum(c, n) for c in out]
 
 
-def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autocast) -> tuple[float, list[float]]:
+def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autocast,
+             teacher: BertQA | None = None) -> tuple[float, list[float]]:
     """One drop-and-restore step; gradients are accumulated. Returns the loss and its parts
     (the full model's span loss, then each sub-model's KL, smallest first). All forward passes
     share one autocast region (weights are cast to bf16 once, not per pass) and one backward pass."""
@@ -198,21 +204,27 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
     padded_to = cfg.max_seq_len if cfg.length_sampling == "padded" else None
     with autocast():
         start, end = model(*args, layer_drop=cfg.layer_drop)
-        losses = [span_loss(start, end, batch)]
-        t_start, t_end = start.detach(), end.detach()
+        if teacher is None:
+            losses = [span_loss(start, end, batch)]
+            t_start, t_end = start.detach(), end.detach()
+        else:
+            with torch.no_grad():
+                t_start, t_end = teacher(*args)
+            losses = [distill_loss(start, end, t_start, t_end, batch["attention_mask"])]
         for k in range(cfg.num_sandwich + 1):
             lengths = sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=(k == 0), gen=gen,
                                      padded_to=padded_to)
             if all(torch.equal(kept, n) for kept in lengths):
-                # Nothing dropped: the sub-model is the full model (no dropout here), its KL and
-                # gradient exactly 0. Frequent with budgets drawn against the padded length.
-                losses.append(torch.zeros((), device=start.device))
+                # Nothing dropped: the sub-model is the full model (no dropout here), so its loss
+                # is the full model's KL: 0 towards itself, losses[0] towards a teacher. Frequent
+                # with budgets drawn against the padded length.
+                losses.append(losses[0] if teacher is not None else torch.zeros((), device=start.device))
                 continue
             s, e = model(*args, length_config=[t.to(start.device) for t in lengths])
             losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"]))
     loss = sum(losses) / parts
     loss.backward()
-    return float(loss.detach()), [round(float(x.detach()), 4) for x in losses]
+    return float(loss.detach()), [float(x.detach()) for x in losses]
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -239,6 +251,10 @@ def train(cfg: TrainConfig) -> dict:
     device = torch.device(cfg.device)
     model = initial_model(cfg.init).to(device)
     model.train()
+    teacher = None
+    if cfg.step == "lat" and cfg.teacher:
+        teacher = initial_model(cfg.init if cfg.teacher == "init" else cfg.teacher).to(device).eval()
+        teacher.requires_grad_(False)
     no_decay = lambda n: n.endswith(".bias") or ".ln" in n or n.startswith("emb_ln")  # noqa: E731
     params = [{"params": [p for n, p in model.named_parameters() if not no_decay(n)], "weight_decay": cfg.weight_decay},
               {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
@@ -254,7 +270,8 @@ def train(cfg: TrainConfig) -> dict:
     if ckpt.exists():  # resume
         blob = torch.load(ckpt, map_location=device, weights_only=False)
         stored = blob.get("identity") or {}
-        changed = sorted(k for k in identity if stored.get(k) != identity[k])
+        defaults = asdict(TrainConfig())  # fields added since the checkpoint was written had their defaults
+        changed = sorted(k for k in identity if stored.get(k, defaults[k]) != identity[k])
         if changed:
             raise SystemExit(f"{ckpt} was written by another run (differs in: {', '.join(changed)}); "
                              f"use another --out or remove the checkpoint")
@@ -291,7 +308,7 @@ def train(cfg: TrainConfig) -> dict:
             batch = {k: v.to(device) for k, v in feats.collate(index).items()}
             parts = None
             if cfg.step == "lat":
-                loss, parts = lat_step(model, batch, cfg, gen, autocast)
+                loss, parts = lat_step(model, batch, cfg, gen, autocast, teacher)
             else:
                 with autocast():
                     start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
@@ -309,7 +326,7 @@ def train(cfg: TrainConfig) -> dict:
             bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
             record = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "examples_per_s": rate,
                       "tokens": int(batch["attention_mask"].sum())}
-            log.write(json.dumps(record | ({"parts": parts} if parts else {})) + "\n")
+            log.write(json.dumps(record | ({"parts": [round(p, 4) for p in parts]} if parts else {})) + "\n")
             if step % cfg.save_every == 0 or step == total_steps:
                 torch.save({"state": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                             "generator": gen.get_state(), "step": step, "identity": identity}, ckpt)
