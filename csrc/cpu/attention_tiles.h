@@ -39,58 +39,44 @@ static void bf16_operands(const float* q, const float* k, const float* v, int64_
   }
 }
 
-// Scores of the 16 or 32 (two) query rows from i0 against every key, into w.scores (row
-// stride np): 2 x 2 tiles of 16 x 16 per 32 keys.
-static void bf16_scores(const Bf16AttentionScratch& w, int64_t i0, bool two, int64_t np, int64_t d) {
-  for (int64_t j0 = 0; j0 < np; j0 += kTileKeys) {
-    Tiles::zero<0>(); Tiles::zero<1>(); Tiles::zero<2>(); Tiles::zero<3>();
-    for (int64_t c0 = 0; c0 < d; c0 += 32) {
-      const uint16_t* kb = w.kv + ((c0 / 2) * np + j0) * 2;
-      Tiles::load<4>(w.qb + i0 * d + c0, d * 2);
-      Tiles::load<6>(kb, np * 4);
-      Tiles::load<7>(kb + 32, np * 4);
-      Tiles::dpbf16ps<0, 4, 6>();
-      Tiles::dpbf16ps<1, 4, 7>();
-      if (two) {
-        Tiles::load<5>(w.qb + (i0 + 16) * d + c0, d * 2);
-        Tiles::dpbf16ps<2, 5, 6>();
-        Tiles::dpbf16ps<3, 5, 7>();
-      }
-    }
-    Tiles::store<0>(w.scores + j0, np * 4);
-    Tiles::store<1>(w.scores + j0 + 16, np * 4);
+// C = A B for 16 or 32 (two) rows and 32 columns as 2 x 2 tiles of 16 x 16 fp32 (C's row
+// stride ldc floats): A in bf16 rows (stride lda halves), B in the pair layout (pair row r,
+// holding k = 2r and 2r + 1 of 32 columns, at b + r * ldb halves), K a multiple of 32.
+static void bf16_tiles_32(const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, int64_t K, bool two,
+                          float* c, int64_t ldc) {
+  Tiles::zero<0>(); Tiles::zero<1>(); Tiles::zero<2>(); Tiles::zero<3>();
+  for (int64_t k = 0; k < K; k += 32) {
+    const uint16_t* bk = b + (k / 2) * ldb;
+    Tiles::load<4>(a + k, lda * 2);
+    Tiles::load<6>(bk, ldb * 2);
+    Tiles::load<7>(bk + 32, ldb * 2);
+    Tiles::dpbf16ps<0, 4, 6>();
+    Tiles::dpbf16ps<1, 4, 7>();
     if (two) {
-      Tiles::store<2>(w.scores + 16 * np + j0, np * 4);
-      Tiles::store<3>(w.scores + 16 * np + j0 + 16, np * 4);
+      Tiles::load<5>(a + 16 * lda + k, lda * 2);
+      Tiles::dpbf16ps<2, 5, 6>();
+      Tiles::dpbf16ps<3, 5, 7>();
     }
+  }
+  Tiles::store<0>(c, ldc * 4);
+  Tiles::store<1>(c + 16, ldc * 4);
+  if (two) {
+    Tiles::store<2>(c + 16 * ldc, ldc * 4);
+    Tiles::store<3>(c + 16 * ldc + 16, ldc * 4);
   }
 }
 
-// Context of the block's rows from its bf16 probabilities (w.pb) and V, into w.ctx (row
-// stride d): 2 x 2 tiles per 32 channels, 32 keys a step.
+// Scores of the 16 or 32 (two) query rows from i0 against every key, 32 keys at a time, into
+// w.scores (row stride np).
+static void bf16_scores(const Bf16AttentionScratch& w, int64_t i0, bool two, int64_t np, int64_t d) {
+  for (int64_t j0 = 0; j0 < np; j0 += kTileKeys)
+    bf16_tiles_32(w.qb + i0 * d, d, w.kv + 2 * j0, 2 * np, d, two, w.scores + j0, np);
+}
+
+// Context of the block's rows from its bf16 probabilities (w.pb) and V, 32 channels at a time,
+// into w.ctx (row stride d).
 static void bf16_context(const Bf16AttentionScratch& w, bool two, int64_t np, int64_t d) {
-  for (int64_t c0 = 0; c0 < d; c0 += 32) {
-    Tiles::zero<0>(); Tiles::zero<1>(); Tiles::zero<2>(); Tiles::zero<3>();
-    for (int64_t k0 = 0; k0 < np; k0 += kTileKeys) {
-      const uint16_t* vb = w.vv + ((k0 / 2) * d + c0) * 2;
-      Tiles::load<4>(w.pb + k0, np * 2);
-      Tiles::load<6>(vb, d * 4);
-      Tiles::load<7>(vb + 32, d * 4);
-      Tiles::dpbf16ps<0, 4, 6>();
-      Tiles::dpbf16ps<1, 4, 7>();
-      if (two) {
-        Tiles::load<5>(w.pb + 16 * np + k0, np * 2);
-        Tiles::dpbf16ps<2, 5, 6>();
-        Tiles::dpbf16ps<3, 5, 7>();
-      }
-    }
-    Tiles::store<0>(w.ctx + c0, d * 4);
-    Tiles::store<1>(w.ctx + c0 + 16, d * 4);
-    if (two) {
-      Tiles::store<2>(w.ctx + 16 * d + c0, d * 4);
-      Tiles::store<3>(w.ctx + 16 * d + c0 + 16, d * 4);
-    }
-  }
+  for (int64_t c0 = 0; c0 < d; c0 += 32) bf16_tiles_32(w.pb, np, w.vv + 2 * c0, 2 * d, np, two, w.ctx + c0, d);
 }
 
 static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
