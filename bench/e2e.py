@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PAPER, RESULTS, header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
-from qualam_rt import decode, squad # noqa: E402
+from qualam_rt import decode, squad  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "dev-v1.1.json"
 

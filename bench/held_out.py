@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import engine_from_spec, header, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
-from qualam_rt import decode, squad # noqa: E402
+from qualam_rt import decode, squad  # noqa: E402
 
 SQUAD_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "train-v1.1.json"
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
-from qualam_rt import featurize, squad # noqa: E402
+from qualam_rt import featurize, squad  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad"
 
