@@ -21,6 +21,14 @@ from qualam_rt import decode, squad  # noqa: E402
 SQUAD_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "train-v1.1.json"
 
 
+def config_text(config) -> str:
+    if config is None:
+        return "full"
+    if isinstance(config, dict):
+        return "tokens " + str(tuple(config["tokens"]))
+    return str(tuple(round(x, 3) for x in config))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="MODEL.qrt[:full|:r1,...][@attention]")
@@ -41,7 +49,7 @@ def main() -> None:
     md = [f"The first {len(held)} questions of the last {args.held_out_articles} SQuAD v1.1 training articles; "
           f"kernel path `{qualam_rt.isa()}`.", "",
           "| model | length config | attention | EM | F1 |", "|---|---|---|---|---|"]
-    md += [f"| `{r['model']}` | {'full' if r['length_config'] is None else tuple(round(x, 3) for x in r['length_config'])} | "
+    md += [f"| `{r['model']}` | {config_text(r['length_config'])} | "
            f"{r['attention']} | {r['exact_match']:.2f} | {r['f1']:.2f} |" for r in rows]
     write_results(args.name, header(args.threads) | {"isa": qualam_rt.isa()}, rows, "\n".join(md))
 
