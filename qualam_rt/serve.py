@@ -150,9 +150,17 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = {}
         self.latency = Histogram(LATENCY_BUCKETS)
         self.batch_windows = Histogram(WINDOW_BUCKETS)
+        self.started = self.in_flight = 0  # answering requests begun, and not yet answered
+
+    def begin(self) -> None:
+        with self.lock:
+            self.started += 1
+            self.in_flight += 1
 
     def request(self, path: str, status: int, seconds: float) -> None:
+        """An answering request ended (begun with begin())."""
         with self.lock:
+            self.in_flight -= 1
             self.requests[path, status] = self.requests.get((path, status), 0) + 1
             if status < 400:
                 self.latency.observe(seconds)
@@ -170,6 +178,8 @@ class Metrics:
                       "# TYPE qualam_errors_total counter", f"qualam_errors_total {errors}"]
             lines += self.latency.lines("qualam_request_seconds", "Time from arrival to answer of successful requests.")
             lines += self.batch_windows.lines("qualam_batch_windows", "Windows per packed native call.")
+            lines += ["# HELP qualam_requests_in_flight Answering requests begun and not yet answered.",
+                      "# TYPE qualam_requests_in_flight gauge", f"qualam_requests_in_flight {self.in_flight}"]
         lines += ["# HELP qualam_queue_depth Requests waiting for the worker.", "# TYPE qualam_queue_depth gauge",
                   f"qualam_queue_depth {queue_depth}"]
         return "\n".join(lines) + "\n"
@@ -305,6 +315,7 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
         await asyncio.get_running_loop().run_in_executor(None, state["batcher"].stop)
 
     app = FastAPI(title="qualam_rt", lifespan=lifespan)
+    app.state.metrics = metrics
 
     def error(status: int, message: str, headers=None) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -312,6 +323,7 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
     def answering(route: str):
         async def endpoint(request: Request):
             t0 = time.perf_counter()
+            metrics.begin()
             arrival = Arrival(state["batcher"])  # it leaves once the request's windows are made
             try:
                 pairs, top_k, max_answer_len = request_pairs(route, await json_body(request, max_body_bytes))

@@ -135,7 +135,10 @@ def test_shutdown_finishes_the_requests_in_flight(engine):
     with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(httpx.post, s.url + "/answer", json={"question": q, "context": long_text}, timeout=60)
                    for q in QUESTIONS]
-        time.sleep(0.2)  # the requests are in
+        deadline = time.time() + 60
+        while s.server.config.app.state.metrics.started < len(QUESTIONS):  # every request is in
+            assert time.time() < deadline, "the requests did not reach the server"
+            time.sleep(0.01)
         s.stop()
         assert [f.result().status_code for f in futures] == [200] * len(QUESTIONS)
 
