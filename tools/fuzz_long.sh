@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs each fuzzer of tests/fuzz for 1e5 inputs (or RUNS) and writes bench/results/fuzz_long.md:
+# per fuzzer the command, the inputs run, the seconds, the exit status and the libFuzzer summary.
+# A crash or an unexpected exception stops that fuzzer with a non-zero status and leaves the
+# input in crash-*; this script then exits non-zero.
+#
+#     tools/fuzz_long.sh            (about 40 minutes on 2 cores)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-100000}
+LOGS=${LOGS:-/tmp/qualam_fuzz_long}
+mkdir -p "$LOGS"
+out=bench/results/fuzz_long.md
+{
+  echo "# fuzz_long"
+  echo
+  echo "- command: \`tools/fuzz_long.sh\` (RUNS=$RUNS)"
+  echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "- date: $(date +%F)"
+  echo "- commit: $(git rev-parse --short HEAD)"
+  echo
+  echo "| fuzzer | command | exit | inputs | seconds | last line |"
+  echo "|---|---|---|---|---|---|"
+} > "$out"
+status=0
+for f in model_file wordpiece encoder engine; do
+  cmd="python tests/fuzz/fuzz_$f.py -runs=$RUNS -max_len=4096"
+  start=$(date +%s)
+  OMP_NUM_THREADS=1 $cmd > "$LOGS/$f.log" 2>&1
+  code=$?
+  [ $code -eq 0 ] || status=1
+  done_line=$(grep -a "^Done " "$LOGS/$f.log" | tail -1)
+  inputs=$(echo "$done_line" | awk '{print $2}')
+  echo "| $f | \`$cmd\` | $code | ${inputs:-?} | $(( $(date +%s) - start )) | ${done_line:-$(tail -1 "$LOGS/$f.log")} |" >> "$out"
+done
+cat "$out"
+exit $status
