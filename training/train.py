@@ -194,7 +194,8 @@ def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, g
 def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autocast,
              teacher: BertQA | None = None) -> tuple[float, list[float]]:
     """One drop-and-restore step; gradients are accumulated. Returns the loss and its parts
-    (the full model's span loss, then each sub-model's KL, smallest first). All forward passes
+    (the full model's span loss, or its KL to the teacher; then each sub-model's KL, smallest
+    first). All forward passes
     share one autocast region (weights are cast to bf16 once, not per pass) and one backward pass."""
     args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     parts = cfg.num_sandwich + 2
