@@ -117,10 +117,10 @@ def engine_from_spec(spec: str, threads: int):
     """An Engine from "MODEL.qrt[:full|:r1,...|:tokens:b1,...][@fp32|@int16|@int8]": the model,
     optionally with another length configuration (keep ratios or token budgets) and attention
     path than its defaults."""
-    from qualam_rt.cli import _length_config
+    from qualam_rt.cli import parse_length_config
     spec, _, attention = spec.partition("@")
     path, _, cfg = spec.partition(":")
-    return qualam_rt.Engine(path, threads=threads, length_config=_length_config(cfg or None), attention=attention or None)
+    return qualam_rt.Engine(path, threads=threads, length_config=parse_length_config(cfg or None), attention=attention or None)
 
 
 def write_results(name: str, meta: dict, rows: list[dict], markdown: str) -> None:

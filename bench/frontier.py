@@ -47,8 +47,8 @@ def main() -> None:
     front = [{"tokens": tuple(p["tokens"])} if "tokens" in p else tuple(p["ratios"]) for p in engine.frontier]
     if args.points and len(front) > args.points:
         front = [front[i] for i in sorted(set(np.linspace(0, len(front) - 1, args.points).round().astype(int)))]
-    from qualam_rt.cli import _length_config
-    configs = [None] + front + [_length_config(c) for c in args.config]
+    from qualam_rt.cli import parse_length_config
+    configs = [None] + front + [parse_length_config(c) for c in args.config]
     rows = []
     for ratios in configs:
         macs = sum(encoder_macs(engine.architecture, len(w.input_ids), ratios) for w in windows) / base

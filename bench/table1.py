@@ -84,8 +84,8 @@ def main() -> None:
     mix = windows[:: max(1, len(windows) // args.mix)][:args.mix]
     n384 = [featurize.Window(0, np.random.default_rng(i).integers(1000, 30000, 384).astype(np.int32),
                          np.zeros(384, np.int32), np.full((384, 2), -1)) for i in range(32)]
-    from qualam_rt.cli import _length_config
-    configs = [_length_config(c) for c in args.config or (["default"] if args.qrt else [])]
+    from qualam_rt.cli import parse_length_config
+    configs = [parse_length_config(c) for c in args.config or (["default"] if args.qrt else [])]
     configs = [qualam_rt.Engine(args.qrt).length_config if c == "default" else c for c in configs]
     configs = [c for c in configs if c is not None]  # a default of full length is the full row
     arch = engine.architecture

@@ -24,7 +24,7 @@ from qualam_rt.errors import LengthConfigError, QualamError
 from qualam_rt.timing import time_call
 
 
-def _length_config(s: str | None):
+def parse_length_config(s: str | None):
     """default | full | r1,r2,... (keep ratios) | tokens:b1,b2,... (token budgets)."""
     if s is None or s in ("default", "full"):
         return s or "default"
@@ -41,7 +41,7 @@ def _length_config(s: str | None):
 
 
 def _engine(args) -> Engine:
-    return Engine(args.model, threads=args.threads, length_config=_length_config(args.length_config),
+    return Engine(args.model, threads=args.threads, length_config=parse_length_config(args.length_config),
                   attention=getattr(args, "attention", None))
 
 

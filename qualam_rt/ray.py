@@ -14,6 +14,9 @@ Batch: a dataset of rows with "question" and "context" columns gains "answer", "
     ds.map_batches(Answerer, fn_constructor_kwargs={"model": "m.qrt", "threads": 1},
                    concurrency=2, num_cpus=1, batch_size=64)
     qualam-rt eval m.qrt dev-v1.1.json --ray 2          # SQuAD EM/F1 through Ray Data
+
+Ray puts the driver's working directory on its workers' import path: start it outside a source
+checkout of qualam_rt whose extension is not built in place (a non-editable install).
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from ray import serve
 
 from qualam_rt.engine import Engine
 from qualam_rt.errors import InputError
-from qualam_rt.serve import DEFAULT_MAX_BODY_BYTES, HTTPError, Work, answer_work, json_body, make_work, request_pairs
+from qualam_rt.serve import (DEFAULT_MAX_BODY_BYTES, HTTPError, Work, answer_work, json_body, jsonable, make_work,
+                             request_pairs)
 
 
 class Answerer:
@@ -38,15 +42,17 @@ class Answerer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pairs = list(zip(batch["question"], batch["context"]))
         errors = [""] * len(pairs)
-        good = []
+        good, checked = [], []
         for i, pair in enumerate(pairs):
             try:
-                self.engine.checked_pairs([pair], 1, self.max_answer_len)
+                checked += self.engine.checked_pairs([pair], 1, self.max_answer_len)
                 good.append(i)
             except InputError as e:
                 errors[i] = str(e)
         results = [{"answer": "", "score": float("nan"), "start": -1, "end": -1}] * len(pairs)
-        answered = self.engine.answer_batch([pairs[i] for i in good], top_k=1, max_answer_len=self.max_answer_len)
+        windows = self.engine.windows(checked)  # checked once: answered from windows, not answer_batch
+        answered = self.engine.answers_from(checked, windows, self.engine.logits(windows) if windows else [], 1,
+                                            self.max_answer_len)
         for i, r in zip(good, answered):
             results[i] = r
         out = dict(batch)
@@ -86,7 +92,7 @@ class QAServer:
             if request.method == "GET" and route == "/health":
                 return JSONResponse({"status": "ok"})
             if request.method == "GET" and route == "/info":
-                return JSONResponse(_jsonable(self.engine.info()))
+                return JSONResponse(jsonable(self.engine.info()))
             if request.method != "POST" or route not in ("/answer", "/answer_batch"):
                 raise HTTPError(404, f"no route {request.method} {request.url.path}")
             pairs, top_k, max_answer_len = request_pairs(route, await json_body(request, self.max_body_bytes))
@@ -94,11 +100,6 @@ class QAServer:
             return JSONResponse(result[0] if route == "/answer" else result)
         except HTTPError as e:
             return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
-
-
-def _jsonable(value):
-    import json
-    return json.loads(json.dumps(value, default=str))
 
 
 def app(args: dict) -> serve.Application:

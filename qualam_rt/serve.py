@@ -285,6 +285,11 @@ def _settle(fut: asyncio.Future, value) -> None:
         fut.set_result(value)
 
 
+def jsonable(value):
+    """value with everything JSON cannot hold as its str() (paths, tuples as lists)."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _finite(result):
     """-inf scores (no span found) as null: JSON has no infinities."""
     if isinstance(result, list):
@@ -350,7 +355,7 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
 
     @app.get("/info")
     async def info():
-        return json.loads(json.dumps(engine.info(), default=str))
+        return jsonable(engine.info())
 
     @app.get("/metrics")
     async def prometheus():

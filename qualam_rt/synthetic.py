@@ -8,6 +8,16 @@ from qualam_rt import reference as ref
 MINILM_L6_H384 = dict(hidden=384, heads=12, intermediate=1536, layers=6, vocab_size=30522,
                       max_position=512, type_vocab_size=2, layer_norm_eps=1e-12)
 LINEARS = ("qkv", "out", "ffn1", "ffn2")
+# A context and questions over it for tests that serve a random model (its vocabulary is their words).
+SAMPLE_CONTEXT = ("Ada Lovelace wrote the first program in 1843 . Charles Babbage designed the engine . "
+                  "The engine was never finished and the program never ran on it .")
+SAMPLE_QUESTIONS = ["Who wrote the first program ?", "Who designed the engine ?", "When was the program written ?",
+                    "Was the engine finished ?"]
+
+
+def write_sample_model(path) -> None:
+    """A random model whose vocabulary covers SAMPLE_CONTEXT and SAMPLE_QUESTIONS."""
+    write_random_model(path, SAMPLE_CONTEXT + " " + " ".join(SAMPLE_QUESTIONS))
 
 
 def linear_shapes(config: dict) -> dict[str, tuple[int, int]]:

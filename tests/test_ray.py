@@ -1,6 +1,7 @@
 """Ray Serve and Ray Data on a real local Ray runtime (2 CPUs): the answers Engine.answer gives,
 bad input answered with its message, SQuAD evaluation through Ray Data equal to the plain one."""
 import json
+import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,26 +13,30 @@ httpx = pytest.importorskip("httpx")
 from qualam_rt import Engine, cli  # noqa: E402
 from qualam_rt import synthetic as syn  # noqa: E402
 
-TEXT = ("Ada Lovelace wrote the first program in 1843 . Charles Babbage designed the engine . "
-        "The engine was never finished and the program never ran on it .")
-QUESTIONS = ["Who wrote the first program ?", "Who designed the engine ?", "When was the program written ?",
-             "Was the engine finished ?"]
+TEXT, QUESTIONS = syn.SAMPLE_CONTEXT, syn.SAMPLE_QUESTIONS
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("ray") / "m.qrt"
-    syn.write_random_model(path, TEXT + " " + " ".join(QUESTIONS))
+    syn.write_sample_model(path)
     return str(path)
 
 
 @pytest.fixture(scope="module")
-def runtime():
+def runtime(tmp_path_factory):
+    # Ray puts the driver's working directory on its workers' import path: from a source
+    # checkout beside a non-editable install (as CI runs) the workers would import the sources,
+    # which have no built extension. Start Ray from an empty folder instead.
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray_cwd"))
     try:
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False,
                  configure_logging=False)
     except Exception as e:  # noqa: BLE001  (no shared memory, no ports...: say why)
         pytest.skip(f"a local Ray runtime cannot start here: {type(e).__name__}: {e}")
+    finally:
+        os.chdir(here)
     yield
     ray.shutdown()
 

@@ -16,10 +16,7 @@ from qualam_rt import Engine  # noqa: E402
 from qualam_rt import synthetic as syn  # noqa: E402
 from qualam_rt.serve import create_app  # noqa: E402
 
-TEXT = ("Ada Lovelace wrote the first program in 1843 . Charles Babbage designed the engine . "
-        "The engine was never finished and the program never ran on it .")
-QUESTIONS = ["Who wrote the first program ?", "Who designed the engine ?", "When was the program written ?",
-             "Was the engine finished ?"]
+TEXT, QUESTIONS = syn.SAMPLE_CONTEXT, syn.SAMPLE_QUESTIONS
 
 
 class Server:
@@ -46,7 +43,7 @@ class Server:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     path = tmp_path_factory.mktemp("serve") / "m.qrt"
-    syn.write_random_model(path, TEXT + " " + " ".join(QUESTIONS))
+    syn.write_sample_model(path)
     return Engine(path)
 
 

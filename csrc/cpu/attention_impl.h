@@ -579,7 +579,8 @@ static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, fl
 void attention(const AttentionArgs& a) {
   const int64_t tasks = a.num_seqs * a.num_heads;
   const int64_t T = a.offsets[a.num_seqs];
-  float* sig_parts = a.scratch + a.num_workers * attention_worker_floats(a.max_len, a.head_dim);
+  const int64_t worker_floats = attention_worker_floats(a.max_len, a.head_dim);  // once: it carves every path
+  float* sig_parts = a.scratch + a.num_workers * worker_floats;
   AttentionArgs local = a;
   local.significance = sig_parts;
 #pragma omp parallel num_threads(a.num_workers) if (a.num_workers > 1 && tasks > 1)
@@ -590,7 +591,7 @@ void attention(const AttentionArgs& a) {
     _mm_setcsr(csr | 0x8040);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
-      float* work = a.scratch + omp_get_thread_num() * attention_worker_floats(a.max_len, a.head_dim);
+      float* work = a.scratch + omp_get_thread_num() * worker_floats;
       const int64_t s = t / a.num_heads, h = t % a.num_heads;
       switch (a.precision) {
         case AttentionPrecision::Int16: attention_head_s16(local, s, h, work); break;
