@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per build per round (their median counts)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
+    ap.add_argument("--attention", choices=("fp32", "int16", "int8", "bf16"), default="int16")
     ap.add_argument("--paper", action="store_true", help="the paper's length configuration instead of full length")
     ap.add_argument("--per-row", action="store_true",
                     help="activations quantized per row at run time (the shipped model) instead of static calibration")

@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=9, help="rounds; each times every case once")
     ap.add_argument("--mix", type=int, default=256, help="number of SQuAD windows in the length mix")
-    ap.add_argument("--attention", choices=("fp32", "int16", "int8"), default="int16")
+    ap.add_argument("--attention", choices=("fp32", "int16", "int8", "bf16"), default="int16")
     args = ap.parse_args()
     qualam_rt.set_num_threads(args.threads)
 

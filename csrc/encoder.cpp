@@ -343,9 +343,10 @@ void fit_workspace(Workspace& ws, const EncoderConfig& c, int64_t T, int64_t B, 
 }
 
 // Steps 1-2 of a layer: the QKV projection of the Tc current rows (quantized by the LayerNorm
-// that made them), then attention per sequence with each token's significance into ws.sig.
+// that made them), then attention per sequence with each token's significance into ws.sig
+// (only when the layer drops tokens: its sums are a pass over every probability).
 void attend(const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B, int64_t max_len, int workers,
-            AttentionPrecision attention, Workspace& ws, Timer& timer) {
+            AttentionPrecision attention, bool need_significance, Workspace& ws, Timer& timer) {
   const KernelTable& K = kernels();
   const int64_t H = c.hidden, d = H / c.heads;
   GemmArgs qkv;
@@ -375,7 +376,7 @@ void attend(const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B
   att.num_heads = c.heads;
   att.head_dim = d;
   att.context = ws.ctx.data();
-  att.significance = ws.sig.data();
+  att.significance = need_significance ? ws.sig.data() : nullptr;
   att.max_len = max_len;
   att.num_workers = workers;
   att.scratch = ws.att_scratch.data();
@@ -536,7 +537,9 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
   std::vector<double> chunk_secs(profile ? workers * kNumOps : 0);  // per thread, when profiling
   int64_t Tc = T;
   for (int64_t l = 0; l < c.layers; ++l) {
-    attend(layers_[l], c, Tc, B, max_len, workers, attention, ws, timer);
+    bool drops = false;
+    for (int64_t s = 0; s < B && !drops; ++s) drops = target[s][l] < ws.off_cur[s + 1] - ws.off_cur[s];
+    attend(layers_[l], c, Tc, B, max_len, workers, attention, drops, ws, timer);
     const int64_t Tk = select_kept(target, l, B, c.hidden, workers, ws);
     if (record_kept) {
       res.kept.emplace_back(ws.pos_nxt.begin(), ws.pos_nxt.begin() + Tk);

@@ -201,6 +201,19 @@ def test_lat_step_runs_and_trains_sub_models(workdir):
     _, parts = lat_step(model, batch, TrainConfig(step="lat", length_sampling="padded", max_seq_len=1000), gen,
                         lambda: torch.autocast("cpu", enabled=False), teacher)
     assert parts == [parts[0]] * (cfg.num_sandwich + 2)  # sub-models that drop nothing are the full model
+    # fixed sub-models (the configurations users run) replace the smallest: each gets exactly
+    # its keep counts, then num_sandwich random ones follow
+    seen = []
+    hook = model.register_forward_hook(lambda m, a, kw, out: seen.append(kw.get("length_config")), with_kwargs=True)
+    cfg_fixed = TrainConfig(step="lat", num_sandwich=1, sandwich_configs="tokens:20,10,5; 0.5,0.5,0.25")
+    _, parts = lat_step(model, batch, cfg_fixed, gen, lambda: torch.autocast("cpu", enabled=False), teacher)
+    hook.remove()
+    assert len(parts) == 4 and len(seen) == 4 and seen[0] is None
+    assert [t.tolist() for t in seen[1]] == [[20, 20, 7], [10, 10, 7], [5, 5, 5]]
+    assert [t.tolist() for t in seen[2]] == [[15, 13, 4], [15, 13, 4], [8, 7, 2]]
+    with pytest.raises(ValueError, match="sandwich_configs"):
+        lat_step(model, batch, TrainConfig(step="lat", sandwich_configs="full"), gen,
+                 lambda: torch.autocast("cpu", enabled=False), teacher)
     n = torch.tensor([30, 25, 7])
     smallest = sample_lengths(n, 3, 0.2, True, gen)
     assert [t.tolist() for t in smallest] == [[24, 20, 6], [20, 16, 5], [16, 13, 4]]

@@ -10,7 +10,11 @@ distillation (docs/design.md, "LAT training step"):
      `length_sampling` says what "previous" starts from: "real", each window's own length, or
      "padded", max_seq_len as in LAT, the draws being token budgets (a window keeps
      min(budget, its length)), so short windows lose real tokens only in the late layers;
-  3. every loss is divided by num_sandwich + 2.
+     With `sandwich_configs`, fixed length configurations (the ones a user will run, e.g. the
+     paper's budgets) take the smallest one's place: budgets drawn at random with bound 0.2
+     keep ~100 of 384 tokens at the last layer, the paper's configurations 33, so those lie
+     outside what random sampling trains;
+  3. every loss is divided by the number of models.
 With `teacher` ("init": a frozen copy of the starting model), the distillation targets are the
 teacher's, and the full model learns them too instead of the span loss: continued training
 with labels lowered the shipped model's held-out F1 at every learning rate tried (bench/README),
@@ -35,7 +39,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from training.data import Features, evaluate_model, load_tokenizer, split_articles
-from training.model import BertConfig, BertQA, load_hf_checkpoint, load_qrt, minilm_directory
+from training.model import BertConfig, BertQA, keep_counts, load_hf_checkpoint, load_qrt, minilm_directory
 
 DEFAULT_SQUAD_TRAIN = "../shared/data/squad/train-v1.1.json"  # relative to the repository root
 
@@ -67,6 +71,7 @@ class TrainConfig:
     num_sandwich: int = 2
     length_drop_ratio_bound: float = 0.2
     length_sampling: str = "real"     # sub-model lengths drawn against: "real" window lengths | "padded" (max_seq_len, LAT)
+    sandwich_configs: str = ""        # lat: ";"-separated fixed sub-models (CLI form: tokens:b1,... or r1,...), instead of the smallest
     teacher: str = ""                 # lat: "" (inplace distillation from the full model) | "init" | a model path (frozen)
     layer_drop: float = 0.0           # LayerDrop of the full model in lat (0.2 cost this 6-layer model 7 F1 at full length)
     probe_every: int = 0              # every N steps: held-out F1 of the PROBES configurations (0 = never)
@@ -79,13 +84,14 @@ PROBES = {"full": None,
           "qualam_tokens": {"tokens": [315, 251, 242, 159, 142, 33]},
           "la_minilm_tokens": {"tokens": [269, 253, 252, 202, 104, 34]},
           "ratios_0.75": tuple(round(0.91 ** (i + 1), 4) for i in range(6)),
+          "late_0.75": (1.0, 0.95, 0.85, 0.7, 0.55, 0.2),  # the same MACs, dropped late as the paper's budgets do
           "ratios_0.5": tuple(round(0.8 ** (i + 1), 4) for i in range(6))}
 
 # Fields whose change makes a checkpoint another run's: resuming with a different one is refused
 # (epochs may grow: a longer run continues from the checkpoint).
 RUN_IDENTITY = ("step", "init", "squad_train", "held_out_articles", "max_examples", "skip_examples", "max_seq_len",
                 "doc_stride", "max_query_len", "batch_size", "lr", "seed", "num_sandwich",
-                "length_drop_ratio_bound", "length_sampling", "teacher", "layer_drop")
+                "length_drop_ratio_bound", "length_sampling", "sandwich_configs", "teacher", "layer_drop")
 
 
 def native_bf16() -> bool:
@@ -191,6 +197,15 @@ def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, g
     return out if padded_to is None else [torch.minimum(c, n) for c in out]
 
 
+def parse_sandwich_configs(text: str) -> list:
+    """"tokens:315,251,...;0.9,0.8,..." -> the length configurations keep_counts takes."""
+    from qualam_rt.cli import parse_length_config
+    configs = [parse_length_config(part.strip()) for part in text.split(";") if part.strip()]
+    if any(isinstance(c, str) for c in configs):
+        raise ValueError(f"sandwich_configs are ratios or token budgets, not default/full: {text!r}")
+    return configs
+
+
 def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autocast,
              teacher: BertQA | None = None) -> tuple[float, list[float]]:
     """One drop-and-restore step; gradients are accumulated. Returns the loss and its parts
@@ -198,7 +213,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
     first). All forward passes
     share one autocast region (weights are cast to bf16 once, not per pass) and one backward pass."""
     args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-    parts = cfg.num_sandwich + 2
+    fixed = parse_sandwich_configs(cfg.sandwich_configs)
     n = batch["attention_mask"].sum(1).cpu()
     if cfg.length_sampling not in ("real", "padded"):
         raise ValueError(f"length_sampling is 'real' or 'padded', not {cfg.length_sampling!r}")
@@ -212,9 +227,12 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
             with torch.no_grad():
                 t_start, t_end = teacher(*args)
             losses = [distill_loss(start, end, t_start, t_end, batch["attention_mask"])]
-        for k in range(cfg.num_sandwich + 1):
-            lengths = sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=(k == 0), gen=gen,
-                                     padded_to=padded_to)
+        members = [keep_counts(n, c) for c in fixed] or [
+            sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=True, gen=gen, padded_to=padded_to)]
+        for k in range(cfg.num_sandwich):
+            members.append(sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=False, gen=gen,
+                                          padded_to=padded_to))
+        for lengths in members:
             if all(torch.equal(kept, n) for kept in lengths):
                 # Nothing dropped: the sub-model is the full model (no dropout here), so its loss
                 # is the full model's KL: 0 towards itself, losses[0] towards a teacher. Frequent
@@ -223,7 +241,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
                 continue
             s, e = model(*args, length_config=[t.to(start.device) for t in lengths])
             losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"]))
-    loss = sum(losses) / parts
+    loss = sum(losses) / len(losses)
     loss.backward()
     return float(loss.detach()), [float(x.detach()) for x in losses]
 
@@ -235,6 +253,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    parse_sandwich_configs(cfg.sandwich_configs)  # fail before hours of data loading, not at the first step
     rng = np.random.default_rng(cfg.seed)
 
     # Data: training articles minus the held-out ones, optionally capped.

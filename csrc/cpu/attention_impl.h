@@ -120,15 +120,25 @@ static float row_max(const float* x, int64_t n) {
   return m;
 }
 
+// This head's significance partials of sequence s, zeroed; nullptr when the caller needs no
+// significance (no token of the layer is dropped), and then the heads skip its sums.
+static float* head_significance(const AttentionArgs& a, int64_t s, int64_t h) {
+  if (!a.significance) return nullptr;
+  const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
+  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
+  std::fill(sig, sig + n, 0.f);
+  return sig;
+}
+
 // In-place stable softmax of one row of scores times `scale`; adds the probabilities to sig
-// (significance).
+// (significance) unless it is nullptr.
 __attribute__((noinline)) static void softmax_row(float* pr, int64_t n, float scale, float* sig) {
   const int64_t nw = n / W * W;
   const R inv = VecF::set1(1.f / exp_row(pr, n, row_max(pr, n), scale));
   auto normalize_step = [&](int64_t j, int cnt) __attribute__((always_inline)) {
     const R p = VecF::mul(load_n(pr + j, cnt), inv);
     store_n(pr + j, p, cnt);
-    store_n(sig + j, VecF::add(load_n(sig + j, cnt), p), cnt);
+    if (sig) store_n(sig + j, VecF::add(load_n(sig + j, cnt), p), cnt);
   };
   for (int64_t j = 0; j < nw; j += W) normalize_step(j, W);
   if (nw < n) normalize_step(nw, (int)(n - nw));
@@ -146,7 +156,7 @@ static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* 
   float* kt = w.kt;      // [np / kKeyBlock][d][kKeyBlock], this head's K^T
   float* vc = w.vc;      // [n][d], this head's V rows, contiguous
   float* prob = w.prob;  // [RB][np]
-  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;  // this head's partials
+  float* sig = head_significance(a, s, h);  // this head's partials
   const float* q = a.qkv + h * a.head_stride + off * ld;
   const float* k = q + a.part_stride;
   const float* v = k + a.part_stride;
@@ -156,7 +166,6 @@ static void attention_head(const AttentionArgs& a, int64_t s, int64_t h, float* 
     for (int64_t c = 0; c < d; ++c) dst[c * kKeyBlock] = k[j * ld + c];
   }
   for (int64_t j = 0; j < n; ++j) std::memcpy(vc + j * d, v + j * ld, sizeof(float) * d);
-  for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   for (int64_t i0 = 0; i0 < n; i0 += RB) {
     const int rows = n - i0 < RB ? (int)(n - i0) : RB;
     qk_block(kt, np, n, d, q + i0 * ld, ld, rows, prob);
@@ -245,8 +254,8 @@ static inline int16_t* prob16_at(int16_t* p16, int64_t r, int64_t j) {
 
 // Softmax of `rows` rows of scores (stride np) times their per-row scales, as int16
 // probabilities round(p * 32767) into p16 (prob16_at's layout; an odd n gets a zero key so
-// whole pairs can be read); all rows' probabilities are added to sig (significance) in one
-// pass.
+// whole pairs can be read); all rows' probabilities are added to sig (significance, unless
+// nullptr) in one pass.
 __attribute__((noinline)) static void softmax_rows_s16(float* prob, int64_t np, int64_t n, int rows,
                                                        const float* scale, float* sig, int16_t* p16) {
   float inv[kInt16Rows];
@@ -260,9 +269,9 @@ __attribute__((noinline)) static void softmax_rows_s16(float* prob, int64_t np, 
     for (int r = 0; r < rows; ++r, out += kProbChunk) {
       const R e = load_n(prob + r * np + j, cnt);
       VecF::store_s16(out, VecF::mul(e, VecF::set1(inv[r] * 32767.f)), cnt);
-      acc = VecF::fma(e, VecF::set1(inv[r]), acc);
+      if (sig) acc = VecF::fma(e, VecF::set1(inv[r]), acc);
     }
-    store_n(sig + j, VecF::add(load_n(sig + j, cnt), acc), cnt);
+    if (sig) store_n(sig + j, VecF::add(load_n(sig + j, cnt), acc), cnt);
   };
   const int64_t nw = n / W * W;
   for (int64_t j = 0; j < nw; j += W) step(j, W);
@@ -411,10 +420,9 @@ static void attention_head_s16(const AttentionArgs& a, int64_t s, int64_t h, flo
   const int64_t pairs = (d + 1) / 2, dv = round_up(d, W);
   ScratchCarver carver(work);
   const Int16AttentionScratch w = carve_int16_attention(carver, n, np, d, dv, RB, kProbChunk);
-  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
+  float* sig = head_significance(a, s, h);
   const float* q = a.qkv + h * a.head_stride + off * ld;
   s16_operands(q, q + a.part_stride, q + 2 * a.part_stride, ld, n, np, d, dv, w);
-  for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   for (int64_t i0 = 0; i0 < n; i0 += RB) {
     const int rows = n - i0 < RB ? (int)(n - i0) : RB;
     for (int r0 = 0; r0 < rows; r0 += kScoreRows)
@@ -532,7 +540,7 @@ static void int8_probabilities(const Int8AttentionScratch& w, int64_t i0, int64_
     for (int64_t j = 0; j < n; j += W) {
       const int cnt = n - j < W ? (int)(n - j) : W;
       const R e = VecF::load(pr + j, cnt);
-      VecF::store(sig + j, VecF::fma(e, is, VecF::load(sig + j, cnt)), cnt);
+      if (sig) VecF::store(sig + j, VecF::fma(e, is, VecF::load(sig + j, cnt)), cnt);
       VecF::store_u8(p8r + j, VecF::mul(e, s255), cnt);
     }
     for (int64_t j = n; j < n4; ++j) p8r[j] = 0;
@@ -549,9 +557,8 @@ static void attention_head_int8(const AttentionArgs& a, int64_t s, int64_t h, fl
   ScratchCarver carver(work);
   const Int8AttentionScratch w = carve_int8_attention(carver, a.max_len, d, kAttentionRowBlock);
   const float* q = a.qkv + h * a.head_stride + off * ld;
-  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
+  float* sig = head_significance(a, s, h);
   const float ks = int8_operands(q, q + a.part_stride, q + 2 * a.part_stride, ld, n, a.max_len, d, w);
-  for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
 
   float p_scale[kAttentionRowBlock];
   int32_t p_zero[kAttentionRowBlock];
@@ -582,7 +589,7 @@ void attention(const AttentionArgs& a) {
   const int64_t worker_floats = attention_worker_floats(a.max_len, a.head_dim);  // once: it carves every path
   float* sig_parts = a.scratch + a.num_workers * worker_floats;
   AttentionArgs local = a;
-  local.significance = sig_parts;
+  local.significance = a.significance ? sig_parts : nullptr;
 #pragma omp parallel num_threads(a.num_workers) if (a.num_workers > 1 && tasks > 1)
   {
     // Tiny probabilities would be denormal numbers, which cost ~100 cycles per operation:
@@ -604,7 +611,7 @@ void attention(const AttentionArgs& a) {
     }
     // Sum the heads in a fixed order: the result does not depend on the thread count.
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < T; ++t) {
+    for (int64_t t = 0; t < (a.significance ? T : 0); ++t) {
       float s = 0.f;
       for (int64_t h = 0; h < a.num_heads; ++h) s += sig_parts[h * T + t];
       a.significance[t] = s;

@@ -66,9 +66,45 @@ static void bf16_tiles_32(const uint16_t* a, int64_t lda, const uint16_t* b, int
   }
 }
 
+// Softmax of one row of n scores times `scale` into bf16 probabilities (out, zeros to np),
+// adding the fp32 probabilities to sig unless it is nullptr: softmax_row's arithmetic, with
+// the normalization, the rounding and the significance in one pass.
+static void softmax_row_bf16(float* pr, int64_t n, int64_t np, float scale, float* sig, uint16_t* out) {
+  const R inv = VecF::set1(1.f / exp_row(pr, n, row_max(pr, n), scale));
+  for (int64_t j = 0; j < n; j += W) {
+    const int cnt = n - j < W ? (int)(n - j) : W;
+    const R p = VecF::mul(VecF::load(pr + j, cnt), inv);
+    VecF::store_bf16(out + j, p, cnt);
+    if (sig) VecF::store(sig + j, VecF::add(VecF::load(sig + j, cnt), p), cnt);
+  }
+  std::memset(out + n, 0, sizeof(uint16_t) * (np - n));
+}
+
 // Scores of the 16 or 32 (two) query rows from i0 against every key, 32 keys at a time, into
 // w.scores (row stride np).
 static void bf16_scores(const Bf16AttentionScratch& w, int64_t i0, bool two, int64_t np, int64_t d) {
+  if (d == 32) {  // one k step per key block: the query tiles are loaded once for all of them
+    Tiles::load<4>(w.qb + i0 * d, d * 2);
+    if (two) Tiles::load<5>(w.qb + (i0 + 16) * d, d * 2);
+    for (int64_t j0 = 0; j0 < np; j0 += kTileKeys) {
+      float* c = w.scores + j0;
+      Tiles::zero<0>(); Tiles::zero<1>();
+      Tiles::load<6>(w.kv + 2 * j0, np * 4);
+      Tiles::load<7>(w.kv + 2 * j0 + 32, np * 4);
+      Tiles::dpbf16ps<0, 4, 6>();
+      Tiles::dpbf16ps<1, 4, 7>();
+      Tiles::store<0>(c, np * 4);
+      Tiles::store<1>(c + 16, np * 4);
+      if (two) {
+        Tiles::zero<2>(); Tiles::zero<3>();
+        Tiles::dpbf16ps<2, 5, 6>();
+        Tiles::dpbf16ps<3, 5, 7>();
+        Tiles::store<2>(c + 16 * np, np * 4);
+        Tiles::store<3>(c + 16 * np + 16, np * 4);
+      }
+    }
+    return;
+  }
   for (int64_t j0 = 0; j0 < np; j0 += kTileKeys)
     bf16_tiles_32(w.qb + i0 * d, d, w.kv + 2 * j0, 2 * np, d, two, w.scores + j0, np);
 }
@@ -85,20 +121,15 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
   const int64_t np = round_up(n, kTileKeys);
   ScratchCarver carver(work);
   const Bf16AttentionScratch w = carve_bf16_attention(carver, np, d, kTileKeys);
-  float* sig = a.significance + h * a.offsets[a.num_seqs] + off;
+  float* sig = head_significance(a, s, h);
   const float* q = a.qkv + h * a.head_stride + off * ld;
   bf16_operands(q, q + a.part_stride, q + 2 * a.part_stride, ld, n, np, d, w);
-  for (int64_t j = 0; j < n; ++j) sig[j] = 0.f;
   const float scale = 1.f / std::sqrt((float)d);
   for (int64_t i0 = 0; i0 < n; i0 += kTileKeys) {
     const int rows = n - i0 < kTileKeys ? (int)(n - i0) : (int)kTileKeys;
     const bool two = rows > 16;
     bf16_scores(w, i0, two, np, d);
-    for (int r = 0; r < rows; ++r) {
-      softmax_row(w.scores + r * np, n, scale, sig);
-      bf16_row(w.scores + r * np, n, w.pb + r * np);
-      std::memset(w.pb + r * np + n, 0, sizeof(uint16_t) * (np - n));
-    }
+    for (int r = 0; r < rows; ++r) softmax_row_bf16(w.scores + r * np, n, np, scale, sig, w.pb + r * np);
     for (int r = rows; r < (two ? 32 : 16); ++r) std::memset(w.pb + r * np, 0, sizeof(uint16_t) * np);
     bf16_context(w, two, np, d);
     for (int r = 0; r < rows; ++r) std::memcpy(a.context + (off + i0 + r) * H + h * d, w.ctx + r * d, sizeof(float) * d);

@@ -34,7 +34,7 @@ struct AttentionArgs {
   const int64_t* offsets = nullptr;  // [num_seqs + 1]
   int64_t num_heads = 0, head_dim = 0;
   float* context = nullptr;
-  float* significance = nullptr;
+  float* significance = nullptr;  // [T] out; nullptr: not needed (the layer drops nothing)
   int64_t max_len = 0;       // longest sequence
   int num_workers = 1;       // threads the call may use; scratch is sized for them
   float* scratch = nullptr;  // attention_scratch_floats(...) floats
