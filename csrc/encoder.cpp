@@ -66,7 +66,7 @@ struct Workspace {
   Buffer<float> full, cur, nxt, qkv, ctx, ctx_k, resid_k, h1, ffn_f32, sig, att_scratch, a_scale, in_scale;
   Buffer<uint8_t> a_u8, ffn_u8, in_u8;  // in_*: the current rows quantized for the QKV GEMM
   std::vector<int32_t> a_zp, in_zp, pos_cur, pos_nxt, order, kept_src;
-  std::vector<int64_t> off_cur, off_nxt;
+  std::vector<int64_t> off_cur, off_nxt, off_group;
   template <class V>
   static void fit(V& v, size_t n) {
     if (v.size() < n) v.resize(n);
@@ -319,11 +319,14 @@ int64_t check_forward(const EncoderConfig& c, const int32_t* ids, const int32_t*
   return max_len;
 }
 
+// Rows per group of sequences whose QKV projection and attention run together (attend).
+constexpr int64_t kGroupRows = 384;
+
 // The calling thread's buffers, grown to T rows of B sequences (never shrunk).
 void fit_workspace(Workspace& ws, const EncoderConfig& c, int64_t T, int64_t B, int64_t max_len, int workers) {
   const int64_t H = c.hidden, I = c.intermediate;
   for (auto* v : {&ws.full, &ws.cur, &ws.nxt, &ws.ctx, &ws.ctx_k, &ws.resid_k, &ws.h1}) Workspace::fit(*v, T * H);
-  Workspace::fit(ws.qkv, T * 3 * H);
+  Workspace::fit(ws.qkv, std::min(T, std::max(kGroupRows, max_len)) * 3 * H);  // one group's
   Workspace::fit(ws.ffn_f32, T * I);
   Workspace::fit(ws.ffn_u8, T * I);
   Workspace::fit(ws.a_u8, T * std::max(H, I));
@@ -339,50 +342,67 @@ void fit_workspace(Workspace& ws, const EncoderConfig& c, int64_t T, int64_t B, 
   Workspace::fit(ws.kept_src, T);
   Workspace::fit(ws.off_cur, B + 1);
   Workspace::fit(ws.off_nxt, B + 1);
+  Workspace::fit(ws.off_group, B + 1);
   Workspace::fit(ws.att_scratch, attention_scratch_floats(max_len, c.heads, H / c.heads, T, workers));
 }
 
 // Steps 1-2 of a layer: the QKV projection of the Tc current rows (quantized by the LayerNorm
 // that made them), then attention per sequence with each token's significance into ws.sig
-// (only when the layer drops tokens: its sums are a pass over every probability).
+// (only when the layer drops tokens: its sums are a pass over every probability). Both run
+// on groups of whole sequences of about kGroupRows rows: a group's Q, K and V (fp32, 4.5 KB a
+// row) are read by its attention while they are still in the cache the projection wrote them
+// to; projecting all rows first sent them through memory (tens of MB at batch 32).
 void attend(const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B, int64_t max_len, int workers,
             AttentionPrecision attention, bool need_significance, Workspace& ws, Timer& timer) {
   const KernelTable& K = kernels();
   const int64_t H = c.hidden, d = H / c.heads;
-  GemmArgs qkv;
-  input_args(L.qkv, input_quantization(L.qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data()), Tc, H, qkv);
-  qkv.out_kind = OutKind::F32;
-  qkv.out = ws.qkv.data();
+  const U8Output in = input_quantization(L.qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data());
   // Head-major output ([3 * heads][rows][head_dim]) when a head is whole vectors: each
   // attention task then reads its Q, K and V as contiguous blocks instead of 3H-strided rows.
   const bool head_major = d % kMaxVectorFloats == 0;
-  if (head_major) {
-    qkv.ldo = d;
-    qkv.out_split = d;
-    qkv.out_split_stride = Tc * d;
-  } else {
-    qkv.ldo = 3 * H;
-  }
-  K.gemm_u8s8(qkv);
-  timer.lap(kQKV);
+  int64_t* group_offsets = ws.off_group.data();
+  for (int64_t s0 = 0, s1; s0 < B; s0 = s1) {
+    const int64_t r0 = ws.off_cur[s0];
+    for (s1 = s0 + 1; s1 < B && ws.off_cur[s1 + 1] - r0 <= kGroupRows;) ++s1;
+    const int64_t rows = ws.off_cur[s1] - r0;
+    GemmArgs qkv;
+    input_args(L.qkv, in, rows, H, qkv);
+    qkv.A += r0 * H;
+    if (qkv.a_per_row) {
+      qkv.a_scale += r0;
+      qkv.a_zp += r0;
+    }
+    qkv.out_kind = OutKind::F32;
+    qkv.out = ws.qkv.data();
+    if (head_major) {
+      qkv.ldo = d;
+      qkv.out_split = d;
+      qkv.out_split_stride = rows * d;
+    } else {
+      qkv.ldo = 3 * H;
+    }
+    K.gemm_u8s8(qkv);
+    timer.lap(kQKV);
 
-  AttentionArgs att;
-  att.qkv = ws.qkv.data();
-  att.ld = head_major ? d : 3 * H;
-  att.head_stride = head_major ? Tc * d : d;
-  att.part_stride = head_major ? c.heads * Tc * d : H;
-  att.num_seqs = B;
-  att.offsets = ws.off_cur.data();
-  att.num_heads = c.heads;
-  att.head_dim = d;
-  att.context = ws.ctx.data();
-  att.significance = need_significance ? ws.sig.data() : nullptr;
-  att.max_len = max_len;
-  att.num_workers = workers;
-  att.scratch = ws.att_scratch.data();
-  att.precision = attention;
-  K.attention(att);
-  timer.lap(kAttention);
+    for (int64_t s = s0; s <= s1; ++s) group_offsets[s - s0] = ws.off_cur[s] - r0;
+    AttentionArgs att;
+    att.qkv = ws.qkv.data();
+    att.ld = head_major ? d : 3 * H;
+    att.head_stride = head_major ? rows * d : d;
+    att.part_stride = head_major ? c.heads * rows * d : H;
+    att.num_seqs = s1 - s0;
+    att.offsets = group_offsets;
+    att.num_heads = c.heads;
+    att.head_dim = d;
+    att.context = ws.ctx.data() + r0 * H;
+    att.significance = need_significance ? ws.sig.data() + r0 : nullptr;
+    att.max_len = max_len;
+    att.num_workers = workers;
+    att.scratch = ws.att_scratch.data();
+    att.precision = attention;
+    K.attention(att);
+    timer.lap(kAttention);
+  }
 }
 
 // Step 3: keep the most significant tokens of each sequence (ties: lower position first),

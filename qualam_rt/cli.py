@@ -85,7 +85,7 @@ def cmd_serve(args) -> None:
     except ImportError as e:
         raise QualamError(f"serving needs FastAPI and uvicorn: pip install 'qualam_rt[serve]' ({e})") from None
     serve(_engine(args), args.host, args.port, max_batch_windows=args.max_batch_windows,
-          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
+          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, access_log=args.access_log)
 
 
 def cmd_info(args) -> dict:
@@ -192,6 +192,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-batch-windows", type=int, default=32, help="windows per packed native call, at most")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get 503")
+    p.add_argument("--access-log", action="store_true", help="log a line per request (off: it costs time on every request)")
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("bench", help="latency per length configuration")
     common(p, model_positional=True)

@@ -370,7 +370,9 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
     return app
 
 
-def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
-    """Runs the server until SIGINT/SIGTERM; uvicorn finishes the requests in flight first."""
+def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False, **options) -> None:
+    """Runs the server until SIGINT/SIGTERM; uvicorn finishes the requests in flight first.
+    access_log: a line per request on stderr (off by default: it cost ~0.03 ms of the ~0.1 ms
+    HTTP round trip of a request on loopback; /metrics counts requests)."""
     import uvicorn
-    uvicorn.run(create_app(engine, **options), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(engine, **options), host=host, port=port, log_level="info", access_log=access_log)
