@@ -270,8 +270,14 @@ def test_pipeline_end_to_end_with_valid_frontier(workdir):
     from training.search import SearchConfig, search
     scfg = SearchConfig(model=str(workdir / "pipe" / "lat" / "model.pt"), out=str(workdir / "search_tokens"),
                         squad_train=str(workdir / "squad.json"), held_out_articles=2, eval_examples=8, population=4,
-                        mutations=2, crossovers=2, iterations=1, genes="tokens", latency_repeats=1)
+                        mutations=2, crossovers=2, iterations=1, genes="tokens", latency_repeats=1, seeds="300,200,33")
     result = search(scfg)
+    cached = json.loads((workdir / "search_tokens" / "cache.json").read_text())["points"]
+    assert "[300, 200, 33]" in cached  # a seed (e.g. a trained configuration) is evaluated from the start
+    from training.search import parse_seeds
+    for bad in ("300,200", "300,310,33", "0,0,0", "385,1,1"):
+        with pytest.raises(ValueError, match="seed gene"):
+            parse_seeds(bad, 3)
     for p in result["frontier"]:
         assert "tokens" in p and p["tokens"] == p["lengths_at_384"] and "ratios" not in p
         assert 0 < p["real_macs_share"] <= 1 and 0 < p["padded_384_macs_share"] <= 1

@@ -7,8 +7,9 @@ Fitness: F1 of the engine on held-out training articles (never the dev set). Cos
 the encoder on those same windows, as a fraction of BERT-base's MACs on them (the paper's
 axis), or, hardware-aware, the engine's measured latency.
 
-  population  the full model, the smallest sub-model (every layer keeps ceil(0.8 x previous))
-              and random monotone genes;
+  population  the full model, the smallest sub-model (every layer keeps ceil(0.8 x previous)),
+              the `seeds` (e.g. the configurations the model was trained on) and random
+              monotone genes;
   each round  30 mutations (every layer resampled with p=0.5 uniformly between its
               neighbours' lengths) and 30 crossovers (element-wise ceil-average) of parents
               drawn from the current Pareto frontier; genes costing less than the smallest
@@ -59,6 +60,7 @@ class SearchConfig:
     length_drop_ratio_bound: float = 0.2
     cost: str = "macs"            # macs | latency
     genes: str = "ratios"         # ratios | tokens: how a gene's counts at n=384 apply to a window
+    seeds: str = ""               # ";"-separated genes (comma-separated counts at n=384) in the first population
     default_f1_drop: float = 0.5  # the default configuration may lose at most this much F1
     latency_repeats: int = 5
     seed: int = 0
@@ -79,6 +81,17 @@ def random_gene(layers: int, bound: float, rng: random.Random) -> tuple[int, ...
         prev = rng.randint(math.ceil((1 - bound) * prev), prev)
         out.append(prev)
     return tuple(out)
+
+
+def parse_seeds(text: str, layers: int) -> list[tuple[int, ...]]:
+    """"384,365,...;315,251,..." -> genes, each checked: `layers` counts in [1, 384], not increasing."""
+    genes = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        gene = tuple(int(x) for x in part.split(","))
+        if len(gene) != layers or not all(1 <= g <= N_REF for g in gene) or any(b > a for a, b in zip(gene, gene[1:])):
+            raise ValueError(f"a seed gene is {layers} non-increasing counts in [1, {N_REF}], not {part!r}")
+        genes.append(gene)
+    return genes
 
 
 def mutate(gene, prob: float, rng: random.Random) -> tuple[int, ...]:
@@ -182,7 +195,7 @@ def search(cfg: SearchConfig, evaluate=None) -> dict:
                                           "points": {json.dumps(list(k)): v for k, v in cache.items()}}))
 
     full, small = (N_REF,) * layers, smallest_gene(layers, cfg.length_drop_ratio_bound)
-    init = [full, small]
+    init = [full, small] + parse_seeds(cfg.seeds, layers)
     while len(init) < cfg.population:
         init.append(random_gene(layers, cfg.length_drop_ratio_bound, rng))
     run(init, "population")
