@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--client", choices=["httpx", "raw", "both"], default="both",
                     help="load generator: httpx, a minimal keep-alive HTTP/1.1 client (raw), or each level with both")
     ap.add_argument("--server-env", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="environment of the server process (e.g. OMP_WAIT_POLICY=passive: the server's own default)")
+                    help="environment of the server process (e.g. OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=2000: the server's own default)")
     ap.add_argument("--name", default="serve_load")
     args = ap.parse_args()
     examples = squad.load_examples(DEV)[:args.questions]

@@ -72,12 +72,15 @@ def _cpu_model() -> str:
 
 
 def cmd_serve(args) -> None:
-    # OpenMP's worker threads spin after each parallel region by default; in a server they
-    # would take the cores from the event loop and the batcher between calls (measured:
-    # bench/results/serve_load.md). libgomp reads the policy when it loads, so the process
-    # restarts itself once with it set, unless the user chose a policy.
-    if "OMP_WAIT_POLICY" not in os.environ:
+    # OpenMP's worker threads spin ~3 ms after each parallel region by default; in a server they
+    # would take the cores from the event loop and the batcher between calls, and with the
+    # passive policy (no spinning) every region of a forward pays a wake-up: a short spin
+    # (GOMP_SPINCOUNT=2000, ~20 us) covers the gaps inside a forward only (1 client: HTTP
+    # added 21% with passive, 14% with it; bench/results/serve_load.md). libgomp reads these
+    # when it loads, so the process restarts itself once with them set, unless the user chose.
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "passive"
+        os.environ["GOMP_SPINCOUNT"] = "2000"
         os.execv(sys.executable, [sys.executable, "-m", "qualam_rt.cli"] + sys.argv[1:])
     try:
         from qualam_rt.serve import serve
