@@ -2,7 +2,8 @@
 # Runs each fuzzer of tests/fuzz for 1e5 inputs (or RUNS) and writes bench/results/fuzz_long.md:
 # per fuzzer the command, the inputs run, the seconds, the exit status and the libFuzzer summary.
 # A crash or an unexpected exception stops that fuzzer with a non-zero status and leaves the
-# input in crash-*; this script then exits non-zero.
+# input in $LOGS/crash-* (libFuzzer's artifacts go there, not into the checkout); this script
+# then exits non-zero.
 #
 #     tools/fuzz_long.sh            (about 40 minutes on 2 cores)
 set -uo pipefail
@@ -24,7 +25,7 @@ out=bench/results/fuzz_long.md
 } > "$out"
 status=0
 for f in model_file wordpiece encoder engine; do
-  cmd="python tests/fuzz/fuzz_$f.py -runs=$RUNS -max_len=4096"
+  cmd="python tests/fuzz/fuzz_$f.py -runs=$RUNS -max_len=4096 -artifact_prefix=$LOGS/"
   start=$(date +%s)
   OMP_NUM_THREADS=1 $cmd > "$LOGS/$f.log" 2>&1
   code=$?
