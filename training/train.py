@@ -26,6 +26,7 @@ Both are resumable (checkpoint every `save_every` steps) and log to out_dir/log.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -197,8 +198,10 @@ def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, g
     return out if padded_to is None else [torch.minimum(c, n) for c in out]
 
 
+@functools.lru_cache(maxsize=8)
 def parse_sandwich_configs(text: str) -> list:
-    """"tokens:315,251,...;0.9,0.8,..." -> the length configurations keep_counts takes."""
+    """"tokens:315,251,...;0.9,0.8,..." -> the length configurations keep_counts takes
+    (parsed once per string, not at every step)."""
     from qualam_rt.cli import parse_length_config
     configs = [parse_length_config(part.strip()) for part in text.split(";") if part.strip()]
     if any(isinstance(c, str) for c in configs):
@@ -209,8 +212,8 @@ def parse_sandwich_configs(text: str) -> list:
 def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autocast,
              teacher: BertQA | None = None) -> tuple[float, list[float]]:
     """One drop-and-restore step; gradients are accumulated. Returns the loss and its parts
-    (the full model's span loss, or its KL to the teacher; then each sub-model's KL, smallest
-    first). All forward passes
+    (the full model's span loss, or its KL to the teacher; then each sub-model's KL: the fixed
+    ones, or the smallest, first). All forward passes
     share one autocast region (weights are cast to bf16 once, not per pass) and one backward pass."""
     args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     fixed = parse_sandwich_configs(cfg.sandwich_configs)
