@@ -142,6 +142,10 @@ class Engine:
         pairs = self.checked_pairs(pairs, top_k, max_answer_len)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        return self._answer_checked(pairs, batch_size, top_k, max_answer_len)
+
+    def _answer_checked(self, pairs, batch_size: int, top_k: int, max_answer_len: int):
+        """answer_batch() of pairs checked_pairs() already accepted."""
         windows = self.windows(pairs)
         logits: list[np.ndarray] = []
         for i in range(0, len(windows), batch_size):
