@@ -76,7 +76,7 @@ def cmd_serve(args) -> None:
     # would take the cores from the event loop and the batcher between calls, and with the
     # passive policy (no spinning) every region of a forward pays a wake-up: a short spin
     # (GOMP_SPINCOUNT=2000, ~20 us) covers the gaps inside a forward only (1 client: HTTP
-    # added 21% with passive, 14% with it; bench/results/serve_load.md). libgomp reads these
+    # added 21% with passive, 14% with it; bench/results/serve_overhead.md). libgomp reads these
     # when it loads, so the process restarts itself once with them set, unless the user chose.
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "passive"
