@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -50,20 +51,32 @@ def ms_per_sample(infer, windows, batch: int, repeats: int, sort_by_length: bool
     return 1e3 * t["median"] / len(windows)
 
 
-def interleaved_ms_per_sample(systems: dict, windows, batch: int, repeats: dict) -> dict:
+def interleaved_ms_per_sample(systems: dict, windows, batch: int, repeats: dict, gap_s: float = 0.05,
+                              seed: int = 0) -> dict:
     """Median ms per window of each system's infer(batch of windows), timed in rounds: every
-    round runs one pass of each system, in an order that rotates from round to round, so a
-    slow spell of a shared machine falls on all systems alike. systems: name -> (infer,
-    sort_by_length); repeats: name -> number of timed passes (after one warm-up pass)."""
-    passes = {name: (lambda infer=infer, batches=batches_of(windows, batch, by_length): [infer(b) for b in batches])
-              for name, (infer, by_length) in systems.items()}
+    round runs one pass of each system, in a fresh random order, so a slow spell of a shared
+    machine falls on all systems alike.
+    Runtimes leave their worker threads spinning after a call (OpenMP's, OpenVINO's TBB, ONNX
+    Runtime's pool), so a system timed right after another shared the cores with its spin: the
+    machine idles `gap_s` seconds before each pass, and the system then runs one untimed batch
+    to wake its own threads (the steady state that a serving loop sees). A rotated order did not
+    help: rotation keeps each system's predecessor.
+    systems: name -> (infer, sort_by_length); repeats: name -> number of timed passes (after
+    one warm-up pass)."""
+    batches = {name: batches_of(windows, batch, by_length) for name, (_, by_length) in systems.items()}
     times = {name: [] for name in systems}
-    names = list(systems)
+    rng = random.Random(seed)
     for r in range(-1, max(repeats.values())):  # round -1: warm-up
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        names = list(systems)
+        rng.shuffle(names)
+        for name in names:
             if r < repeats[name]:
+                infer, bs = systems[name][0], batches[name]
+                time.sleep(gap_s)
+                infer(bs[0])
                 t = time.perf_counter()
-                passes[name]()
+                for b in bs:
+                    infer(b)
                 if r >= 0:
                     times[name].append(time.perf_counter() - t)
     return {name: 1e3 * statistics.median(t) / len(windows) for name, t in times.items()}

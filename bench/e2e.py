@@ -222,6 +222,8 @@ def main() -> None:
     ap.add_argument("--eval-examples", type=int, default=0, help="dev questions for EM/F1 (0 = all 10,570)")
     ap.add_argument("--skip", default="", help="comma-separated system name prefixes to skip")
     ap.add_argument("--frontier-points", type=int, default=3, help="frontier configurations measured (evenly spaced)")
+    ap.add_argument("--gap-s", type=float, default=0.05,
+                    help="idle seconds before each timed pass, so no runtime's spinning threads slow the next")
     ap.add_argument("--name", default="e2e")
     ap.add_argument("--also-isa", default="avx512vnni",
                     help="also time the full-length engine on this kernel path ('' = none; skipped if unsupported)")
@@ -302,7 +304,7 @@ def main() -> None:
         reps = {s.name: 5 * args.repeats if len(ws) == 1 else
                 args.repeats if not s.name.startswith("BERT-base") else max(2, args.repeats // 2) for s in systems}
         got = interleaved_ms_per_sample({s.name: (s.infer, not s.name.startswith("qualam_rt")) for s in systems},
-                                        ws, batch, reps)
+                                        ws, batch, reps, gap_s=args.gap_s)
         for s in systems:
             latency[s.name][name] = got[s.name]
         print(name, {k: round(v, 2) for k, v in got.items()}, flush=True)
