@@ -186,10 +186,16 @@ def to_bf16(x: np.ndarray) -> np.ndarray:
 
 def bf16_attention_head(q, k, v):
     """One head as the tile paths' bf16 attention computes it: Q, K and V rounded to bf16,
-    products summed in float, softmax in float, the probabilities rounded to bf16."""
+    products summed in float; e = 2^(t - M) with t = score * log2(e) / sqrt(d) and M an
+    integer at or above the row's largest t; P V with e rounded to bf16, divided by the row's
+    sum of e. The kernel's M is a bound found before the scores; any integer M gives the same
+    result, as scaling by 2^-M commutes with rounding to bf16."""
     q, k, v = (to_bf16(x).astype(np.float64) for x in (q, k, v))
-    probs = softmax((q @ k.T).astype(np.float32).astype(np.float64) / math.sqrt(q.shape[1]))
-    return probs, to_bf16(probs.astype(np.float32)).astype(np.float64) @ v
+    sl = np.float32(1.4426950408889634) / np.float32(math.sqrt(q.shape[1]))
+    t = (q @ k.T).astype(np.float32) * sl
+    e = np.exp2(t.astype(np.float64) - np.ceil(t.max(axis=1, keepdims=True)))
+    total = e.sum(axis=1, keepdims=True)
+    return e / total, (to_bf16(e.astype(np.float32)).astype(np.float64) @ v) / total
 
 
 ATTENTION_HEADS = {"int16": int16_attention_head, "int8": int8_attention_head, "bf16": bf16_attention_head}

@@ -303,6 +303,29 @@ def test_bf16_attention_on_tiles_matches_its_reference(isa, lengths, ratios):
             np.testing.assert_array_equal(positions[offsets[s]:offsets[s + 1]] - off[s], kept[layer])
 
 
+@pytest.mark.parametrize("isa", [i for i in ("amx", "amx_emulated") if i in _C.supported_isas()])
+def test_bf16_attention_rows_whose_bound_overshoots(isa):
+    """Q and K scaled up 12x: the score bound sum_c |q_c| max_j |k_jc| then lies so far above
+    each row's largest score that 2^(t - bound) underflows, and the rows run again shifted by
+    their maximum. Without that second run the logits are NaN or far off."""
+    tensors = syn.random_tensors(CFG_D32, seed=21)
+    two_h = 2 * CFG_D32["hidden"]
+    for layer in range(CFG_D32["layers"]):
+        tensors[f"layers.{layer}.qkv.scale"][:two_h] *= 12
+    enc = _C.Encoder(CFG_D32, tensors)
+    ids, types, off = syn.random_batch(CFG_D32, [5, 40, 100], seed=23)
+    before = _C.isa()
+    _C.set_isa(isa)
+    try:
+        got = enc.forward(ids, types, off, attention="bf16")["logits"]
+    finally:
+        _C.set_isa(before)
+    r = ref.ReferenceEncoder(CFG_D32, tensors, "int8", attention="bf16")
+    for s in range(len(off) - 1):
+        want, _ = r.sequence(*split(ids, types, off, s), None)
+        assert_close_to_int8_reference(got[off[s]:off[s + 1]], want)
+
+
 def test_bf16_attention_needs_a_head_dim_of_whole_tiles():
     if "amx_emulated" not in _C.supported_isas():
         pytest.skip("no tile path")

@@ -98,11 +98,13 @@ inline Int8AttentionScratch carve_int8_attention(ScratchCarver& c, int64_t max_l
 }
 
 // bf16 (tile paths): Q, K^T in pairs of dims and V in pairs of keys (np = n rounded to tiles
-// of `tile_keys`), `tile_keys` probability rows, two converted rows, then fp32 score rows and
-// context rows.
+// of `tile_keys`); `tile_keys` rows of bf16 exponentials (P) and, for the significance, of
+// fp32 ones; two tile_keys x tile_keys blocks of scores (one filled while the other is read);
+// per row its shift and its sums (a vector of up to 16 floats); per channel the largest |K|;
+// per query its score bound; one converted row; the block's context rows.
 struct Bf16AttentionScratch {
   uint16_t *qb, *kv, *vv, *pb, *row;
-  float *scores, *ctx;
+  float *e32, *block, *shift, *sums, *kmax, *qbound, *ctx;
 };
 inline Bf16AttentionScratch carve_bf16_attention(ScratchCarver& c, int64_t np, int64_t d, int64_t tile_keys) {
   Bf16AttentionScratch s;
@@ -111,7 +113,12 @@ inline Bf16AttentionScratch carve_bf16_attention(ScratchCarver& c, int64_t np, i
   s.vv = c.take<uint16_t>(np * d);
   s.pb = c.take<uint16_t>(tile_keys * np);
   s.row = c.take<uint16_t>(2 * d);
-  s.scores = c.take<float>(tile_keys * np);
+  s.e32 = c.take<float>(tile_keys * np);
+  s.block = c.take<float>(2 * tile_keys * tile_keys);
+  s.shift = c.take<float>(tile_keys);
+  s.sums = c.take<float>(tile_keys * 16);
+  s.kmax = c.take<float>(d);
+  s.qbound = c.take<float>(np);
   s.ctx = c.take<float>(tile_keys * d);
   return s;
 }

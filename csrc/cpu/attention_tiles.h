@@ -1,13 +1,20 @@
 // bf16 attention on tiles (AttentionPrecision::BF16), for the paths that define `Tiles`.
-// Included by kernels_impl.h after the fp32 attention, whose softmax it shares.
+// Included by kernels_impl.h after the fp32 attention, whose exp it shares.
 //
 // One (sequence, head), head_dim a multiple of 32: Q, K and V are rounded to bf16 once, K
-// and V into the tiles' pair layout (a B row holds 2 consecutive k of 16 columns). Blocks of
-// 32 query rows: scores = Q K^T as 2 x 2 tiles of 16 x 16 fp32 per 32 keys (TDPBF16PS sums
-// the products in fp32); the fp32 softmax of attention_head (with the significance sums);
-// probabilities rounded to bf16; context = P V as 2 x 2 tiles per 32 channels, 32 keys a step.
-// Keys are padded to a multiple of 32 with zeros (their scores are not in the softmax, their
-// probabilities are 0), query rows past the sequence are zeros whose outputs are dropped.
+// and V into the tiles' pair layout (a B row holds 2 consecutive k of 16 columns). Per block
+// of 32 query rows, 32 keys at a time: scores = Q K^T as 2 x 2 tiles of 16 x 16 fp32
+// (TDPBF16PS sums the products in fp32) into one 4 KB block, which stays in L1 (tile stores
+// into a whole 32 x n score matrix ran at a fifth of the speed), then at once e = 2^(t - M)
+// with t = score * log2(e) / sqrt(d): rounded to bf16 as the block's rows of P, summed per row.
+// The shift M of a row is an integer upper bound of its t's (sum_c |q_c| max_j |k_jc|, scaled),
+// known before any score, so no pass finds the maximum first; an integer, because scaling by
+// a power of two commutes with rounding to bf16: P / sum is the same for every such shift (up
+// to values flushed to zero). A row whose bound overshoots its maximum so far that its sum
+// falls under 2^-60 runs again with the maximum as the shift. Context = P V as 2 x 2 tiles
+// per 32 channels, 32 keys a step, then divided by the row's sum; the significance adds
+// e / sum (fp32). Keys are padded to a multiple of 32 with zeros (their e are 0), query rows
+// past the sequence are zeros whose outputs are dropped.
 
 // x[0, d) rounded to bf16 into out (d a multiple of the vector width or not).
 static inline void bf16_row(const float* x, int64_t d, uint16_t* out) {
@@ -18,12 +25,51 @@ static inline void bf16_row(const float* x, int64_t d, uint16_t* out) {
 }
 
 // Q rows, K^T in pairs of dims ([d / 2][np][2]) and V in pairs of keys ([np / 2][d][2]),
-// rounded to bf16 once; keys and query rows n..np are zeros.
+// rounded to bf16 once; keys and query rows n..np are zeros. Also each query row's bound on
+// its scores, sum_c |q_c| max_j |k_jc| (w.qbound).
 static void bf16_operands(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t np,
                           int64_t d, const Bf16AttentionScratch& w) {
-  for (int64_t i = 0; i < n; ++i) bf16_row(q + i * ld, d, w.qb + i * d);
+  for (int64_t c = 0; c < d; c += W) VecF::store(w.kmax + c, VecF::zero(), d - c < W ? (int)(d - c) : W);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < d; c += W) {
+      const int cnt = d - c < W ? (int)(d - c) : W;
+      VecF::store(w.kmax + c, VecF::max(VecF::load(w.kmax + c, cnt), VecF::abs(VecF::load(k + j * ld + c, cnt))), cnt);
+    }
+  for (int64_t i = 0; i < n; ++i) {
+    bf16_row(q + i * ld, d, w.qb + i * d);
+    R b = VecF::zero();
+    for (int64_t c = 0; c < d; c += W) {
+      const int cnt = d - c < W ? (int)(d - c) : W;
+      b = VecF::fma(VecF::abs(VecF::load(q + i * ld + c, cnt)), VecF::load(w.kmax + c, cnt), b);
+    }
+    w.qbound[i] = VecF::reduce_add(b);
+  }
   std::memset(w.qb + n * d, 0, sizeof(uint16_t) * (np - n) * d);
   auto* kv32 = reinterpret_cast<uint32_t*>(w.kv);  // one 32-bit word = a pair of bf16
+#ifdef __AVX512BF16__
+  // 32 channels at a time: K's 16 pairs of a key scattered down their 16 rows (one
+  // instruction), V's two keys interleaved by two permutes.
+  const __m512i pair_rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32((int)np));
+  auto bf16_32 = [&](const float* x, bool live) {  // 32 floats as 32 bf16 (zeros if not live)
+    if (!live) return _mm512_setzero_si512();
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
+  };
+  for (int64_t j = 0; j < np; ++j)
+    for (int64_t c0 = 0; c0 < d; c0 += 32)
+      _mm512_i32scatter_epi32(kv32 + (c0 / 2) * np + j, pair_rows, bf16_32(k + j * ld + c0, j < n), 4);
+  const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                      39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+  for (int64_t j = 0; j < np; j += 2)
+    for (int64_t c0 = 0; c0 < d; c0 += 32) {
+      const __m512i a = bf16_32(v + j * ld + c0, j < n), b = bf16_32(v + (j + 1) * ld + c0, j + 1 < n);
+      uint16_t* out = w.vv + j * d + 2 * c0;
+      _mm512_storeu_si512(out, _mm512_permutex2var_epi16(a, lo, b));
+      _mm512_storeu_si512(out + 32, _mm512_permutex2var_epi16(a, hi, b));
+    }
+  return;
+#endif
   for (int64_t j = 0; j < np; ++j) {
     if (j < n) bf16_row(k + j * ld, d, w.row);
     else std::memset(w.row, 0, sizeof(uint16_t) * d);
@@ -66,53 +112,85 @@ static void bf16_tiles_32(const uint16_t* a, int64_t lda, const uint16_t* b, int
   }
 }
 
-// Softmax of one row of n scores times `scale` into bf16 probabilities (out, zeros to np),
-// adding the fp32 probabilities to sig unless it is nullptr: softmax_row's arithmetic, with
-// the normalization, the rounding and the significance in one pass.
-static void softmax_row_bf16(float* pr, int64_t n, int64_t np, float scale, float* sig, uint16_t* out) {
-  const R inv = VecF::set1(1.f / exp_row(pr, n, row_max(pr, n), scale));
-  for (int64_t j = 0; j < n; j += W) {
-    const int cnt = n - j < W ? (int)(n - j) : W;
-    const R p = VecF::mul(VecF::load(pr + j, cnt), inv);
-    VecF::store_bf16(out + j, p, cnt);
-    if (sig) VecF::store(sig + j, VecF::add(VecF::load(sig + j, cnt), p), cnt);
-  }
-  std::memset(out + n, 0, sizeof(uint16_t) * (np - n));
+// At head dim 32 the scores take one k step: the query tiles 4 and 5 are loaded once per row
+// block, for all its key blocks.
+static void load_query_tiles(const Bf16AttentionScratch& w, int64_t i0, bool two, int64_t d) {
+  if (d != 32) return;
+  Tiles::load<4>(w.qb + i0 * d, d * 2);
+  if (two) Tiles::load<5>(w.qb + (i0 + 16) * d, d * 2);
 }
 
-// Scores of the 16 or 32 (two) query rows from i0 against every key, 32 keys at a time, into
-// w.scores (row stride np).
-static void bf16_scores(const Bf16AttentionScratch& w, int64_t i0, bool two, int64_t np, int64_t d) {
-  if (d == 32) {  // one k step per key block: the query tiles are loaded once for all of them
-    Tiles::load<4>(w.qb + i0 * d, d * 2);
-    if (two) Tiles::load<5>(w.qb + (i0 + 16) * d, d * 2);
-    for (int64_t j0 = 0; j0 < np; j0 += kTileKeys) {
-      float* c = w.scores + j0;
-      Tiles::zero<0>(); Tiles::zero<1>();
-      Tiles::load<6>(w.kv + 2 * j0, np * 4);
-      Tiles::load<7>(w.kv + 2 * j0 + 32, np * 4);
-      Tiles::dpbf16ps<0, 4, 6>();
-      Tiles::dpbf16ps<1, 4, 7>();
-      Tiles::store<0>(c, np * 4);
-      Tiles::store<1>(c + 16, np * 4);
-      if (two) {
-        Tiles::zero<2>(); Tiles::zero<3>();
-        Tiles::dpbf16ps<2, 5, 6>();
-        Tiles::dpbf16ps<3, 5, 7>();
-        Tiles::store<2>(c + 16 * np, np * 4);
-        Tiles::store<3>(c + 16 * np + 16, np * 4);
-      }
+// Scores of the 16 or 32 (two) query rows from i0 against keys [j0, j0 + 32) into `block`
+// (row stride 32).
+static void bf16_score_block(const Bf16AttentionScratch& w, int64_t i0, int64_t j0, bool two, int64_t np, int64_t d,
+                             float* block) {
+  if (d == 32) {  // load_query_tiles holds the queries
+    Tiles::zero<0>(); Tiles::zero<1>();
+    Tiles::load<6>(w.kv + 2 * j0, np * 4);
+    Tiles::load<7>(w.kv + 2 * j0 + 32, np * 4);
+    Tiles::dpbf16ps<0, 4, 6>();
+    Tiles::dpbf16ps<1, 4, 7>();
+    Tiles::store<0>(block, kTileKeys * 4);
+    Tiles::store<1>(block + 16, kTileKeys * 4);
+    if (two) {
+      Tiles::zero<2>(); Tiles::zero<3>();
+      Tiles::dpbf16ps<2, 5, 6>();
+      Tiles::dpbf16ps<3, 5, 7>();
+      Tiles::store<2>(block + 16 * kTileKeys, kTileKeys * 4);
+      Tiles::store<3>(block + 16 * kTileKeys + 16, kTileKeys * 4);
     }
     return;
   }
-  for (int64_t j0 = 0; j0 < np; j0 += kTileKeys)
-    bf16_tiles_32(w.qb + i0 * d, d, w.kv + 2 * j0, 2 * np, d, two, w.scores + j0, np);
+  bf16_tiles_32(w.qb + i0 * d, d, w.kv + 2 * j0, 2 * np, d, two, block, kTileKeys);
 }
 
-// Context of the block's rows from its bf16 probabilities (w.pb) and V, 32 channels at a time,
-// into w.ctx (row stride d).
-static void bf16_context(const Bf16AttentionScratch& w, bool two, int64_t np, int64_t d) {
-  for (int64_t c0 = 0; c0 < d; c0 += 32) bf16_tiles_32(w.pb, np, w.vv + 2 * c0, 2 * d, np, two, w.ctx + c0, d);
+// The exponentials of the block's `rows` rows: e = 2^(score * sl - shift[r]) into w.pb (bf16,
+// zeros past n) and, with F32 (for the significance), w.e32; per row the vector sums of e
+// into w.sums (W floats a row).
+template <bool F32>
+static void bf16_exponentials(const Bf16AttentionScratch& w, int64_t i0, int rows, bool two, int64_t n,
+                              int64_t np, int64_t d, float sl) {
+  load_query_tiles(w, i0, two, d);
+  for (int r = 0; r < rows; ++r) VecF::store(w.sums + r * W, VecF::zero());
+  const R slv = VecF::set1(sl);
+  // The tiles fill the next block while the vector units read this one.
+  float* blocks[2] = {w.block, w.block + kTileKeys * kTileKeys};
+  bf16_score_block(w, i0, 0, two, np, d, blocks[0]);
+  for (int64_t j0 = 0, b = 0; j0 < np; j0 += kTileKeys, b ^= 1) {
+    if (j0 + kTileKeys < np) bf16_score_block(w, i0, j0 + kTileKeys, two, np, d, blocks[b ^ 1]);
+    const int64_t live = n - j0 < kTileKeys ? n - j0 : kTileKeys;  // keys of the block below n
+    for (int r = 0; r < rows; ++r) {
+      const float* sr = blocks[b] + r * kTileKeys;
+      const R shift = VecF::set1(-w.shift[r]);
+      R sum = VecF::load(w.sums + r * W);
+      uint16_t* pr = w.pb + r * np + j0;
+      for (int c = 0; c < kTileKeys; c += W) {
+        const int64_t cnt = live - c;  // W or more: a whole vector of keys below n
+        R e = VecF::zero();
+        if (cnt > 0) e = exp2_vec<VecF>(VecF::fma(VecF::load(sr + c), slv, shift), 0);
+        if (cnt < W) e = VecF::keep(e, cnt > 0 ? (int)cnt : 0);
+        sum = VecF::add(sum, e);
+        VecF::store_bf16(pr + c, e);
+        if constexpr (F32) VecF::store(w.e32 + r * np + j0 + c, e);
+      }
+      VecF::store(w.sums + r * W, sum);
+    }
+  }
+}
+
+// Each of the block's rows' largest score * sl over the keys below n, into w.shift rounded up
+// (the shift of a row whose bound overshot). Rarely needed: the scores are made again.
+static void bf16_row_maxima(const Bf16AttentionScratch& w, int64_t i0, int rows, bool two, int64_t n, int64_t np,
+                            int64_t d, float sl) {
+  load_query_tiles(w, i0, two, d);
+  float most[kTileKeys];
+  for (int r = 0; r < rows; ++r) most[r] = -INFINITY;
+  for (int64_t j0 = 0; j0 < np; j0 += kTileKeys) {
+    bf16_score_block(w, i0, j0, two, np, d, w.block);
+    for (int r = 0; r < rows; ++r)
+      for (int64_t j = j0; j < n && j < j0 + kTileKeys; ++j) most[r] = std::fmax(most[r], w.block[r * kTileKeys + j - j0]);
+  }
+  for (int r = 0; r < rows; ++r) w.shift[r] = std::ceil(most[r] * sl);
 }
 
 static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
@@ -124,14 +202,34 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
   float* sig = head_significance(a, s, h);
   const float* q = a.qkv + h * a.head_stride + off * ld;
   bf16_operands(q, q + a.part_stride, q + 2 * a.part_stride, ld, n, np, d, w);
-  const float scale = 1.f / std::sqrt((float)d);
+  const float sl = kLog2e / std::sqrt((float)d);
   for (int64_t i0 = 0; i0 < n; i0 += kTileKeys) {
     const int rows = n - i0 < kTileKeys ? (int)(n - i0) : (int)kTileKeys;
     const bool two = rows > 16;
-    bf16_scores(w, i0, two, np, d);
-    for (int r = 0; r < rows; ++r) softmax_row_bf16(w.scores + r * np, n, np, scale, sig, w.pb + r * np);
+    for (int r = 0; r < rows; ++r) w.shift[r] = std::ceil(w.qbound[i0 + r] * sl);
+    auto exponentials = [&] {
+      if (sig) bf16_exponentials<true>(w, i0, rows, two, n, np, d, sl);
+      else bf16_exponentials<false>(w, i0, rows, two, n, np, d, sl);
+    };
+    exponentials();
+    bool overshot = false;
+    for (int r = 0; r < rows; ++r) overshot |= VecF::reduce_add(VecF::load(w.sums + r * W)) < 0x1p-60f;
+    if (overshot) {  // every row of the block again, shifted by its maximum
+      bf16_row_maxima(w, i0, rows, two, n, np, d, sl);
+      exponentials();
+    }
     for (int r = rows; r < (two ? 32 : 16); ++r) std::memset(w.pb + r * np, 0, sizeof(uint16_t) * np);
-    bf16_context(w, two, np, d);
-    for (int r = 0; r < rows; ++r) std::memcpy(a.context + (off + i0 + r) * H + h * d, w.ctx + r * d, sizeof(float) * d);
+    for (int64_t c0 = 0; c0 < d; c0 += 32) bf16_tiles_32(w.pb, np, w.vv + 2 * c0, 2 * d, np, two, w.ctx + c0, d);
+    for (int r = 0; r < rows; ++r) {
+      const float inv_sum = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
+      const R inv = VecF::set1(inv_sum);
+      float* out = a.context + (off + i0 + r) * H + h * d;
+      for (int64_t c = 0; c < d; c += W) VecF::store(out + c, VecF::mul(VecF::load(w.ctx + r * d + c), inv));
+      if (sig)
+        for (int64_t j = 0; j < n; j += W) {
+          const int cnt = n - j < W ? (int)(n - j) : W;
+          VecF::store(sig + j, VecF::fma(VecF::load(w.e32 + r * np + j, cnt), inv, VecF::load(sig + j, cnt)), cnt);
+        }
+    }
   }
 }
