@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--paths", nargs="+", default=["avx512vnni", "amx"])
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--mix", type=int, default=256)
-    ap.add_argument("--attention", default="int16", choices=("fp32", "int16", "int8"))
+    ap.add_argument("--attention", default="auto", choices=("auto", "fp32", "int16", "int8"),
+                    help="auto: what Engine runs by default, bf16 on amx and int16 elsewhere")
     ap.add_argument("--name", default="isa_compare")
     args = ap.parse_args()
     qualam_rt.set_num_threads(args.threads)
@@ -52,9 +53,13 @@ def main() -> None:
                 batches = [syn.random_batch(cfg, lengths, seed=1)]
             cases.append((name, cname, ratios, batches, len(mix) if lengths is None else len(lengths)))
 
+    def attention_of(path):
+        return args.attention if args.attention != "auto" else "bf16" if path == "amx" else "int16"
+
     def run(ratios, batches):
+        attention = attention_of(_C.isa())
         for i, t, o in batches:
-            enc.forward(i, t, o, ratios, attention=args.attention)
+            enc.forward(i, t, o, ratios, attention=attention)
 
     before = _C.isa()
     times = {(k, p): [] for k in range(len(cases)) for p in args.paths}
@@ -76,7 +81,7 @@ def main() -> None:
         for p in args.paths:
             _C.set_isa(p)
             i, t, o = cases[1][3][0]  # n=384 bs=32 full
-            breakdown[p] = enc.forward(i, t, o, None, profile=True, attention=args.attention)["op_seconds"]
+            breakdown[p] = enc.forward(i, t, o, None, profile=True, attention=attention_of(p))["op_seconds"]
     finally:
         _C.set_isa(before)
 
@@ -89,9 +94,11 @@ def main() -> None:
             row[f"{p}_speedup"] = statistics.median(b / x for b, x in zip(times[k, base], times[k, p]))
         rows.append(row)
         print(row, flush=True)
-    meta = header(args.threads) | {"paths": args.paths, "attention": args.attention, "repeats": args.repeats,
+    attentions = {p: attention_of(p) for p in args.paths}
+    meta = header(args.threads) | {"paths": args.paths, "attention": attentions, "repeats": args.repeats,
                                    "amx_status": _C.amx_status(), "breakdown_n384_bs32_seconds": breakdown}
-    md = [f"Encoder (MiniLM-L6-H384, random weights, per-row INT8 GEMM inputs, {args.attention} attention), "
+    md = [f"Encoder (MiniLM-L6-H384, random weights, per-row INT8 GEMM inputs; attention "
+          + ", ".join(f"{a} on `{p}`" for p, a in attentions.items()) + "), "
           f"ms per sequence (median of {args.repeats} rounds, paths alternating in each round); speedup = median "
           f"per-round ratio to `{base}`. SQuAD mix: {len(mix)} held-out training windows, mean {mix.mean():.0f} tokens.", "",
           "| setting | config | " + " | ".join(f"{p} ms | {p} speedup" for p in args.paths) + " |",

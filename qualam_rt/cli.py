@@ -109,7 +109,7 @@ def cmd_eval(args) -> dict:
             raise QualamError(f"--ray needs Ray: pip install 'qualam_rt[ray]' ({e})") from None
         rows = [{"id": e.id, "question": e.question, "context": e.context} for e in examples]
         for row in answer_dataset(rows, args.model, workers=args.ray, threads=args.threads or 1, batch_size=args.batch,
-                                  length_config=engine.length_config or "full", attention=engine.attention):
+                                  length_config=engine.length_config or "full", attention=args.attention):
             if row["error"]:
                 raise QualamError(f"question {row['id']}: {row['error']}")
             preds[row["id"]] = row["answer"]

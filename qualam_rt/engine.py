@@ -31,7 +31,10 @@ class Engine:
     of the model's frontier within that budget (MACs at n=384; measured latency at n=384).
     attention: the arithmetic of attention's two products: "fp32", "int16" (int16 pairs into
     exact int32 sums; ~1e-3 relative error in the context vectors), "int8" or "bf16" (on the tile
-    paths, amx and amx_emulated, only); None: the model's choice.
+    paths, amx and amx_emulated, only); None: the model's choice, except that where the model
+    chose int16 the amx path runs bf16 if the head dim is a multiple of 32 (decided at each
+    call, as the path may change): on AMX tiles it is faster, at the same held-out F1
+    (bench/results/held_out_attention_amx.md).
     Thread-safe: several threads may call answer() on one Engine.
     """
 
@@ -59,9 +62,20 @@ class Engine:
         self.max_seq_len = min(featurize.MAX_SEQ_LEN, int(self.architecture["max_position"]))
         self.frontier = list(self.meta.get("frontier", []))
         self.length_config = self._resolve(length_config, max_macs, max_latency_ms)
-        self.attention = attention or self.meta.get("attention", "int16")
-        if self.attention not in ATTENTION_PATHS:
-            raise ValueError(f"attention must be one of {ATTENTION_PATHS}, not {self.attention!r}")
+        if attention is not None and attention not in ATTENTION_PATHS:
+            raise ValueError(f"attention must be one of {ATTENTION_PATHS}, not {attention!r}")
+        self._attention = attention  # None: the model's choice (see attention)
+        self._model_attention = self.meta.get("attention", "int16")
+
+    @property
+    def attention(self) -> str:
+        """The attention path the next call runs."""
+        if self._attention is not None:
+            return self._attention
+        head_dim = self.architecture["hidden"] // self.architecture["heads"]
+        if self._model_attention == "int16" and _C.isa() == "amx" and head_dim % 32 == 0:
+            return "bf16"  # the tiles take head dims of whole tiles
+        return self._model_attention
 
     # ---- configuration -----------------------------------------------------------------
     def _resolve(self, length_config, max_macs, max_latency_ms):

@@ -169,3 +169,30 @@ def test_info(engine):
     assert info["architecture"]["layers"] == 3 and info["frontier"] == FRONTIER
     assert info["isa"] in qualam_rt.supported_isas() and info["macs_at_384"] > 0
     assert info["amx"] == "available" or info["amx"].startswith("unavailable: ")
+
+
+def test_the_amx_path_runs_bf16_attention_where_the_model_chose_int16(tmp_path):
+    """None = the model's choice (int16 here), except on the amx path with head dims of whole
+    tiles, where bf16 runs; decided at each call, so changing the path changes it; an
+    explicit choice always holds."""
+    path = tmp_path / "d32.qrt"
+    syn.write_random_model(path, TEXT, config=dict(hidden=64, heads=2))  # head dim 32
+    eng, int16 = Engine(path), Engine(path, attention="int16")
+    windows = eng.windows([(QUESTIONS[0], TEXT)])
+    before = qualam_rt.isa()
+    try:
+        for isa in qualam_rt.supported_isas():
+            qualam_rt.set_isa(isa)
+            want = "bf16" if isa == "amx" else "int16"
+            assert eng.attention == want and eng.info()["attention"] == want and int16.attention == "int16"
+            eng.logits(windows)  # runs on every path
+    finally:
+        qualam_rt.set_isa(before)
+    narrow = tmp_path / "d8.qrt"
+    syn.write_random_model(narrow, TEXT)  # head dim 8: not whole tiles
+    if "amx" in qualam_rt.supported_isas():
+        qualam_rt.set_isa("amx")
+        try:
+            assert Engine(narrow).attention == "int16"
+        finally:
+            qualam_rt.set_isa(before)
