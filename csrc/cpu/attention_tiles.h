@@ -68,8 +68,7 @@ static void bf16_operands(const float* q, const float* k, const float* v, int64_
       _mm512_storeu_si512(out, _mm512_permutex2var_epi16(a, lo, b));
       _mm512_storeu_si512(out + 32, _mm512_permutex2var_epi16(a, hi, b));
     }
-  return;
-#endif
+#else  // the same layouts by scalar copies (amx_emulated)
   for (int64_t j = 0; j < np; ++j) {
     if (j < n) bf16_row(k + j * ld, d, w.row);
     else std::memset(w.row, 0, sizeof(uint16_t) * d);
@@ -83,6 +82,7 @@ static void bf16_operands(const float* q, const float* k, const float* v, int64_
       for (int64_t c = 0; c < d; ++c) pair[2 * c + t] = w.row[c];
     }
   }
+#endif
 }
 
 // C = A B for 16 or 32 (two) rows and 32 columns as 2 x 2 tiles of 16 x 16 fp32 (C's row
