@@ -66,6 +66,9 @@ class Engine:
             raise ValueError(f"attention must be one of {ATTENTION_PATHS}, not {attention!r}")
         self._attention = attention  # None: the model's choice (see attention)
         self._model_attention = self.meta.get("attention", "int16")
+        if self._model_attention not in ATTENTION_PATHS:
+            raise ModelFileError(f"{self.path}: the model's attention path {self._model_attention!r} "
+                                 f"is not one of {ATTENTION_PATHS}")
 
     @property
     def attention(self) -> str:

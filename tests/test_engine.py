@@ -8,8 +8,8 @@ import qualam_rt
 from qualam_rt import decode, Engine
 from qualam_rt import reference as ref
 from qualam_rt import synthetic as syn
-from qualam_rt.errors import InputError, LengthConfigError, ModelNotFoundError
-from qualam_rt.model_file import engine_tensors, read_model
+from qualam_rt.errors import InputError, LengthConfigError, ModelFileError, ModelNotFoundError
+from qualam_rt.model_file import engine_tensors, read_model, write_model
 
 TEXT = ("Ada Lovelace wrote the first program in 1843 for the analytical engine designed by Charles Babbage . "
         "The engine was never finished , but her notes describe loops and variables . Who wrote the notes ? "
@@ -196,3 +196,12 @@ def test_the_amx_path_runs_bf16_attention_where_the_model_chose_int16(tmp_path):
             assert Engine(narrow).attention == "int16"
         finally:
             qualam_rt.set_isa(before)
+
+
+def test_a_model_file_naming_an_unknown_attention_path_is_refused(tmp_path):
+    source, odd = tmp_path / "source.qrt", tmp_path / "odd.qrt"
+    syn.write_random_model(source, TEXT)
+    meta, tensors = read_model(source)
+    write_model(odd, tensors, meta | {"attention": "int4"})
+    with pytest.raises(ModelFileError, match="attention path 'int4'"):
+        Engine(odd)
