@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -50,11 +51,20 @@ def write_model(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict
     header["__metadata__"] = {"qualam_rt": json.dumps(meta)}
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # align the data to 8 bytes
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for a in arrays:
-            f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+    # Into a temporary file renamed over `path` at the end: a reader never sees half a file, and
+    # arrays that read_model mapped from the old file stay valid (truncating a mapped file in
+    # place kills the process with SIGBUS at the next access).
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for a in arrays:
+                f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_model(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:

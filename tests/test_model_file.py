@@ -152,3 +152,19 @@ def test_our_files_are_standard_safetensors(model_path):
     assert set(theirs) == set(ours)
     for name, a in ours.items():
         np.testing.assert_array_equal(theirs[name], a)
+
+
+def test_a_model_is_rewritten_in_place_while_its_arrays_are_mapped(tmp_path):
+    """read_model maps the file; writing the same path must not truncate it under the mapping
+    (SIGBUS at the next access) nor leave a half-written file: the write goes to a temporary
+    file renamed over the old one."""
+    path = tmp_path / "m.qrt"
+    syn.write_random_model(path, "a b c d")
+    meta, tensors = read_model(path)
+    before = {k: np.array(v) for k, v in tensors.items()}
+    write_model(path, tensors, meta | {"note": "rewritten"})
+    for k, v in tensors.items():  # the old mapping is still readable and unchanged
+        np.testing.assert_array_equal(v, before[k])
+    meta2, tensors2 = read_model(path)
+    assert meta2["note"] == "rewritten" and sorted(tensors2) == sorted(before)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.qrt"]  # no temporary file left
