@@ -34,7 +34,7 @@ class Engine:
     paths, amx and amx_emulated, only); None: the model's choice, except that where the model
     chose int16 the amx path runs bf16 if the head dim is a multiple of 32 (decided at each
     call, as the path may change): on AMX tiles it is faster, at the same held-out F1
-    (bench/results/held_out_attention_amx.md).
+    (bench/results/held_out_attention_amx.md, speed_attention_amx.md).
     Thread-safe: several threads may call answer() on one Engine.
     """
 
