@@ -149,7 +149,9 @@ Encoder* make_encoder(const py::dict& config, const py::dict& tensors) {
 
 py::object encoder_forward(const Encoder& e, const py::array& ids, const py::array& types, const py::array& offsets,
                            std::optional<std::vector<float>> ratios, bool return_kept, bool profile,
-                           const std::string& attention, int threads, std::optional<std::vector<int64_t>> tokens) {
+                           const std::string& attention, int threads, std::optional<std::vector<int64_t>> tokens,
+                           int64_t chunk_tokens) {
+  if (chunk_tokens < 0) throw py::value_error("chunk_tokens must be >= 1, or 0 for the default");
   if (threads < 0) throw py::value_error("threads must be >= 1, or 0 for the process-wide count");
   AttentionPrecision precision;
   if (attention == "fp32") precision = AttentionPrecision::F32;
@@ -173,7 +175,7 @@ py::object encoder_forward(const Encoder& e, const py::array& ids, const py::arr
     std::optional<ThreadCountOverride> own_threads;
     if (threads > 0) own_threads.emplace(threads);
     e.forward(ip, tp, op, B, ratios.value_or(std::vector<float>{}), return_kept, profile, r, precision,
-              tokens.value_or(std::vector<int64_t>{}));
+              tokens.value_or(std::vector<int64_t>{}), chunk_tokens);
   }
   auto logits = empty<float>({(int64_t)r.logits.size() / 2, 2});
   std::copy(r.logits.begin(), r.logits.end(), logits.mutable_data());
@@ -361,7 +363,8 @@ static void bind_model(py::module_& m) {
       .def("forward", &encoder_forward, py::arg("input_ids"), py::arg("token_type_ids"), py::arg("offsets"),
            py::arg("keep_ratios") = py::none(), py::arg("return_kept") = false, py::arg("profile") = false,
            py::arg("attention") = "fp32", py::arg("threads") = 0, py::arg("keep_tokens") = py::none(),
-           "Packed batch forward; returns {'logits': [T, 2], 'kept'?: [(positions, offsets)] per layer, 'op_seconds'?}.");
+           py::arg("chunk_tokens") = 0,
+           "Packed batch forward (whole sequences in chunks of at most chunk_tokens tokens; 0: the default); returns {'logits': [T, 2], 'kept'?: [(positions, offsets)] per layer, 'op_seconds'?}.");
   py::class_<WordPiece>(m, "WordPiece", "BERT WordPiece windows for text in a character table (csrc/wordpiece.h).")
       .def(py::init<const std::vector<std::string>&, int32_t, int32_t, int32_t, int, const std::vector<uint32_t>&,
                     const std::vector<std::u32string>&, const std::vector<std::string>&>(),

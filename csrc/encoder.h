@@ -44,6 +44,9 @@ struct EncoderLayer {
 enum Op { kEmbed, kQuantize, kQKV, kAttention, kSelect, kOProj, kFFN1, kFFN2, kLayerNorm, kRestore, kHead, kNumOps };
 extern const char* const kOpNames[kNumOps];
 
+// Tokens per chunk of a forward call (Encoder::forward; bench/chunk_tokens.py).
+constexpr int64_t kChunkTokens = 1536;
+
 struct ForwardResult {
   std::vector<float> logits;                  // [T, 2]: start, end
   std::vector<std::vector<int32_t>> kept;     // per layer: kept positions (token indices into the batch)
@@ -62,13 +65,19 @@ class Encoder {
   // [offsets[s], offsets[s+1]); keep_ratios: [layers] non-increasing in (0, 1], or keep_tokens:
   // [layers] non-increasing budgets >= 1, or both empty for the full model. Thread-safe:
   // working memory is per calling thread.
-  // attention: the arithmetic of QK^T and PV (kernels.h AttentionPrecision).
+  // attention: the arithmetic of QK^T and PV (kernels.h AttentionPrecision). chunk_tokens:
+  // whole sequences run in chunks of at most this many tokens (or one longer sequence); 0:
+  // kChunkTokens. The results do not depend on it.
   void forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t num_seqs,
                const std::vector<float>& keep_ratios, bool record_kept, bool profile,
                ForwardResult& result, AttentionPrecision attention = AttentionPrecision::F32,
-               const std::vector<int64_t>& keep_tokens = {}) const;
+               const std::vector<int64_t>& keep_tokens = {}, int64_t chunk_tokens = 0) const;
 
  private:
+  void forward_chunk(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t num_seqs,
+                     int64_t max_len, const std::vector<float>& keep_ratios, bool record_kept, bool profile,
+                     ForwardResult& result, AttentionPrecision attention, const std::vector<int64_t>& keep_tokens) const;
+
   EncoderConfig cfg_;
   std::vector<float> word_, position_, token_type_, emb_ln_g_, emb_ln_b_;
   std::vector<EncoderLayer> layers_;

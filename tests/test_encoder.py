@@ -151,6 +151,25 @@ def test_a_sequence_does_not_depend_on_its_batch(model, lengths, seed):
         np.testing.assert_array_equal(batch[off[s]:off[s + 1]], alone)
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(1, 90), min_size=1, max_size=7), chunk=st.integers(1, 300),
+       seed=st.integers(0, 1000))
+def test_a_batch_in_chunks_gives_the_same_logits_and_kept_positions(isa, model, lengths, chunk, seed):
+    """forward runs whole sequences in chunks of about chunk_tokens; the logits, and the kept
+    positions and offsets stitched back to the whole batch, are those of one chunk."""
+    _, enc = model
+    ids, types, off = syn.random_batch(CFG, lengths, seed=seed)
+    one = enc.forward(ids, types, off, RATIOS, return_kept=True, chunk_tokens=10**6)
+    got = enc.forward(ids, types, off, RATIOS, return_kept=True, chunk_tokens=chunk)
+    np.testing.assert_array_equal(got["logits"], one["logits"])
+    assert len(got["kept"]) == len(one["kept"]) == CFG["layers"]
+    for (pos, o), (pos1, o1) in zip(got["kept"], one["kept"]):
+        np.testing.assert_array_equal(o, o1)
+        np.testing.assert_array_equal(pos, pos1)
+    with pytest.raises(ValueError, match="chunk_tokens"):
+        enc.forward(ids, types, off, chunk_tokens=-1)
+
+
 @pytest.mark.parametrize("attention", ["fp32", "int16"])
 def test_results_do_not_depend_on_thread_count(isa, model, attention, set_threads):
     """With several threads, each layer's rows are split into chunks run in parallel (and the
