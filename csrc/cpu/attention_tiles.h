@@ -185,14 +185,19 @@ static void bf16_exponentials(const Bf16AttentionScratch& w, int64_t i0, int row
 static void bf16_row_maxima(const Bf16AttentionScratch& w, int64_t i0, int rows, bool two, int64_t n, int64_t np,
                             int64_t d, float sl) {
   load_query_tiles(w, i0, two, d);
-  float most[kTileKeys];
-  for (int r = 0; r < rows; ++r) most[r] = -INFINITY;
+  R most[kTileKeys];  // per row, the maxima of whole vectors of keys
+  float tail[kTileKeys];  // and of the keys of the last partial vector
+  for (int r = 0; r < rows; ++r) most[r] = VecF::set1(-INFINITY), tail[r] = -INFINITY;
   for (int64_t j0 = 0; j0 < np; j0 += kTileKeys) {
     bf16_score_block(w, i0, j0, two, np, d, w.block);
-    for (int r = 0; r < rows; ++r)
-      for (int64_t j = j0; j < n && j < j0 + kTileKeys; ++j) most[r] = std::fmax(most[r], w.block[r * kTileKeys + j - j0]);
+    const int64_t live = n - j0 < kTileKeys ? n - j0 : kTileKeys, whole = live / W * W;
+    for (int r = 0; r < rows; ++r) {
+      const float* sr = w.block + r * kTileKeys;
+      for (int64_t c = 0; c < whole; c += W) most[r] = VecF::max(most[r], VecF::load(sr + c));
+      for (int64_t c = whole; c < live; ++c) tail[r] = std::fmax(tail[r], sr[c]);
+    }
   }
-  for (int r = 0; r < rows; ++r) w.shift[r] = std::ceil(most[r] * sl);
+  for (int r = 0; r < rows; ++r) w.shift[r] = std::ceil(std::fmax(VecF::reduce_max(most[r]), tail[r]) * sl);
 }
 
 static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
