@@ -65,20 +65,28 @@ class RawClient:
 
 async def level(url: str, questions: list, clients: int, seconds: float, kind: str = "httpx"):
     import httpx
-    latencies, done, errors = [], 0, 0
+    latencies, done, errors, dropped = [], 0, 0, 0
     stop = time.perf_counter() + seconds
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as client:
         async def one_client(k: int):
-            nonlocal done, errors
+            nonlocal done, errors, dropped
             raw = RawClient(url) if kind == "raw" else None
             i = k
             while time.perf_counter() < stop:
                 q, c = questions[i % len(questions)]
                 t = time.perf_counter()
-                if raw:
-                    status, _ = await raw.post("/answer", {"question": q, "context": c})
-                else:
-                    status = (await client.post(url + "/answer", json={"question": q, "context": c})).status_code
+                try:
+                    if raw:
+                        status, _ = await raw.post("/answer", {"question": q, "context": c})
+                    else:
+                        status = (await client.post(url + "/answer", json={"question": q, "context": c})).status_code
+                except (httpx.TransportError, OSError, asyncio.IncompleteReadError):
+                    # A connection closed under the client (counted; the next request opens another).
+                    dropped += 1
+                    if raw:
+                        raw.close()
+                        raw = RawClient(url)
+                    continue
                 if status == 200:
                     latencies.append(time.perf_counter() - t)
                     done += 1
@@ -90,7 +98,8 @@ async def level(url: str, questions: list, clients: int, seconds: float, kind: s
         t0 = time.perf_counter()
         await asyncio.gather(*(one_client(k) for k in range(clients)))
         wall = time.perf_counter() - t0
-    return {"client": kind, "clients": clients, "requests": done, "errors": errors, "throughput_qps": done / wall,
+    return {"client": kind, "clients": clients, "requests": done, "errors": errors, "dropped": dropped,
+            "throughput_qps": done / wall,
             "p50_ms": 1e3 * float(np.percentile(latencies, 50)), "p99_ms": 1e3 * float(np.percentile(latencies, 99))}
 
 
@@ -176,10 +185,13 @@ def main() -> None:
           f"from Engine.answer's on 64 questions: {mismatches}. At 1 client, HTTP adds "
           + ", ".join(f"{100 * v:.1f}% ({k} client)" for k, v in http_overhead.items())
           + " to the median time per question.", "",
-          "| client | clients | requests | errors | throughput (q/s) | p50 (ms) | p99 (ms) | throughput / 1 client | p99 / p50 |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "`errors`: answers with a status other than 200; `dropped`: requests whose connection closed "
+          "before an answer came (the client reconnects).", "",
+          "| client | clients | requests | errors | dropped | throughput (q/s) | p50 (ms) | p99 (ms) | throughput / 1 client | p99 / p50 |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        md.append(f"| {r.get('client', '-')} | {r['clients']} | {r['requests']} | {r['errors']} | {r['throughput_qps']:.1f} | {r['p50_ms']:.1f} | "
+        md.append(f"| {r.get('client', '-')} | {r['clients']} | {r['requests']} | {r['errors']} | {r.get('dropped', 0)} | "
+                  f"{r['throughput_qps']:.1f} | {r['p50_ms']:.1f} | "
                   f"{r['p99_ms']:.1f} | {r.get('throughput_over_one_client') or float('nan'):.2f} | "
                   f"{r.get('p99_over_p50', float('nan')):.2f} |")
     md += ["", f"![serve load]({args.name}.png)"]
