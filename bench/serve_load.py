@@ -3,8 +3,9 @@ numbers of concurrent clients, on real SQuAD dev questions, next to Engine.answe
 question at a time in-process (same model, same threads, same questions).
 
 The server runs in its own process (uvicorn, the engine on --threads threads); the clients
-are one asyncio process with httpx, each client sending its next question as soon as its
-last answer arrives, for --seconds per level after a warm-up. The answers are checked against
+are one asyncio process with httpx, each client sending its next question (its own random
+order of the questions) as soon as its last answer arrives, for --seconds per level after a
+warm-up. The answers are checked against
 Engine.answer's. Writes bench/results/<name>.{md,json} and a plot.
 
     python bench/serve_load.py --threads 2 --clients 1 4 16 32 64 --seconds 20
@@ -71,9 +72,13 @@ async def level(url: str, questions: list, clients: int, seconds: float, kind: s
         async def one_client(k: int):
             nonlocal done, errors, dropped
             raw = RawClient(url) if kind == "raw" else None
-            i = k
+            # Each client asks in its own order: clients that walked the list in step (k, k + n,
+            # ...) asked about the same article at the same time, and its long contexts then
+            # landed in one batch together.
+            order = np.random.default_rng(k).permutation(len(questions))
+            i = 0
             while time.perf_counter() < stop:
-                q, c = questions[i % len(questions)]
+                q, c = questions[order[i % len(questions)]]
                 t = time.perf_counter()
                 try:
                     if raw:
@@ -92,7 +97,7 @@ async def level(url: str, questions: list, clients: int, seconds: float, kind: s
                     done += 1
                 else:
                     errors += 1
-                i += clients
+                i += 1
             if raw:
                 raw.close()
         t0 = time.perf_counter()
