@@ -528,9 +528,9 @@ void restore_and_head(const float* qa_w, const float* qa_b, int64_t H, int64_t T
 
 // Sequences are independent (attention and the top-k stay inside a sequence, every other step
 // is per row), so a large batch runs as chunks of whole sequences of about `chunk_tokens`
-// rows: their activations stay in the caches between the steps of a layer. One call of 32
-// windows of 384 tokens as one pack ran 17% slower per window than in chunks of up to 8
-// (bench/results/chunk_tokens.md). The results are the same bits either way.
+// rows: their activations stay in the caches between the steps of a layer. On an AMX Xeon, 32
+// windows of 384 tokens as one chunk took 15% longer per window than in chunks of 1,536
+// tokens (bench/results/chunk_tokens.md). The results are the same bits either way.
 void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
                       const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res,
                       AttentionPrecision attention, const std::vector<int64_t>& tokens, int64_t chunk_tokens) const {
