@@ -48,25 +48,36 @@ static void make_panel(const GemmArgs& a, int64_t p, Panel& pn) {
 // for aligned outputs too large to stay in cache.
 using Epilogue = void (*)(const GemmArgs&, const Panel&, const int32_t* acc, int64_t m0, int rows);
 
-template <OutKind OUT, bool GELU, bool RESIDUAL, bool STREAM = false>
+// CORRECT: the accumulators still lack the zero-point correction (the tile path, whose tiles
+// start from zero), added here in int32 on the way to float: per tensor the panel's init, per
+// row (kActShift - a_zp[m]) * colsum. The same sums as a separate pass over the accumulators,
+// without its loads and stores.
+template <OutKind OUT, bool GELU, bool RESIDUAL, bool STREAM = false, bool CORRECT = false>
 static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc, int64_t m0, int rows) {
+  static_assert(!(CORRECT && OUT == OutKind::S32), "int32 outputs take the correction pass");
   const int64_t n0 = pn.n0, ldo = a.ldo, ldr = a.ldr;
   const int ncols = pn.ncols;
+  if constexpr (OUT == OutKind::S32) {
+    for (int r = 0; r < rows; ++r, acc += kPanel)
+      std::memcpy(static_cast<int32_t*>(a.out) + (m0 + r) * ldo + n0, acc, sizeof(int32_t) * ncols);
+    return;
+  }
   const float* residual = RESIDUAL ? a.residual + m0 * ldr + n0 : nullptr;
   const R inv_out = VecF::set1(1.f / a.out_scale), out_zp = VecF::set1((float)a.out_zp);
-  alignas(64) float row_scale[kPanel];  // per-row activation scales: a_scale[m] * w_scale
-  for (int r = 0; r < rows; ++r, acc += kPanel) {
-    if constexpr (OUT == OutKind::S32) {
-      std::memcpy(static_cast<int32_t*>(a.out) + (m0 + r) * ldo + n0, acc, sizeof(int32_t) * ncols);
-    } else {
-      const float* scale = pn.scale;
-      if (a.a_per_row) {
-        for (int c = 0; c < kPanel; c += W)
-          VecF::store(row_scale + c, VecF::mul(VecF::set1(a.a_scale[m0 + r]), VecF::load(a.W.scales + n0 + c)));
-        scale = row_scale;
-      }
+  const int32_t* colsum = a.W.col_sums + n0;
+  const float* w_scale = a.W.scales + n0;
+  auto run = [&](auto per_row_constant) __attribute__((always_inline)) {
+    constexpr bool PER_ROW = decltype(per_row_constant)::value;
+    for (int r = 0; r < rows; ++r, acc += kPanel) {
+      // Per-row activations: the scale a_scale[m] * w_scale made in registers, the correction
+      // (kActShift - a_zp[m]) * colsum; per tensor, both are the panel's.
+      const R row_scale = VecF::set1(PER_ROW ? a.a_scale[m0 + r] : 0.f);
+      const int32_t corr = PER_ROW ? kActShift - a.a_zp[m0 + r] : 1;
+      const int32_t* corr_of = PER_ROW ? colsum : pn.init;
       auto step = [&](int c, int n) __attribute__((always_inline)) {
-        R v = VecF::fma(VecF::from_i32(acc + c), VecF::load(scale + c), VecF::load(pn.bias + c));
+        const R scale = PER_ROW ? VecF::mul(row_scale, VecF::load(w_scale + c)) : VecF::load(pn.scale + c);
+        const R sum = CORRECT ? VecF::from_i32_madd(acc + c, corr_of + c, corr) : VecF::from_i32(acc + c);
+        R v = VecF::fma(sum, scale, VecF::load(pn.bias + c));
         if constexpr (GELU) v = gelu_vec<VecF>(v, 0);
         if constexpr (RESIDUAL) v = VecF::add(v, load_n(residual + r * ldr + c, n));
         if constexpr (OUT == OutKind::F32) {
@@ -84,21 +95,26 @@ static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc
         for (int c = 0; c < ncols; c += W) step(c, ncols - c < W ? ncols - c : W);
       }
     }
-  }
+  };
+  if (a.a_per_row) run(std::true_type{});
+  else run(std::false_type{});
 }
 
-template <OutKind OUT, bool STREAM = false>
-static Epilogue pick_epilogue(bool gelu, bool residual) {
-  if (gelu) return residual ? epilogue_tile<OUT, true, true, STREAM> : epilogue_tile<OUT, true, false, STREAM>;
-  return residual ? epilogue_tile<OUT, false, true, STREAM> : epilogue_tile<OUT, false, false, STREAM>;
+template <OutKind OUT, bool STREAM = false, bool CORRECT = false>
+static Epilogue epilogue_for(bool gelu, bool residual) {
+  if (gelu) return residual ? epilogue_tile<OUT, true, true, STREAM, CORRECT> : epilogue_tile<OUT, true, false, STREAM, CORRECT>;
+  return residual ? epilogue_tile<OUT, false, true, STREAM, CORRECT> : epilogue_tile<OUT, false, false, STREAM, CORRECT>;
 }
 
+// correct: the epilogue adds the zero-point correction (not for int32 outputs).
+template <bool CORRECT = false>
 static Epilogue pick_epilogue(const GemmArgs& a, bool stream = false) {
   const bool residual = a.residual != nullptr;
   switch (a.out_kind) {
     case OutKind::S32: return epilogue_tile<OutKind::S32, false, false>;
-    case OutKind::U8: return pick_epilogue<OutKind::U8>(a.gelu, residual);
-    default: return stream ? pick_epilogue<OutKind::F32, true>(a.gelu, residual) : pick_epilogue<OutKind::F32>(a.gelu, residual);
+    case OutKind::U8: return epilogue_for<OutKind::U8, false, CORRECT>(a.gelu, residual);
+    default: return stream ? epilogue_for<OutKind::F32, true, CORRECT>(a.gelu, residual)
+                           : epilogue_for<OutKind::F32, false, CORRECT>(a.gelu, residual);
   }
 }
 

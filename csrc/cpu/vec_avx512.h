@@ -37,6 +37,11 @@ struct VecF {
   static inline float reduce_add(reg v) { return _mm512_reduce_add_ps(v); }
   static inline float reduce_max(reg v) { return _mm512_reduce_max_ps(v); }
   static inline reg from_i32(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_loadu_si512(p)); }
+  // float(a + k * b), the sum in int32.
+  static inline reg from_i32_madd(const int32_t* a, const int32_t* b, int32_t k) {
+    const __m512i kb = _mm512_mullo_epi32(_mm512_loadu_si512(b), _mm512_set1_epi32(k));
+    return _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(a), kb));
+  }
   // The narrowing stores take the unmasked register form for whole vectors (the masked
   // store-to-memory form was the quantizer's bottleneck).
   // Round to nearest even, clamp to [0, 255], store n bytes. The clamp is on the float:

@@ -36,6 +36,8 @@ struct VecF {
   static inline float reduce_add(reg v) { return v; }
   static inline float reduce_max(reg v) { return v; }
   static inline reg from_i32(const int32_t* p) { return (float)*p; }
+  // float(a + k * b), the sum in int32.
+  static inline reg from_i32_madd(const int32_t* a, const int32_t* b, int32_t k) { return (float)(*a + k * *b); }
   static inline void store_u8(uint8_t* p, reg v, int = 1) {
     float r = std::nearbyint(v);
     *p = (uint8_t)(r < 0.f ? 0.f : (r > 255.f ? 255.f : r));
