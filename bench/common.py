@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import random
 import statistics
@@ -98,7 +99,9 @@ def header(threads: int) -> dict:
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_model(),
         "threads": threads,
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        # The kernel path, when chosen by QUALAM_ISA, is part of the command that reproduces it.
+        "command": " ".join(([f"QUALAM_ISA={os.environ['QUALAM_ISA']}"] if "QUALAM_ISA" in os.environ else [])
+                            + [Path(sys.executable).name] + sys.argv),
         "python": platform.python_version(),
         "commit": commit,
     }
