@@ -8,6 +8,9 @@ SQuAD is absent).
 The masked step (the training code of 2026-12-05): the full model and every sub-model run
 every token with explicit attention; sub-models mask the dropped tokens; each sub-model
 draws its lengths per sequence; each pass has its own autocast region and backward pass.
+Both steps call today's `Layer.attend` (since 2026-12-06 its scores and softmax take two passes
+over [B, h, L, L] instead of four), so the masked column is the old step's structure, not its
+exact time.
 The gathered step (training/train.py lat_step): sub-models drop rows physically, one length
 draw per batch, long windows take torch's fused attention where no probabilities are needed,
 one autocast region and one backward pass.
