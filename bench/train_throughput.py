@@ -1,27 +1,31 @@
 """Training throughput on this CPU: milliseconds per example of a fine-tune step and of a LAT
-(drop-and-restore) step, the code before the gathered sub-models ("masked", reproduced here)
-against the current one ("gathered"), fp32 and bf16 autocast, all measured in the same run,
-in interleaved rounds, on a real SQuAD length mix (384-token windows, stride 128, of held-out
-training articles, batched by similar length as training batches them; synthetic lengths if
-SQuAD is absent).
+(drop-and-restore) step, the training code of an earlier commit ("before") against this tree's
+("now"), fp32 and bf16 autocast, all in one run.
 
-The masked step (the training code of 2026-12-05): the full model and every sub-model run
-every token with explicit attention; sub-models mask the dropped tokens; each sub-model
-draws its lengths per sequence; each pass has its own autocast region and backward pass.
-Both steps call today's `Layer.attend` (since 2026-12-06 its scores and softmax take two passes
-over [B, h, L, L] instead of four), so the masked column is the old step's structure, not its
-exact time.
-The gathered step (training/train.py lat_step): sub-models drop rows physically, one length
-draw per batch, long windows take torch's fused attention where no probabilities are needed,
-one autocast region and one backward pass.
+Each code runs in its own worker process (both import a package named `training`), on the
+same windows: a real SQuAD length mix (384-token windows, stride 128, of held-out training
+articles, batched by similar length as training batches them; synthetic lengths if SQuAD is
+absent), each code padding a batch as it does. The workers take turns case by case, in
+alternating order, and every case first runs once over all batches, so each code has built
+the kernels (oneDNN's, per matmul shape) its steady state reuses. A step is the forward and
+backward pass and an AdamW update; LAT is each code's default (two random sub-models plus the
+smallest, length-drop bound 0.2, in-place distillation).
 
-    python bench/train_throughput.py --threads 2 --batches 4 --rounds 2
+The default "before", 039641a, is the training code that issue 17 measured: every sub-model
+computes every token and masks the dropped ones, explicit attention, a backward pass per model.
+
+    python bench/train_throughput.py --threads 2 --batches 6 --rounds 3
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
+import io
 import time
 from pathlib import Path
 
@@ -30,57 +34,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, write_results  # noqa: E402
 
-SQUAD_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad" / "train-v1.1.json"
-
-
-def masked_forward(model, batch, keeps=None):
-    """The forward of the code before: every layer in the masked form, explicit attention."""
-    import training.model as tm
-    saved, tm.FUSED_ATTENTION_FROM = tm.FUSED_ATTENTION_FROM, 1 << 30
-    try:
-        x = model.embed(batch["input_ids"], batch["token_type_ids"])
-        active = batch["attention_mask"].bool()
-        for i, layer in enumerate(model.layers):
-            x, active, _ = layer(x, active, None if keeps is None else keeps[i])
-        logits = model.qa(x).float()
-        return logits[..., 0], logits[..., 1]
-    finally:
-        tm.FUSED_ATTENTION_FROM = saved
-
-
-def masked_lat_step(model, batch, cfg, gen, autocast):
-    """The LAT step before: per-sequence length draws, a backward pass per model."""
-    import torch
-    from training.train import distill_loss, span_loss
-    parts = cfg.num_sandwich + 2
-    with autocast():
-        start, end = masked_forward(model, batch)
-        loss = span_loss(start, end, batch) / parts
-    loss.backward()
-    t_start, t_end = start.detach(), end.detach()
-    n = batch["attention_mask"].sum(1)
-    for k in range(cfg.num_sandwich + 1):
-        lengths, prev = [], n
-        for _ in range(model.config.layers):
-            low = torch.ceil((1 - cfg.length_drop_ratio_bound) * prev.double()).long().clamp(min=1)
-            cur = low if k == 0 else low + (torch.rand(prev.shape, generator=gen) * (prev - low + 1).double()).long().clamp(max=(prev - low))
-            lengths.append(cur)
-            prev = cur
-        with autocast():
-            s, e = masked_forward(model, batch, lengths)
-            sub = distill_loss(s, e, t_start, t_end, batch["attention_mask"]) / parts
-        sub.backward()
+ROOT = Path(__file__).resolve().parents[1]
+SQUAD_TRAIN = ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"
+CASES = [(step, bf16) for step in ("finetune", "lat") for bf16 in (False, True)]
 
 
 def length_mix_batches(count: int, batch: int, seed: int = 0):
-    """`count` training-style batches (similar lengths, padded to the longest) of real windows."""
+    """`count` training-style batches of real windows (similar lengths; index lists of the
+    current code's bucketing), each as this tree collates it."""
     import torch
     try:
+        from tokenizers import Tokenizer
         from training.data import Features, split_articles
         from training.model import load_qrt
-        from tokenizers import Tokenizer
         _, held = split_articles(SQUAD_TRAIN, 20)
-        tok = Tokenizer.from_str(load_qrt(Path(__file__).resolve().parents[1] / "qualam_rt" / "models" / "default.qrt")[1])
+        tok = Tokenizer.from_str(load_qrt(ROOT / "qualam_rt" / "models" / "default.qrt")[1])
         feats = Features(tok, held[:1500])
         order = feats.batches(batch, shuffle=True, rng=np.random.default_rng(seed))
         picked = [order[i] for i in np.random.default_rng(seed).choice(len(order), count, replace=False)]
@@ -91,80 +59,149 @@ def length_mix_batches(count: int, batch: int, seed: int = 0):
         out = []
         for _ in range(count):
             L = int(rng.integers(120, 385))
+            n = torch.from_numpy(rng.integers(L // 2, L + 1, batch))
+            n[0] = L
             out.append({"input_ids": torch.randint(1000, 30000, (batch, L)), "token_type_ids": torch.zeros(batch, L, dtype=torch.long),
-                        "attention_mask": torch.ones(batch, L, dtype=torch.bool), "start": torch.zeros(batch, dtype=torch.long),
+                        "attention_mask": torch.arange(L)[None] < n[:, None], "start": torch.zeros(batch, dtype=torch.long),
                         "end": torch.zeros(batch, dtype=torch.long)})
         return out, "synthetic lengths 120-384"
+
+
+def trimmed(batch: dict) -> dict:
+    """The batch padded only to its longest window (how the code before collated)."""
+    L = int(batch["attention_mask"].sum(1).max())
+    return {k: v[:, :L] if v.dim() == 2 else v for k, v in batch.items()}
+
+
+def extract_tree(rev: str, into: Path) -> Path:
+    """The `training` package of commit rev, under into/."""
+    data = subprocess.run(["git", "archive", rev, "training"], cwd=ROOT, check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def worker(code_dir: str, batches_file: str, threads: int) -> None:
+    """Runs steps on request: reads `step bf16` lines, answers seconds per example as JSON."""
+    import torch
+    import qualam_rt.featurize
+    import qualam_rt.squad
+    import importlib.machinery
+
+    class CodeFinder:
+        """Finds `training` in code_dir, ahead of an editable install's redirect to this tree."""
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name == "training" or name.startswith("training."):
+                return importlib.machinery.PathFinder.find_spec(name, [code_dir] if name == "training" else path)
+            return None
+    sys.meta_path.insert(0, CodeFinder)
+    # The code before read these window constants from qualam_rt.squad (now qualam_rt.featurize).
+    for name in ("MAX_SEQ_LEN", "DOC_STRIDE", "MAX_QUERY_LEN"):
+        if not hasattr(qualam_rt.squad, name):
+            setattr(qualam_rt.squad, name, getattr(qualam_rt.featurize, name))
+    from training.model import BertConfig, BertQA
+    from training.train import TrainConfig, lat_step, span_loss
+    assert Path(sys.modules["training"].__file__).resolve().parent.parent == Path(code_dir).resolve()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = BertQA(BertConfig()).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    batches = torch.load(batches_file)
+    cfg = TrainConfig(step="lat")
+    gen = torch.Generator().manual_seed(0)
+    examples = sum(len(b["start"]) for b in batches)
+    for line in sys.stdin:
+        step, bf16 = line.split()
+
+        def autocast():
+            return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 == "True")
+        t = time.perf_counter()
+        for batch in batches:
+            if step == "lat":
+                lat_step(model, batch, cfg, gen, autocast)
+            else:
+                with autocast():
+                    s, e = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+                    loss = span_loss(s, e, batch)
+                loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        print(json.dumps((time.perf_counter() - t) / examples), flush=True)
+
+
+class Worker:
+    def __init__(self, code_dir: Path, batches_file: Path, threads: int):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", str(code_dir), "--batches-file",
+                                      str(batches_file), "--threads", str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+    def run(self, step: str, bf16: bool) -> float:
+        self.proc.stdin.write(f"{step} {bf16}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--batches", type=int, default=4, help="batches of the length mix timed per case and round")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=6, help="batches of the length mix timed per case and round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", default="039641a", help="commit whose training code is 'before'")
     ap.add_argument("--name", default="train_throughput")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--batches-file", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker, args.batches_file, args.threads)
     import torch
-    from training.model import BertConfig, BertQA
-    from training.train import TrainConfig, lat_step, native_bf16, span_loss
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = BertQA(BertConfig()).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # the step's own cost; no weights change
+    from training.train import native_bf16
     batches, source = length_mix_batches(args.batches, args.batch)
-    cfg = TrainConfig(step="lat")
-    gen = torch.Generator().manual_seed(0)
-
-    def case(step, code, bf16):
-        def autocast():
-            return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-
-        def run(batch):
-            if step == "lat":
-                (masked_lat_step if code == "masked" else lat_step)(model, batch, cfg, gen, autocast)
-            else:
-                with autocast():
-                    fwd = masked_forward(model, batch) if code == "masked" else model(
-                        batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-                    loss = span_loss(*fwd, batch)
-                loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return run
-
-    cases = [(s, c, b) for s in ("finetune", "lat") for b in (False, True) for c in ("masked", "gathered")]
-    runs = {k: case(*k) for k in cases}
-    examples = sum(len(b["start"]) for b in batches)
-    for k in cases:  # warm-up
-        runs[k](batches[0])
-    times = {k: [] for k in cases}
-    for r in range(args.rounds):
-        for k in cases:
-            t = time.perf_counter()
-            for b in batches:
-                runs[k](b)
-            times[k].append((time.perf_counter() - t) / examples)
-            print(k, f"{1e3 * times[k][-1]:.1f} ms/example", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        torch.save(batches, tmp / "now.pt")
+        torch.save([trimmed(b) for b in batches], tmp / "before.pt")
+        workers = {"before": Worker(extract_tree(args.before, tmp / "before"), tmp / "before.pt", args.threads),
+                   "now": Worker(ROOT, tmp / "now.pt", args.threads)}
+        try:
+            for case in CASES:  # warm-up: every batch once
+                for w in workers.values():
+                    w.run(*case)
+            times = {(code, case): [] for code in workers for case in CASES}
+            for r in range(args.rounds):
+                for case in CASES:
+                    for code in (("before", "now") if r % 2 == 0 else ("now", "before")):
+                        times[code, case].append(workers[code].run(*case))
+                        print(code, case, f"{1e3 * times[code, case][-1]:.1f} ms/example", flush=True)
+        finally:
+            for w in workers.values():
+                w.close()
     rows = []
-    for s in ("finetune", "lat"):
-        for b in (False, True):
-            old, new = (statistics.median(times[s, c, b]) for c in ("masked", "gathered"))
-            rows.append({"step": s, "precision": "bf16 autocast" if b else "fp32", "masked_ms_per_example": 1e3 * old,
-                         "gathered_ms_per_example": 1e3 * new, "speedup": old / new})
-    ft = {r["precision"]: r["gathered_ms_per_example"] for r in rows if r["step"] == "finetune"}
+    for step, bf16 in CASES:
+        old, new = (statistics.median(times[code, (step, bf16)]) for code in ("before", "now"))
+        rows.append({"step": step, "precision": "bf16 autocast" if bf16 else "fp32", "before_ms_per_example": 1e3 * old,
+                     "now_ms_per_example": 1e3 * new, "speedup": old / new})
     for r in rows:
-        if r["step"] == "lat":
-            r["lat_over_finetune"] = r["gathered_ms_per_example"] / ft[r["precision"]]
-    mean_len = float(np.mean([b["attention_mask"].sum(1).float().mean().item() for b in batches]))
-    md = [f"MiniLM-L6-H384, {args.batches} batches of {args.batch} ({source}; mean {mean_len:.0f} real tokens, padded to "
-          f"each batch's longest), {args.threads} threads, median over {args.rounds} interleaved rounds. CPU native bf16: "
-          f"{native_bf16()}.", "",
-          "| step | precision | masked (before) ms/example | gathered (now) ms/example | speedup | LAT / fine-tune (now) |",
-          "|---|---|---|---|---|---|"]
-    md += [f"| {r['step']} | {r['precision']} | {r['masked_ms_per_example']:.0f} | {r['gathered_ms_per_example']:.0f} | "
-           f"{r['speedup']:.2f}x | {r.get('lat_over_finetune', float('nan')):.2f} |" for r in rows]
-    write_results(args.name, header(args.threads) | {"source": source}, rows, "\n".join(md))
+        ft = next(f for f in rows if f["step"] == "finetune" and f["precision"] == r["precision"])
+        for code in ("before", "now"):
+            r[f"{code}_lat_over_finetune"] = r[f"{code}_ms_per_example"] / ft[f"{code}_ms_per_example"]
+    real = [int(n) for b in batches for n in b["attention_mask"].sum(1)]
+    md = [f"MiniLM-L6-H384, {args.batches} batches of {args.batch} ({source}; mean {np.mean(real):.0f} real tokens), "
+          f"{args.threads} threads, median over {args.rounds} rounds (the two codes alternating). Before: the training "
+          f"code of {args.before}. CPU native bf16: {native_bf16()}.", "",
+          "| step | precision | before ms/example | now ms/example | speedup | LAT / fine-tune before | now |",
+          "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['step']} | {r['precision']} | {r['before_ms_per_example']:.1f} | {r['now_ms_per_example']:.1f} | "
+           f"{r['speedup']:.2f}x | {r['before_lat_over_finetune']:.2f} | {r['now_lat_over_finetune']:.2f} |" for r in rows]
+    write_results(args.name, header(args.threads) | {"source": source, "before": args.before}, rows, "\n".join(md))
 
 
 if __name__ == "__main__":

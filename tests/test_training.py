@@ -304,11 +304,15 @@ def test_relation_distillation_lowers_its_loss(workdir):
     assert load_model(workdir / "distill" / "model.pt").config.hidden == 16
 
 
+@pytest.mark.parametrize("extra_rows", [0, 3])
 @pytest.mark.parametrize("config", [[0.8, 0.5, 0.3], {"tokens": [18, 11, 4]}, {"ratios": [0.9, 0.9, 0.2]}])
-def test_gathered_drop_equals_masked_drop_in_logits_and_gradients(workdir, config):
+def test_gathered_drop_equals_masked_drop_in_logits_and_gradients(workdir, config, extra_rows, monkeypatch):
     """Sub-models drop rows physically in training; the masked form computes every row. Both
     select the same tokens, so they differ only by fp32 summation order (matmuls over another
-    number of rows): a few ulps of values of order 1."""
+    number of rows): a few ulps of values of order 1. Gathered widths wider than the largest
+    keep (padding rows, as bf16 rounds them) change nothing either."""
+    import training.model
+    monkeypatch.setattr(training.model, "gathered_width", lambda kept, limit: min(limit, kept + extra_rows))
     torch.manual_seed(3)
     model = load_model(workdir / "init.pt").train()
     for p in model.parameters():
@@ -326,6 +330,14 @@ def test_gathered_drop_equals_masked_drop_in_logits_and_gradients(workdir, confi
     torch.testing.assert_close(e1, e0, atol=2e-6, rtol=1e-5)
     for a, b in zip(g1, g0):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_gathered_widths_round_up_under_bf16_only():
+    from training.model import ROW_MULTIPLE, gathered_width
+    assert gathered_width(17, 384) == 17
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gathered_width(17, 384) == 2 * ROW_MULTIPLE and gathered_width(ROW_MULTIPLE, 384) == ROW_MULTIPLE
+        assert gathered_width(17, 20) == 20 and gathered_width(17, 10) == 17
 
 
 def test_token_budgets_drop_only_below_a_sequences_length():

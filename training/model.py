@@ -79,6 +79,19 @@ class QLinear(nn.Linear):
 
 
 FUSED_ATTENTION_FROM = 224  # tokens per window from which the fused attention is faster (Layer.attend)
+# Under bf16 autocast a gathered sub-model's width (rows per sequence) is rounded up to a multiple
+# of this, the rows past a sequence's keep being padding: bf16 matmuls go through oneDNN, which
+# builds a kernel per shape, and exact widths gave thousands of shapes, more than its cache
+# holds, so most calls built one (a bf16 LAT step took 1.6x longer; bench/train_throughput.py).
+# fp32 matmuls (MKL) have no such cost, and the padding rows would be waste.
+ROW_MULTIPLE = 16
+
+
+def gathered_width(kept: int, limit: int) -> int:
+    """Rows a gathered sub-model layer runs per sequence for a batch's largest keep count."""
+    if not (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16):
+        return kept
+    return max(kept, min(limit, -(-kept // ROW_MULTIPLE) * ROW_MULTIPLE))
 
 
 class Layer(nn.Module):
@@ -253,7 +266,8 @@ class BertQA(nn.Module):
         """Drop-and-restore by gathers: layer i runs attention over its input rows only, keeps
         the keeps[i] most significant (ties: lower position first) and runs the rest of the layer
         on them; their outputs are scattered into the full-length buffer at their positions.
-        Rows are compacted per sequence and padded to the batch's longest kept count."""
+        Rows are compacted per sequence and padded to the batch's longest kept count (under bf16,
+        rounded up: gathered_width)."""
         B, L, H = x.shape
         restored = torch.cat([x, x.new_zeros(B, 1, H)], 1)  # slot L absorbs padding rows' scatters
         ar = torch.arange(L, device=x.device)
@@ -261,7 +275,7 @@ class BertQA(nn.Module):
         for layer, keep in zip(self.layers, keeps):
             ctx, probs = layer.attend(*layer.heads_of(x), valid)
             sig = layer.significance(probs, valid)
-            width = int(keep.max())
+            width = gathered_width(int(keep.max()), x.shape[1])
             order = torch.sort(sig.masked_fill(~valid, -1.0), dim=-1, descending=True, stable=True).indices[:, :width]
             kept_valid = ar[:width][None] < keep[:, None]
             kept_pos = torch.where(kept_valid, pos.gather(1, order), L)
