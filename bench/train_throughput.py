@@ -14,7 +14,7 @@ smallest, length-drop bound 0.2, in-place distillation).
 The default "before", 039641a, is the training code that issue 17 measured: every sub-model
 computes every token and masks the dropped ones, explicit attention, a backward pass per model.
 
-    python bench/train_throughput.py --threads 2 --batches 6 --rounds 3
+    python bench/train_throughput.py --threads 2 --batches 6 --rounds 3 --exact-widths
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def extract_tree(rev: str, into: Path) -> Path:
     return into
 
 
-def worker(code_dir: str, batches_file: str, threads: int) -> None:
+def worker(code_dir: str, batches_file: str, threads: int, row_multiple: int) -> None:
     """Runs steps on request: reads `step bf16` lines, answers seconds per example as JSON."""
     import torch
     import qualam_rt.featurize
@@ -100,8 +100,11 @@ def worker(code_dir: str, batches_file: str, threads: int) -> None:
     for name in ("MAX_SEQ_LEN", "DOC_STRIDE", "MAX_QUERY_LEN"):
         if not hasattr(qualam_rt.squad, name):
             setattr(qualam_rt.squad, name, getattr(qualam_rt.featurize, name))
+    import training.model
     from training.model import BertConfig, BertQA
     from training.train import TrainConfig, lat_step, span_loss
+    if row_multiple:
+        training.model.ROW_MULTIPLE = row_multiple
     assert Path(sys.modules["training"].__file__).resolve().parent.parent == Path(code_dir).resolve()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -131,9 +134,9 @@ def worker(code_dir: str, batches_file: str, threads: int) -> None:
 
 
 class Worker:
-    def __init__(self, code_dir: Path, batches_file: Path, threads: int):
+    def __init__(self, code_dir: Path, batches_file: Path, threads: int, row_multiple: int = 0):
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", str(code_dir), "--batches-file",
-                                      str(batches_file), "--threads", str(threads)],
+                                      str(batches_file), "--threads", str(threads), "--row-multiple", str(row_multiple)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
     def run(self, step: str, bf16: bool) -> float:
@@ -156,12 +159,15 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=6, help="batches of the length mix timed per case and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--before", default="039641a", help="commit whose training code is 'before'")
+    ap.add_argument("--exact-widths", action="store_true",
+                    help="also time this tree with bf16 gathered widths not rounded (ROW_MULTIPLE 1)")
     ap.add_argument("--name", default="train_throughput")
+    ap.add_argument("--row-multiple", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--batches-file", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.batches_file, args.threads)
+        return worker(args.worker, args.batches_file, args.threads, args.row_multiple)
     import torch
     from training.train import native_bf16
     batches, source = length_mix_batches(args.batches, args.batch)
@@ -171,6 +177,8 @@ def main() -> None:
         torch.save([trimmed(b) for b in batches], tmp / "before.pt")
         workers = {"before": Worker(extract_tree(args.before, tmp / "before"), tmp / "before.pt", args.threads),
                    "now": Worker(ROOT, tmp / "now.pt", args.threads)}
+        if args.exact_widths:
+            workers["now, exact widths"] = Worker(ROOT, tmp / "now.pt", args.threads, row_multiple=1)
         try:
             for case in CASES:  # warm-up: every batch once
                 for w in workers.values():
@@ -178,17 +186,20 @@ def main() -> None:
             times = {(code, case): [] for code in workers for case in CASES}
             for r in range(args.rounds):
                 for case in CASES:
-                    for code in (("before", "now") if r % 2 == 0 else ("now", "before")):
+                    for code in (list(workers) if r % 2 == 0 else list(workers)[::-1]):
                         times[code, case].append(workers[code].run(*case))
                         print(code, case, f"{1e3 * times[code, case][-1]:.1f} ms/example", flush=True)
         finally:
             for w in workers.values():
                 w.close()
     rows = []
+    exact = "now, exact widths" in workers
     for step, bf16 in CASES:
         old, new = (statistics.median(times[code, (step, bf16)]) for code in ("before", "now"))
         rows.append({"step": step, "precision": "bf16 autocast" if bf16 else "fp32", "before_ms_per_example": 1e3 * old,
                      "now_ms_per_example": 1e3 * new, "speedup": old / new})
+        if exact:
+            rows[-1]["exact_widths_ms_per_example"] = 1e3 * statistics.median(times["now, exact widths", (step, bf16)])
     for r in rows:
         ft = next(f for f in rows if f["step"] == "finetune" and f["precision"] == r["precision"])
         for code in ("before", "now"):
@@ -201,6 +212,12 @@ def main() -> None:
           "|---|---|---|---|---|---|---|"]
     md += [f"| {r['step']} | {r['precision']} | {r['before_ms_per_example']:.1f} | {r['now_ms_per_example']:.1f} | "
            f"{r['speedup']:.2f}x | {r['before_lat_over_finetune']:.2f} | {r['now_lat_over_finetune']:.2f} |" for r in rows]
+    if exact:
+        md += ["", "This tree with bf16 gathered widths exact (ROW_MULTIPLE 1) against rounded to "
+               "16 rows (fp32 widths are exact in both):", "", "| step | precision | exact ms/example | rounded | "
+               "exact / rounded |", "|---|---|---|---|---|"]
+        md += [f"| {r['step']} | {r['precision']} | {r['exact_widths_ms_per_example']:.1f} | {r['now_ms_per_example']:.1f} | "
+               f"{r['exact_widths_ms_per_example'] / r['now_ms_per_example']:.2f} |" for r in rows]
     write_results(args.name, header(args.threads) | {"source": source, "before": args.before}, rows, "\n".join(md))
 
 
