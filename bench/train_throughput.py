@@ -170,6 +170,8 @@ def main() -> None:
         return worker(args.worker, args.batches_file, args.threads, args.row_multiple)
     import torch
     from training.train import native_bf16
+    args.before = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT, check=True, capture_output=True,
+                                 text=True).stdout.strip()  # a name like HEAD is recorded as the commit it was
     batches, source = length_mix_batches(args.batches, args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -332,6 +332,27 @@ def test_gathered_drop_equals_masked_drop_in_logits_and_gradients(workdir, confi
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_passes_sharing_one_embedding_give_the_gradients_of_separate_ones(workdir):
+    """lat_step embeds a batch once for all its passes; the word table's gradient is then one
+    backward instead of one per pass: the same sums (to fp32 summation order)."""
+    torch.manual_seed(4)
+    model = load_model(workdir / "init.pt").train()
+    ids, types, mask = batch_of(model)
+    grads = []
+    for shared in (False, True):
+        model.zero_grad()
+        x = model.embed(ids, types) if shared else None
+        loss = 0
+        for config in (None, [0.8, 0.5, 0.3], {"tokens": [18, 11, 4]}):
+            s, e = model(ids, types, mask, config, embedded=x)
+            loss = loss + (s.masked_fill(~mask, 0).square().sum() + e.masked_fill(~mask, 0).sum())
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert grads[0]["word.weight"].abs().sum() > 0
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-5, rtol=1e-4, msg=n)
+
+
 def test_gathered_widths_round_up_under_bf16_only():
     from training.model import ROW_MULTIPLE, gathered_width
     assert gathered_width(17, 384) == 17

@@ -230,12 +230,13 @@ class BertQA(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0,
-                dropping: str = "gather"):
+                dropping: str = "gather", embedded: torch.Tensor | None = None):
         """Start and end logits [B, L] each. length_config: see keep_counts; None = full model.
         layer_drop: LayerDrop probability (full model only). dropping: "gather" (dropped tokens
         leave the computation, so a sub-model costs its own MACs) or "mask" (every token is
-        computed, dropped ones are masked; the reference form)."""
-        x = self.encode(input_ids, token_type_ids, attention_mask, length_config, layer_drop, dropping)
+        computed, dropped ones are masked; the reference form). embedded: embed(input_ids,
+        token_type_ids) made already (passes over one batch share it, and its backward)."""
+        x = self.encode(input_ids, token_type_ids, attention_mask, length_config, layer_drop, dropping, embedded)
         logits = self.qa(x).float()
         return logits[..., 0], logits[..., 1]
 
@@ -244,9 +245,9 @@ class BertQA(nn.Module):
         return self.emb_ln(self.word(input_ids) + self.position(pos)[None] + self.token_type(token_type_ids))
 
     def encode(self, input_ids, token_type_ids, attention_mask, length_config=None,
-               layer_drop: float = 0.0, dropping: str = "gather") -> torch.Tensor:
+               layer_drop: float = 0.0, dropping: str = "gather", embedded: torch.Tensor | None = None) -> torch.Tensor:
         """The restored final hidden states [B, L, H]."""
-        x = self.embed(input_ids, token_type_ids)
+        x = self.embed(input_ids, token_type_ids) if embedded is None else embedded
         active = attention_mask.bool()
         keeps = keep_counts(active.sum(1), length_config)
         if keeps is None:

@@ -222,7 +222,10 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
         raise ValueError(f"length_sampling is 'real' or 'padded', not {cfg.length_sampling!r}")
     padded_to = cfg.max_seq_len if cfg.length_sampling == "padded" else None
     with autocast():
-        start, end = model(*args, layer_drop=cfg.layer_drop)
+        # The embeddings are the same for every pass: made once, so their backward (a dense
+        # gradient of the whole word table) runs once per step, not once per pass.
+        embedded = model.embed(batch["input_ids"], batch["token_type_ids"])
+        start, end = model(*args, layer_drop=cfg.layer_drop, embedded=embedded)
         if teacher is None:
             losses = [span_loss(start, end, batch)]
             t_start, t_end = start.detach(), end.detach()
@@ -242,7 +245,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
                 # with budgets drawn against the padded length.
                 losses.append(losses[0] if teacher is not None else torch.zeros((), device=start.device))
                 continue
-            s, e = model(*args, length_config=[t.to(start.device) for t in lengths])
+            s, e = model(*args, length_config=[t.to(start.device) for t in lengths], embedded=embedded)
             losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"]))
     loss = sum(losses) / len(losses)
     loss.backward()
