@@ -159,6 +159,19 @@ def probe(model: BertQA, features: Features, bf16: bool) -> dict:
     return out
 
 
+# torch's fused AdamW: one kernel per parameter instead of a dozen elementwise passes; on the
+# AMX Xeon a step over this model took 10.5 ms against 68.7 (bench/train_throughput.py).
+FUSED_ADAMW = True
+
+
+def make_optimizer(model: BertQA, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on every weight but biases and LayerNorms."""
+    no_decay = lambda n: n.endswith(".bias") or ".ln" in n or n.startswith("emb_ln")  # noqa: E731
+    params = [{"params": [p for n, p in model.named_parameters() if not no_decay(n)], "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
+    return torch.optim.AdamW(params, lr=cfg.lr, fused=FUSED_ADAMW)
+
+
 def masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return logits.float().masked_fill(~mask, -1e4)
 
@@ -281,10 +294,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.step == "lat" and cfg.teacher:
         teacher = initial_model(cfg.init if cfg.teacher == "init" else cfg.teacher).to(device).eval()
         teacher.requires_grad_(False)
-    no_decay = lambda n: n.endswith(".bias") or ".ln" in n or n.startswith("emb_ln")  # noqa: E731
-    params = [{"params": [p for n, p in model.named_parameters() if not no_decay(n)], "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    opt = make_optimizer(model, cfg)
     warm = int(cfg.warmup * total_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total_steps - s) / max(1, total_steps - warm)))
@@ -303,6 +313,8 @@ def train(cfg: TrainConfig) -> dict:
                              f"use another --out or remove the checkpoint")
         model.load_state_dict(blob["state"])
         opt.load_state_dict(blob["optimizer"])
+        for group in opt.param_groups:  # checkpoints of the unfused optimizer resume fused
+            group["fused"] = FUSED_ADAMW
         sched.load_state_dict(blob["scheduler"])
         gen.set_state(blob["generator"])
         step = blob["step"]
