@@ -82,7 +82,7 @@ FUSED_ATTENTION_FROM = 224  # tokens per window from which the fused attention i
 # Under bf16 autocast a gathered sub-model's width (rows per sequence) is rounded up to a multiple
 # of this, the rows past a sequence's keep being padding: bf16 matmuls go through oneDNN, which
 # builds a kernel per shape, and exact widths gave thousands of shapes, more than its cache
-# holds, so most calls built one (a bf16 LAT step took 1.56x as long; bench/train_throughput.py
+# holds, so most calls built one (a bf16 LAT step took 1.64x as long; bench/train_throughput.py
 # --exact-widths).
 # fp32 matmuls (MKL) have no such cost, and the padding rows would be waste.
 ROW_MULTIPLE = 16
