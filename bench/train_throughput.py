@@ -19,13 +19,13 @@ computes every token and masks the dropped ones, explicit attention, a backward 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import io
 import time
 from pathlib import Path
 
