@@ -83,10 +83,11 @@ def extract_tree(rev: str, into: Path) -> Path:
 
 def worker(code_dir: str, batches_file: str, threads: int, row_multiple: int) -> None:
     """Runs steps on request: reads `step bf16` lines, answers seconds per example as JSON."""
-    import torch
+    import importlib.machinery
+
     import qualam_rt.featurize
     import qualam_rt.squad
-    import importlib.machinery
+    import torch
 
     class CodeFinder:
         """Finds `training` in code_dir, ahead of an editable install's redirect to this tree."""
@@ -101,17 +102,17 @@ def worker(code_dir: str, batches_file: str, threads: int, row_multiple: int) ->
         if not hasattr(qualam_rt.squad, name):
             setattr(qualam_rt.squad, name, getattr(qualam_rt.featurize, name))
     import training.model
+    import training.train
     from training.model import BertConfig, BertQA
     from training.train import TrainConfig, lat_step, span_loss
+    assert Path(training.__file__).resolve().parent.parent == Path(code_dir).resolve()
     if row_multiple:
         training.model.ROW_MULTIPLE = row_multiple
-    assert Path(sys.modules["training"].__file__).resolve().parent.parent == Path(code_dir).resolve()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = BertQA(BertConfig()).train()
-    import training.train
     cfg = TrainConfig(step="lat", lr=1e-6)
-    # The code's own optimizer where it has one; the code before made a plain AdamW in train().
+    # The code's own optimizer; the code before made an unfused AdamW inside train().
     make = getattr(training.train, "make_optimizer", None)
     opt = make(model, cfg) if make else torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     batches = torch.load(batches_file)
