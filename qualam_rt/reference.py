@@ -184,16 +184,24 @@ def to_bf16(x: np.ndarray) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32)
 
 
+# The cubic of the bf16 attention's 2^f on [0, 1) (csrc/cpu/exp2_cubic.h), c0 first.
+EXP2_CUBIC = (0.9999251961708069, 0.6958335638046265, 0.22606715559959412, 0.07802452147006989)
+
+
 def bf16_attention_head(q, k, v):
     """One head as the tile paths' bf16 attention computes it: Q, K and V rounded to bf16,
     products summed in float; e = 2^(t - M) with t = score * log2(e) / sqrt(d) and M an
-    integer at or above the row's largest t; P V with e rounded to bf16, divided by the row's
-    sum of e. The kernel's M is a bound found before the scores; any integer M gives the same
-    result, as scaling by 2^-M commutes with rounding to bf16."""
+    integer at or above the row's largest t, 2^f of f = t - floor(t) by the kernel's cubic;
+    P V with e rounded to bf16, divided by the row's sum of e. The kernel's M is a bound found
+    before the scores; any integer M gives the same result, as scaling by 2^-M commutes with
+    rounding to bf16."""
     q, k, v = (to_bf16(x).astype(np.float64) for x in (q, k, v))
     sl = np.float32(1.4426950408889634) / np.float32(math.sqrt(q.shape[1]))
-    t = (q @ k.T).astype(np.float32) * sl
-    e = np.exp2(t.astype(np.float64) - np.ceil(t.max(axis=1, keepdims=True)))
+    t = ((q @ k.T).astype(np.float32) * sl).astype(np.float64)
+    whole = np.floor(t)
+    f = t - whole
+    c0, c1, c2, c3 = EXP2_CUBIC
+    e = (((c3 * f + c2) * f + c1) * f + c0) * np.exp2(whole - np.ceil(t.max(axis=1, keepdims=True)))
     total = e.sum(axis=1, keepdims=True)
     return e / total, (to_bf16(e.astype(np.float32)).astype(np.float64) @ v) / total
 

@@ -1,4 +1,7 @@
 """The native drop-and-restore encoder against the numpy reference (qualam_rt.reference)."""
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -320,6 +323,17 @@ def test_bf16_attention_on_tiles_matches_its_reference(isa, lengths, ratios):
         assert_close_to_int8_reference(out["logits"][off[s]:off[s + 1]], want)
         for layer, (positions, offsets) in enumerate(out["kept"]):
             np.testing.assert_array_equal(positions[offsets[s]:offsets[s + 1]] - off[s], kept[layer])
+
+
+def test_the_reference_uses_the_kernels_exp2_cubic():
+    """The reference simulates the bf16 attention's cubic 2^f with the header's coefficients
+    (tools/exp2_cubic.py writes both), and the cubic is within 7.5e-5 of 2^f."""
+    header = (Path(__file__).resolve().parents[1] / "csrc" / "cpu" / "exp2_cubic.h").read_text()
+    values = re.search(r"kExp2Cubic\[4\] = \{([^}]*)\}", header).group(1)
+    assert tuple(float(x.strip().rstrip("f")) for x in values.split(",")) == ref.EXP2_CUBIC
+    f = np.linspace(0, 1, 100001)
+    c0, c1, c2, c3 = ref.EXP2_CUBIC
+    assert np.abs((((c3 * f + c2) * f + c1) * f + c0) / 2 ** f - 1).max() < 7.5e-5
 
 
 @pytest.mark.parametrize("isa", [i for i in ("amx", "amx_emulated") if i in _C.supported_isas()])

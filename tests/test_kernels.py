@@ -171,6 +171,35 @@ def test_gemm_refuses_a_wrong_out_array():
             _C.gemm(A, 0.1, 0, pw, out=bad)
 
 
+@pytest.mark.parametrize("K", [64, 384, 1553])
+@pytest.mark.parametrize("epilogue", [dict(), dict(gelu=True), dict(residual=True), dict(out_dtype="uint8")])
+def test_a_rows_result_does_not_depend_on_the_kernel_that_made_it(isa, K, epilogue):
+    """On the tile paths, rows in whole 16-row tiles go through the tiles, whose epilogue adds
+    the per-row zero-point correction (an int16-pair dot product), and the last M mod 16 rows
+    through the vector kernel, whose accumulators start from it (a 32-bit product): the same
+    int32 sums, so the same bits. Rolling the rows moves the last ones into the tiles. Extreme
+    columns (every weight +-127: |colsum| = 127 K) and zero points 0 and 255 included."""
+    rng = np.random.default_rng(K)
+    M, N = 37, 70
+    A, W, w_scale = random_problem(rng, M, K, N)
+    W[0], W[1], W[69] = 127, -127, 127
+    a_scale = (rng.random(M, dtype=np.float32) * 0.05 + 0.001).astype(np.float32)
+    a_zp = rng.integers(0, 256, M, dtype=np.int32)
+    a_zp[[0, 34, 35, 36]] = [255, 0, 255, 128]
+    pw = _C.PackedWeight(W, w_scale)
+    kw = dict(bias=rng.standard_normal(N).astype(np.float32), gelu=epilogue.get("gelu", False))
+    r = rng.standard_normal((M, N)).astype(np.float32)
+    if "out_dtype" in epilogue:
+        kw.update(out_dtype="uint8", out_scale=0.5, out_zp=100)
+
+    def run(order):
+        res = r[order] if "residual" in epilogue else None
+        return _C.gemm(np.ascontiguousarray(A[order]), a_scale[order], a_zp[order], pw, residual=res, **kw)
+
+    rolled = np.roll(np.arange(M), 5)  # rows 32..36 first
+    np.testing.assert_array_equal(run(rolled), run(np.arange(M))[rolled])
+
+
 def test_gemm_results_do_not_depend_on_thread_count(isa, set_threads):
     rng = np.random.default_rng(3)
     A, W, w_scale = random_problem(rng, 300, 384, 1152)

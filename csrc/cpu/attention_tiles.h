@@ -6,7 +6,8 @@
 // of 32 query rows, 32 keys at a time: scores = Q K^T as 2 x 2 tiles of 16 x 16 fp32
 // (TDPBF16PS sums the products in fp32) into one 4 KB block, which stays in L1 (tile stores
 // into a whole 32 x n score matrix ran at a fifth of the speed), then at once e = 2^(t - M)
-// with t = score * log2(e) / sqrt(d): rounded to bf16 as the block's rows of P, summed per row.
+// with t = score * log2(e) / sqrt(d) (a cubic: within 7.5e-5, far inside bf16's rounding):
+// rounded to bf16 as the block's rows of P, summed per row.
 // The shift M of a row is an integer upper bound of its t's (sum_c |q_c| max_j |k_jc|, scaled),
 // known before any score, so no pass finds the maximum first; an integer, because scaling by
 // a power of two commutes with rounding to bf16: P / sum is the same for every such shift (up
@@ -146,6 +147,8 @@ static void bf16_score_block(const Bf16AttentionScratch& w, int64_t i0, int64_t 
   bf16_tiles_32(w.qb + i0 * d, d, w.kv + 2 * j0, 2 * np, d, two, block, kTileKeys);
 }
 
+static_assert(kTileKeys % (2 * W) == 0, "a key block is whole pairs of vectors");
+
 // The exponentials of the block's `rows` rows: e = 2^(score * sl - shift[r]) into w.pb (bf16,
 // zeros past n) and, with F32 (for the significance), w.e32; per row the vector sums of e
 // into w.sums (W floats a row).
@@ -166,14 +169,18 @@ static void bf16_exponentials(const Bf16AttentionScratch& w, int64_t i0, int row
       const R shift = VecF::set1(-w.shift[r]);
       R sum = VecF::load(w.sums + r * W);
       uint16_t* pr = w.pb + r * np + j0;
-      for (int c = 0; c < kTileKeys; c += W) {
+      auto exponential = [&](int c) __attribute__((always_inline)) {
         const int64_t cnt = live - c;  // W or more: a whole vector of keys below n
         R e = VecF::zero();
-        if (cnt > 0) e = exp2_vec<VecF>(VecF::fma(VecF::load(sr + c), slv, shift), 0);
+        if (cnt > 0) e = VecF::exp2_cubic(VecF::fma(VecF::load(sr + c), slv, shift));
         if (cnt < W) e = VecF::keep(e, cnt > 0 ? (int)cnt : 0);
         sum = VecF::add(sum, e);
-        VecF::store_bf16(pr + c, e);
         if constexpr (F32) VecF::store(w.e32 + r * np + j0 + c, e);
+        return e;
+      };
+      for (int c = 0; c < kTileKeys; c += 2 * W) {  // two vectors to one bf16 conversion
+        const R lo = exponential(c);
+        VecF::store_bf16_two(pr + c, lo, exponential(c + W));
       }
       VecF::store(w.sums + r * W, sum);
     }

@@ -6,11 +6,19 @@
 // accumulators start from and the dequantization scale a_scale * w_scale (both for a
 // per-tensor activation quantization), and the bias, zero past the last column (and
 // everywhere without one) so whole vectors load it.
+// Two int16 as one int32 lane (low half first), the operand layout of vpdpwssd.
+static inline int32_t int16_pair(int32_t low, int32_t high) {
+  return (int32_t)((uint32_t)(uint16_t)low | (uint32_t)(uint16_t)high << 16);
+}
+
 struct Panel {
   int64_t p = 0, n0 = 0;
   int ncols = 0;
   int64_t col[kPanel / W];
   alignas(64) int32_t init[kPanel];
+  // colsum as two int16 (low: colsum mod 128, high: floor(colsum / 128), |high| <= K), so
+  // that one vpdpwssd adds the per-row correction corr * colsum in int32 (int16_pair).
+  alignas(64) int32_t colsum_pairs[kPanel];
   alignas(64) float scale[kPanel];
   alignas(64) float bias[kPanel];
 };
@@ -31,6 +39,7 @@ static void make_panel(const GemmArgs& a, int64_t p, Panel& pn) {
   const float a_scale = a.a_per_row ? 0.f : a.a_scale[0];
   for (int c = 0; c < kPanel; ++c) {
     pn.init[c] = corr * colsum[c];
+    pn.colsum_pairs[c] = int16_pair(colsum[c] & 127, colsum[c] >> 7);
     pn.scale[c] = a_scale * wscale[c];
   }
   const float* bias = a.bias ? a.bias + pn.n0 : nullptr;
@@ -50,8 +59,10 @@ using Epilogue = void (*)(const GemmArgs&, const Panel&, const int32_t* acc, int
 
 // CORRECT: the accumulators still lack the zero-point correction (the tile path, whose tiles
 // start from zero), added here in int32 on the way to float: per tensor the panel's init, per
-// row (kActShift - a_zp[m]) * colsum. The same sums as a separate pass over the accumulators,
-// without its loads and stores.
+// row (kActShift - a_zp[m]) * colsum as corr * (colsum mod 128) + 128 corr * floor(colsum /
+// 128), one int16-pair dot product (both factors of each fit int16) instead of a 32-bit
+// multiply and an add. The same sums as a separate pass over the accumulators, without its
+// loads and stores.
 template <OutKind OUT, bool GELU, bool RESIDUAL, bool STREAM = false, bool CORRECT = false>
 static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc, int64_t m0, int rows) {
   static_assert(!(CORRECT && OUT == OutKind::S32), "int32 outputs take the correction pass");
@@ -64,7 +75,6 @@ static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc
   }
   const float* residual = RESIDUAL ? a.residual + m0 * ldr + n0 : nullptr;
   const R inv_out = VecF::set1(1.f / a.out_scale), out_zp = VecF::set1((float)a.out_zp);
-  const int32_t* colsum = a.W.col_sums + n0;
   const float* w_scale = a.W.scales + n0;
   auto run = [&](auto per_row_constant) __attribute__((always_inline)) {
     constexpr bool PER_ROW = decltype(per_row_constant)::value;
@@ -72,11 +82,14 @@ static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc
       // Per-row activations: the scale a_scale[m] * w_scale made in registers, the correction
       // (kActShift - a_zp[m]) * colsum; per tensor, both are the panel's.
       const R row_scale = VecF::set1(PER_ROW ? a.a_scale[m0 + r] : 0.f);
-      const int32_t corr = PER_ROW ? kActShift - a.a_zp[m0 + r] : 1;
-      const int32_t* corr_of = PER_ROW ? colsum : pn.init;
+      const int32_t corr = PER_ROW ? kActShift - a.a_zp[m0 + r] : 0;
+      const int32_t corr_pair = int16_pair(corr, 128 * corr);
       auto step = [&](int c, int n) __attribute__((always_inline)) {
         const R scale = PER_ROW ? VecF::mul(row_scale, VecF::load(w_scale + c)) : VecF::load(pn.scale + c);
-        const R sum = CORRECT ? VecF::from_i32_madd(acc + c, corr_of + c, corr) : VecF::from_i32(acc + c);
+        R sum;
+        if constexpr (!CORRECT) sum = VecF::from_i32(acc + c);
+        else if constexpr (PER_ROW) sum = VecF::from_i32_dot_pairs(acc + c, pn.colsum_pairs + c, corr_pair);
+        else sum = VecF::from_i32_plus(acc + c, pn.init + c);
         R v = VecF::fma(sum, scale, VecF::load(pn.bias + c));
         if constexpr (GELU) v = gelu_vec<VecF>(v, 0);
         if constexpr (RESIDUAL) v = VecF::add(v, load_n(residual + r * ldr + c, n));

@@ -55,9 +55,13 @@ struct VecF {
   static inline reg from_i32(const int32_t* p) {
     return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
-  // float(a + k * b), the sum in int32.
-  static inline reg from_i32_madd(const int32_t* a, const int32_t* b, int32_t k) {
-    const __m256i kb = _mm256_mullo_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), _mm256_set1_epi32(k));
+  // float(a + b); float(a + b.low * k.low + b.high * k.high) for pairs of int16 (vec_avx512.h).
+  static inline reg from_i32_plus(const int32_t* a, const int32_t* b) {
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)),
+                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b))));
+  }
+  static inline reg from_i32_dot_pairs(const int32_t* a, const int32_t* b, int32_t k) {
+    const __m256i kb = _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), _mm256_set1_epi32(k));
     return _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)), kb));
   }
   // The first n int32 lanes of i, each already in T's range, stored as T.

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "exp2_cubic.h"
 #include "gelu_table.h"
 
 namespace qrt::cpu::QRT_ISA_NS {
@@ -37,10 +38,14 @@ struct VecF {
   static inline float reduce_add(reg v) { return _mm512_reduce_add_ps(v); }
   static inline float reduce_max(reg v) { return _mm512_reduce_max_ps(v); }
   static inline reg from_i32(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_loadu_si512(p)); }
-  // float(a + k * b), the sum in int32.
-  static inline reg from_i32_madd(const int32_t* a, const int32_t* b, int32_t k) {
-    const __m512i kb = _mm512_mullo_epi32(_mm512_loadu_si512(b), _mm512_set1_epi32(k));
-    return _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(a), kb));
+  // float(a + b), the sum in int32.
+  static inline reg from_i32_plus(const int32_t* a, const int32_t* b) {
+    return _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(a), _mm512_loadu_si512(b)));
+  }
+  // float(a + b.low * k.low + b.high * k.high): b's lanes and k are pairs of int16, the sum in
+  // int32 (vpdpwssd).
+  static inline reg from_i32_dot_pairs(const int32_t* a, const int32_t* b, int32_t k) {
+    return _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_loadu_si512(a), _mm512_loadu_si512(b), _mm512_set1_epi32(k)));
   }
   // The narrowing stores take the unmasked register form for whole vectors (the masked
   // store-to-memory form was the quantizer's bottleneck).
@@ -76,6 +81,10 @@ struct VecF {
     if (n == width) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
     else _mm256_mask_storeu_epi16(p, tail_mask(n), h);
   }
+  // lo then hi rounded as store_bf16: one conversion of both (VCVTNE2PS2BF16) and one store.
+  static inline void store_bf16_two(uint16_t* p, reg lo, reg hi) {
+    _mm512_storeu_si512(p, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+  }
 #endif
   // GELU x * Phi(x), Phi(x) = 1/2 + sign(x) g(|x|), g(t) = erf(t / sqrt 2) / 2 by a cubic on
   // each of 32 intervals of [0, 6) (gelu_table.h, |error| < 2.5e-7), whose coefficients
@@ -105,6 +114,15 @@ struct VecF {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4015361070632935e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931530833244324e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.999999403953552e-1f));
+    return _mm512_scalef_ps(p, t);
+  }
+  // 2^t within 7.5e-5 relative (a cubic, tools/exp2_cubic.py): for values that are rounded to
+  // bf16 (half an ulp: 2^-9) next, two FMAs fewer than exp2.
+  static inline reg exp2_cubic(reg t) {
+    const reg f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    reg p = _mm512_fmadd_ps(_mm512_set1_ps(kExp2Cubic[3]), f, _mm512_set1_ps(kExp2Cubic[2]));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Cubic[1]));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Cubic[0]));
     return _mm512_scalef_ps(p, t);
   }
   static inline reg abs(reg x) { return _mm512_abs_ps(x); }

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "exp2_cubic.h"
+
 namespace qrt::cpu::QRT_ISA_NS {
 
 struct VecF {
@@ -36,8 +38,14 @@ struct VecF {
   static inline float reduce_add(reg v) { return v; }
   static inline float reduce_max(reg v) { return v; }
   static inline reg from_i32(const int32_t* p) { return (float)*p; }
-  // float(a + k * b), the sum in int32.
-  static inline reg from_i32_madd(const int32_t* a, const int32_t* b, int32_t k) { return (float)(*a + k * *b); }
+  // float(a + b); float(a + b.low * k.low + b.high * k.high), b and k pairs of int16 (the
+  // low half first), the sums in int32.
+  static inline reg from_i32_plus(const int32_t* a, const int32_t* b) { return (float)(*a + *b); }
+  static inline reg from_i32_dot_pairs(const int32_t* a, const int32_t* b, int32_t k) {
+    auto low = [](int32_t x) { return (int32_t)(int16_t)(uint16_t)((uint32_t)x & 0xffffu); };
+    auto high = [](int32_t x) { return (int32_t)(int16_t)(uint16_t)((uint32_t)x >> 16); };
+    return (float)(*a + low(*b) * low(k) + high(*b) * high(k));
+  }
   static inline void store_u8(uint8_t* p, reg v, int = 1) {
     float r = std::nearbyint(v);
     *p = (uint8_t)(r < 0.f ? 0.f : (r > 255.f ? 255.f : r));
@@ -62,6 +70,15 @@ struct VecF {
     uint32_t b;
     std::memcpy(&b, &v, 4);
     *p = std::isnan(v) ? (uint16_t)0x7fc0 : (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+  }
+  static inline void store_bf16_two(uint16_t* p, reg lo, reg hi) {
+    store_bf16(p, lo);
+    store_bf16(p + 1, hi);
+  }
+  // The cubic of vec_avx512.h: p(t - floor t) 2^floor(t) (below 2^-1000, 0).
+  static inline reg exp2_cubic(reg t) {
+    const float n = std::floor(std::fmax(t, -1000.f)), f = t - n;
+    return std::ldexp(((kExp2Cubic[3] * f + kExp2Cubic[2]) * f + kExp2Cubic[1]) * f + kExp2Cubic[0], (int)n);
   }
 };
 
