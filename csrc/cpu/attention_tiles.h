@@ -21,23 +21,58 @@
 
 // x[0, d) rounded to bf16 into out (d a multiple of the vector width or not).
 static inline void bf16_row(const float* x, int64_t d, uint16_t* out) {
-  for (int64_t c = 0; c < d; c += W) {
+  int64_t c = 0;
+  for (; c + 2 * W <= d; c += 2 * W) VecF::store_bf16_two(out + c, VecF::load(x + c), VecF::load(x + c + W));
+  for (; c < d; c += W) {
     const int cnt = d - c < W ? (int)(d - c) : W;
     VecF::store_bf16(out + c, VecF::load(x + c, cnt), cnt);
   }
 }
+
+#ifdef __AVX512BF16__
+// r[i] lane j -> r[j] lane i for 16 registers of 16 32-bit lanes: pairs of rows interleaved by
+// 32 and 64 bits, then 128-bit lanes gathered in two rounds (64 shuffles for 256 words).
+static inline void transpose_16x16_epi32(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // r[i + m], lane L: column 4L + m of rows i..i+3
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int m = 0; m < 4; ++m) {  // column 4L + m gathers lane L of r[m], r[4 + m], r[8 + m], r[12 + m]
+    const __m512i a = _mm512_shuffle_i32x4(r[m], r[4 + m], 0x88), b = _mm512_shuffle_i32x4(r[m], r[4 + m], 0xdd);
+    const __m512i c = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0x88), e = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0xdd);
+    t[m] = _mm512_shuffle_i32x4(a, c, 0x88);
+    t[4 + m] = _mm512_shuffle_i32x4(b, e, 0x88);
+    t[8 + m] = _mm512_shuffle_i32x4(a, c, 0xdd);
+    t[12 + m] = _mm512_shuffle_i32x4(b, e, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+#endif
 
 // Q rows, K^T in pairs of dims ([d / 2][np][2]) and V in pairs of keys ([np / 2][d][2]),
 // rounded to bf16 once; keys and query rows n..np are zeros. Also each query row's bound on
 // its scores, sum_c |q_c| max_j |k_jc| (w.qbound).
 static void bf16_operands(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t np,
                           int64_t d, const Bf16AttentionScratch& w) {
-  for (int64_t c = 0; c < d; c += W) VecF::store(w.kmax + c, VecF::zero(), d - c < W ? (int)(d - c) : W);
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t c = 0; c < d; c += W) {
-      const int cnt = d - c < W ? (int)(d - c) : W;
-      VecF::store(w.kmax + c, VecF::max(VecF::load(w.kmax + c, cnt), VecF::abs(VecF::load(k + j * ld + c, cnt))), cnt);
-    }
+  for (int64_t c0 = 0; c0 < d; c0 += 4 * W) {  // up to 4 vectors of channels held in registers
+    const int vectors = (int)((d - c0 < 4 * W ? d - c0 : 4 * W) + W - 1) / W;
+    with_constant<4>(vectors, [&](auto count) {
+      constexpr int V = decltype(count)::value;
+      R most[V];
+      int cnt[V];
+      for (int u = 0; u < V; ++u) most[u] = VecF::zero(), cnt[u] = d - c0 - u * W < W ? (int)(d - c0 - u * W) : W;
+      for (int64_t j = 0; j < n; ++j)
+        for (int u = 0; u < V; ++u) most[u] = VecF::max(most[u], VecF::abs(load_n(k + j * ld + c0 + u * W, cnt[u])));
+      for (int u = 0; u < V; ++u) store_n(w.kmax + c0 + u * W, most[u], cnt[u]);
+    });
+  }
   for (int64_t i = 0; i < n; ++i) {
     bf16_row(q + i * ld, d, w.qb + i * d);
     R b = VecF::zero();
@@ -50,17 +85,20 @@ static void bf16_operands(const float* q, const float* k, const float* v, int64_
   std::memset(w.qb + n * d, 0, sizeof(uint16_t) * (np - n) * d);
   auto* kv32 = reinterpret_cast<uint32_t*>(w.kv);  // one 32-bit word = a pair of bf16
 #ifdef __AVX512BF16__
-  // 32 channels at a time: K's 16 pairs of a key scattered down their 16 rows (one
-  // instruction), V's two keys interleaved by two permutes.
-  const __m512i pair_rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                               _mm512_set1_epi32((int)np));
+  // 32 channels at a time: the 16 pairs of each of 16 keys (a register per key) transposed
+  // into 16 pair rows of 16 keys (a 64-byte store each; a scatter per key was slower), V's
+  // two keys interleaved by two permutes.
   auto bf16_32 = [&](const float* x, bool live) {  // 32 floats as 32 bf16 (zeros if not live)
     if (!live) return _mm512_setzero_si512();
     return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
   };
-  for (int64_t j = 0; j < np; ++j)
-    for (int64_t c0 = 0; c0 < d; c0 += 32)
-      _mm512_i32scatter_epi32(kv32 + (c0 / 2) * np + j, pair_rows, bf16_32(k + j * ld + c0, j < n), 4);
+  for (int64_t j0 = 0; j0 < np; j0 += 16)  // np is whole key blocks
+    for (int64_t c0 = 0; c0 < d; c0 += 32) {
+      __m512i r[16];
+      for (int t = 0; t < 16; ++t) r[t] = bf16_32(k + (j0 + t) * ld + c0, j0 + t < n);
+      transpose_16x16_epi32(r);
+      for (int g = 0; g < 16; ++g) _mm512_storeu_si512(kv32 + (c0 / 2 + g) * np + j0, r[g]);
+    }
   const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
                                       39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
   const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
