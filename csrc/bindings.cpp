@@ -79,7 +79,8 @@ py::array gemm_py(const py::array& A, py::object a_scale, py::object a_zp, const
   if (out_dtype == "float32") { dtype = py::dtype::of<float>(); c.out_kind = OutKind::F32; }
   else if (out_dtype == "uint8") { dtype = py::dtype::of<uint8_t>(); c.out_kind = OutKind::U8; }
   else if (out_dtype == "int32") { dtype = py::dtype::of<int32_t>(); c.out_kind = OutKind::S32; }
-  else throw py::value_error("out_dtype must be 'float32', 'uint8' or 'int32'");
+  else if (out_dtype == "bfloat16") { dtype = py::dtype::of<uint16_t>(); c.out_kind = OutKind::BF16; }  // its bits
+  else throw py::value_error("out_dtype must be 'float32', 'uint8', 'int32' or 'bfloat16'");
   py::array out;
   if (out_arg) {  // write into the caller's array (same dtype, shape [M, N], C-contiguous): no allocation
     if (!out_arg->dtype().is(dtype))
@@ -95,6 +96,8 @@ py::array gemm_py(const py::array& A, py::object a_scale, py::object a_zp, const
     out = empty<float>(out_shape);
   } else if (c.out_kind == OutKind::U8) {
     out = empty<uint8_t>(out_shape);
+  } else if (c.out_kind == OutKind::BF16) {
+    out = empty<uint16_t>(out_shape);
   } else {
     out = empty<int32_t>(out_shape);
   }

@@ -350,7 +350,7 @@ void fit_workspace(Workspace& ws, const EncoderConfig& c, int64_t T, int64_t B, 
 // that made them), then attention per sequence with each token's significance into ws.sig
 // (only when the layer drops tokens: its sums are a pass over every probability). Both run
 // on groups of whole sequences of about kGroupRows rows: a group's Q, K and V (fp32, 4.5 KB a
-// row) are read by its attention while they are still in the cache the projection wrote them
+// row; bf16 for bf16 attention) are read by its attention while they are still in the cache the projection wrote them
 // to; projecting all rows first sent them through memory (tens of MB at batch 32).
 void attend(const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B, int64_t max_len, int workers,
             AttentionPrecision attention, bool need_significance, Workspace& ws, Timer& timer) {
@@ -372,7 +372,10 @@ void attend(const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B
       qkv.a_scale += r0;
       qkv.a_zp += r0;
     }
-    qkv.out_kind = OutKind::F32;
+    // bf16 attention reads Q, K and V in bf16: the projection rounds them as it stores them
+    // (half the bytes written and read back, no conversion pass in the attention).
+    const bool bf16 = attention == AttentionPrecision::BF16;
+    qkv.out_kind = bf16 ? OutKind::BF16 : OutKind::F32;
     qkv.out = ws.qkv.data();
     if (head_major) {
       qkv.ldo = d;
@@ -386,7 +389,8 @@ void attend(const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B
 
     for (int64_t s = s0; s <= s1; ++s) group_offsets[s - s0] = ws.off_cur[s] - r0;
     AttentionArgs att;
-    att.qkv = ws.qkv.data();
+    att.qkv = bf16 ? nullptr : ws.qkv.data();
+    att.qkv_bf16 = bf16 ? reinterpret_cast<const uint16_t*>(ws.qkv.data()) : nullptr;
     att.ld = head_major ? d : 3 * H;
     att.head_stride = head_major ? rows * d : d;
     att.part_stride = head_major ? c.heads * rows * d : H;

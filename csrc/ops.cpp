@@ -47,6 +47,9 @@ void gemm(const GemmCall& c) {
   if (c.residual) expect(c.residual_shape, {M, N}, "residual");
   expect(c.out_shape, {M, N}, "output");
   if (c.out_kind == OutKind::U8) { expect_scale(c.out_scale, "output scale"); expect_zp(c.out_zp); }
+  if (c.out_kind == OutKind::BF16 && !kernels().tiles)
+    throw std::invalid_argument(std::string("bfloat16 output runs on the tile paths (amx, amx_emulated), not on ") +
+                                kernels().name);
   if (c.out_kind == OutKind::S32 && (c.bias || c.residual || c.gelu))
     throw std::invalid_argument("int32 output is the raw accumulator: no bias, GELU or residual");
   if (M == 0) return;

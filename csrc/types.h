@@ -35,12 +35,13 @@ inline int64_t even_pieces(int64_t items, int64_t most, int64_t threads) {
   return threads * (per_thread > 0 ? per_thread : 1);
 }
 
-enum class OutKind : int { F32 = 0, U8 = 1, S32 = 2 };
+// BF16: v rounded to bfloat16 (ties to even), stored as its 16 bits; tile paths only.
+enum class OutKind : int { F32 = 0, U8 = 1, S32 = 2, BF16 = 3 };
 
 // C[m, n] = sum_k (A[m, k] - a_zp[m]) * W[n, k], then the epilogue:
 //   S32: store C;  F32/U8: v = C * a_scale[m] * w_scale[n] + bias[n]; gelu(v); v += residual[m, n];
-//   F32: store v;  U8: store clamp(round(v / out_scale) + out_zp, 0, 255).
-// Output element (m, n) lives at out[m * ldo + n], or with out_split > 0 (F32/U8 only; a
+//   F32: store v;  BF16: store bf16(v);  U8: store clamp(round(v / out_scale) + out_zp, 0, 255).
+// Output element (m, n) lives at out[m * ldo + n], or with out_split > 0 (not S32; a
 // multiple of the vector width) at out[(n / out_split) * out_split_stride + m * ldo +
 // n % out_split]: column blocks stored apart, e.g. QKV heads as [3 * heads][rows][head_dim].
 struct GemmArgs {

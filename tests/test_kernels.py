@@ -92,6 +92,27 @@ def test_gemm_requantized_u8_output(isa, gelu):
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
+@pytest.mark.parametrize("gelu", [False, True])
+def test_gemm_bfloat16_output_is_the_float_output_rounded(isa, gelu):
+    """out_dtype="bfloat16" (the bits, as uint16; what the QKV projection gives the bf16
+    attention): the float32 output rounded to nearest even, on the tile paths only."""
+    rng = np.random.default_rng(13)
+    M, K, N = 37, 384, 130
+    A, W, w_scale = random_problem(rng, M, K, N)
+    pw = _C.PackedWeight(W, w_scale)
+    kw = dict(bias=rng.standard_normal(N).astype(np.float32), gelu=gelu)
+    a_scale = (rng.random(M, dtype=np.float32) * 0.05 + 0.001).astype(np.float32)
+    a_zp = rng.integers(0, 256, M, dtype=np.int32)
+    if isa not in ("amx", "amx_emulated"):
+        with pytest.raises(ValueError, match="tile paths"):
+            _C.gemm(A, a_scale, a_zp, pw, out_dtype="bfloat16", **kw)
+        return
+    got = _C.gemm(A, a_scale, a_zp, pw, out_dtype="bfloat16", **kw)
+    assert got.dtype == np.uint16
+    want = ref.to_bf16(_C.gemm(A, a_scale, a_zp, pw, **kw)).view(np.uint32) >> 16
+    np.testing.assert_array_equal(got, want.astype(np.uint16))
+
+
 def test_gemm_of_zero_rows_is_empty(isa):
     pw = _C.PackedWeight(np.ones((5, 8), np.int8), np.ones(5, np.float32))
     assert _C.gemm(np.zeros((0, 8), np.uint8), 0.1, 0, pw).shape == (0, 5)

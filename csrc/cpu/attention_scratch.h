@@ -101,9 +101,9 @@ inline Int8AttentionScratch carve_int8_attention(ScratchCarver& c, int64_t max_l
 // of `tile_keys`); `tile_keys` rows of bf16 exponentials (P) and, for the significance, of
 // fp32 ones; two tile_keys x tile_keys blocks of scores (one filled while the other is read);
 // per row its shift and its sums (a vector of up to 16 floats); per channel the largest |K|;
-// per query its score bound; one converted row; the block's context rows.
+// per query its score bound; the block's context rows.
 struct Bf16AttentionScratch {
-  uint16_t *qb, *kv, *vv, *pb, *row;
+  uint16_t *qb, *kv, *vv, *pb;
   float *e32, *block, *shift, *sums, *kmax, *qbound, *ctx;
 };
 inline Bf16AttentionScratch carve_bf16_attention(ScratchCarver& c, int64_t np, int64_t d, int64_t tile_keys) {
@@ -112,7 +112,6 @@ inline Bf16AttentionScratch carve_bf16_attention(ScratchCarver& c, int64_t np, i
   s.kv = c.take<uint16_t>(np * d);
   s.vv = c.take<uint16_t>(np * d);
   s.pb = c.take<uint16_t>(tile_keys * np);
-  s.row = c.take<uint16_t>(2 * d);
   s.e32 = c.take<float>(tile_keys * np);
   s.block = c.take<float>(2 * tile_keys * tile_keys);
   s.shift = c.take<float>(tile_keys);

@@ -1,8 +1,9 @@
 // bf16 attention on tiles (AttentionPrecision::BF16), for the paths that define `Tiles`.
 // Included by kernels_impl.h after the fp32 attention, whose exp it shares.
 //
-// One (sequence, head), head_dim a multiple of 32: Q, K and V are rounded to bf16 once, K
-// and V into the tiles' pair layout (a B row holds 2 consecutive k of 16 columns). Per block
+// One (sequence, head), head_dim a multiple of 32: Q, K and V come in bf16 (the QKV GEMM
+// rounds its output), K and V are put into the tiles' pair layout (a B row holds 2
+// consecutive k of 16 columns). Per block
 // of 32 query rows, 32 keys at a time: scores = Q K^T as 2 x 2 tiles of 16 x 16 fp32
 // (TDPBF16PS sums the products in fp32) into one 4 KB block, which stays in L1 (tile stores
 // into a whole 32 x n score matrix ran at a fifth of the speed), then at once e = 2^(t - M)
@@ -18,16 +19,6 @@
 // per 32 channels, 32 keys a step, then divided by the row's sum; the significance adds
 // e / sum (fp32). Keys are padded to a multiple of 32 with zeros (their e are 0), query rows
 // past the sequence are zeros whose outputs are dropped.
-
-// x[0, d) rounded to bf16 into out (d a multiple of the vector width or not).
-static inline void bf16_row(const float* x, int64_t d, uint16_t* out) {
-  int64_t c = 0;
-  for (; c + 2 * W <= d; c += 2 * W) VecF::store_bf16_two(out + c, VecF::load(x + c), VecF::load(x + c + W));
-  for (; c < d; c += W) {
-    const int cnt = d - c < W ? (int)(d - c) : W;
-    VecF::store_bf16(out + c, VecF::load(x + c, cnt), cnt);
-  }
-}
 
 #ifdef __AVX512BF16__
 // r[i] lane j -> r[j] lane i for 16 registers of 16 32-bit lanes: pairs of rows interleaved by
@@ -56,46 +47,34 @@ static inline void transpose_16x16_epi32(__m512i r[16]) {
 }
 #endif
 
-// Q rows, K^T in pairs of dims ([d / 2][np][2]) and V in pairs of keys ([np / 2][d][2]),
-// rounded to bf16 once; keys and query rows n..np are zeros. Also each query row's bound on
-// its scores, sum_c |q_c| max_j |k_jc| (w.qbound).
-static void bf16_operands(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t np,
+// From the QKV projection's bf16 output (rows of d channels, stride ld): Q rows copied with
+// zero rows n..np, K^T in pairs of dims ([d / 2][np][2]) and V in pairs of keys ([np / 2][d][2]),
+// keys n..np zero. Also each query row's bound on its scores, sum_c |q_c| max_j |k_jc| (w.qbound).
+static void bf16_operands(const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t ld, int64_t n, int64_t np,
                           int64_t d, const Bf16AttentionScratch& w) {
-  for (int64_t c0 = 0; c0 < d; c0 += 4 * W) {  // up to 4 vectors of channels held in registers
-    const int vectors = (int)((d - c0 < 4 * W ? d - c0 : 4 * W) + W - 1) / W;
-    with_constant<4>(vectors, [&](auto count) {
-      constexpr int V = decltype(count)::value;
-      R most[V];
-      int cnt[V];
-      for (int u = 0; u < V; ++u) most[u] = VecF::zero(), cnt[u] = d - c0 - u * W < W ? (int)(d - c0 - u * W) : W;
-      for (int64_t j = 0; j < n; ++j)
-        for (int u = 0; u < V; ++u) most[u] = VecF::max(most[u], VecF::abs(load_n(k + j * ld + c0 + u * W, cnt[u])));
-      for (int u = 0; u < V; ++u) store_n(w.kmax + c0 + u * W, most[u], cnt[u]);
-    });
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    bf16_row(q + i * ld, d, w.qb + i * d);
-    R b = VecF::zero();
-    for (int64_t c = 0; c < d; c += W) {
-      const int cnt = d - c < W ? (int)(d - c) : W;
-      b = VecF::fma(VecF::abs(VecF::load(q + i * ld + c, cnt)), VecF::load(w.kmax + c, cnt), b);
-    }
-    w.qbound[i] = VecF::reduce_add(b);
-  }
+  for (int64_t c = 0; c < d; ++c) w.kmax[c] = 0.f;
+  for (int64_t i = 0; i < n; ++i) std::memcpy(w.qb + i * d, q + i * ld, sizeof(uint16_t) * d);
   std::memset(w.qb + n * d, 0, sizeof(uint16_t) * (np - n) * d);
   auto* kv32 = reinterpret_cast<uint32_t*>(w.kv);  // one 32-bit word = a pair of bf16
 #ifdef __AVX512BF16__
-  // 32 channels at a time: the 16 pairs of each of 16 keys (a register per key) transposed
-  // into 16 pair rows of 16 keys (a 64-byte store each; a scatter per key was slower), V's
-  // two keys interleaved by two permutes.
-  auto bf16_32 = [&](const float* x, bool live) {  // 32 floats as 32 bf16 (zeros if not live)
-    if (!live) return _mm512_setzero_si512();
-    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
-  };
+  // 32 channels (64 bytes) at a time. |k| maxima as 16-bit integers (the bits of non-negative
+  // floats order as the values). K: the 16 pairs of each of 16 keys (a register per key)
+  // transposed into 16 pair rows of 16 keys, a 64-byte store each (a scatter per key was
+  // slower). V: two keys interleaved by two permutes.
+  auto row32 = [&](const uint16_t* x, bool live) { return live ? _mm512_loadu_si512(x) : _mm512_setzero_si512(); };
+  const __m512i magnitude = _mm512_set1_epi16(0x7fff);
+  for (int64_t c0 = 0; c0 < d; c0 += 32) {
+    __m512i most = _mm512_setzero_si512();
+    for (int64_t j = 0; j < n; ++j) most = _mm512_max_epu16(most, _mm512_and_si512(row32(k + j * ld + c0, true), magnitude));
+    alignas(64) uint16_t bits[32];
+    _mm512_store_si512(bits, most);
+    VecF::store(w.kmax + c0, VecF::load_bf16(bits));
+    VecF::store(w.kmax + c0 + 16, VecF::load_bf16(bits + 16));
+  }
   for (int64_t j0 = 0; j0 < np; j0 += 16)  // np is whole key blocks
     for (int64_t c0 = 0; c0 < d; c0 += 32) {
       __m512i r[16];
-      for (int t = 0; t < 16; ++t) r[t] = bf16_32(k + (j0 + t) * ld + c0, j0 + t < n);
+      for (int t = 0; t < 16; ++t) r[t] = row32(k + (j0 + t) * ld + c0, j0 + t < n);
       transpose_16x16_epi32(r);
       for (int g = 0; g < 16; ++g) _mm512_storeu_si512(kv32 + (c0 / 2 + g) * np + j0, r[g]);
     }
@@ -104,26 +83,27 @@ static void bf16_operands(const float* q, const float* k, const float* v, int64_
   const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
   for (int64_t j = 0; j < np; j += 2)
     for (int64_t c0 = 0; c0 < d; c0 += 32) {
-      const __m512i a = bf16_32(v + j * ld + c0, j < n), b = bf16_32(v + (j + 1) * ld + c0, j + 1 < n);
+      const __m512i a = row32(v + j * ld + c0, j < n), b = row32(v + (j + 1) * ld + c0, j + 1 < n);
       uint16_t* out = w.vv + j * d + 2 * c0;
       _mm512_storeu_si512(out, _mm512_permutex2var_epi16(a, lo, b));
       _mm512_storeu_si512(out + 32, _mm512_permutex2var_epi16(a, hi, b));
     }
-#else  // the same layouts by scalar copies (amx_emulated)
-  for (int64_t j = 0; j < np; ++j) {
-    if (j < n) bf16_row(k + j * ld, d, w.row);
-    else std::memset(w.row, 0, sizeof(uint16_t) * d);
-    for (int64_t g = 0; g < d / 2; ++g) std::memcpy(kv32 + g * np + j, w.row + 2 * g, 4);
-  }
-  for (int64_t j = 0; j < np; j += 2) {
-    uint16_t* pair = w.vv + j * d;  // keys j, j + 1 interleaved per channel
-    for (int64_t t = 0; t < 2; ++t) {
-      if (j + t < n) bf16_row(v + (j + t) * ld, d, w.row);
-      else std::memset(w.row, 0, sizeof(uint16_t) * d);
-      for (int64_t c = 0; c < d; ++c) pair[2 * c + t] = w.row[c];
+#else  // the same by scalar copies (amx_emulated)
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < d; ++c) w.kmax[c] = std::fmax(w.kmax[c], std::fabs(VecF::load_bf16(k + j * ld + c)));
+  for (int64_t j = 0; j < np; ++j)
+    for (int64_t g = 0; g < d / 2; ++g) {
+      const uint32_t low = j < n ? k[j * ld + 2 * g] : 0, high = j < n ? k[j * ld + 2 * g + 1] : 0;
+      kv32[g * np + j] = low | high << 16;
     }
-  }
+  for (int64_t j = 0; j < np; ++j)  // key j: slot j % 2 of its pair's channels
+    for (int64_t c = 0; c < d; ++c) w.vv[(j / 2 * 2) * d + 2 * c + j % 2] = j < n ? v[j * ld + c] : 0;
 #endif
+  for (int64_t i = 0; i < n; ++i) {  // d is whole vectors
+    R b = VecF::zero();
+    for (int64_t c = 0; c < d; c += W) b = VecF::fma(VecF::abs(VecF::load_bf16(q + i * ld + c)), VecF::load(w.kmax + c), b);
+    w.qbound[i] = VecF::reduce_add(b);
+  }
 }
 
 // C = A B for 16 or 32 (two) rows and 32 columns as 2 x 2 tiles of 16 x 16 fp32 (C's row
@@ -252,7 +232,7 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
   ScratchCarver carver(work);
   const Bf16AttentionScratch w = carve_bf16_attention(carver, np, d, kTileKeys);
   float* sig = head_significance(a, s, h);
-  const float* q = a.qkv + h * a.head_stride + off * ld;
+  const uint16_t* q = a.qkv_bf16 + h * a.head_stride + off * ld;
   bf16_operands(q, q + a.part_stride, q + 2 * a.part_stride, ld, n, np, d, w);
   const float sl = kLog2e / std::sqrt((float)d);
   for (int64_t i0 = 0; i0 < n; i0 += kTileKeys) {

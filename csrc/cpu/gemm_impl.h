@@ -97,6 +97,10 @@ static void epilogue_tile(const GemmArgs& a, const Panel& pn, const int32_t* acc
           float* o = static_cast<float*>(a.out) + (m0 + r) * ldo + pn.col[c / W];
           if (STREAM && n == W) VecF::stream(o, v);
           else store_n(o, v, n);
+#ifdef QRT_TILES
+        } else if constexpr (OUT == OutKind::BF16) {
+          VecF::store_bf16(static_cast<uint16_t*>(a.out) + (m0 + r) * ldo + pn.col[c / W], v, n);
+#endif
         } else {
           VecF::store_u8(static_cast<uint8_t*>(a.out) + (m0 + r) * ldo + pn.col[c / W], VecF::fma(v, inv_out, out_zp), n);
         }
@@ -126,6 +130,9 @@ static Epilogue pick_epilogue(const GemmArgs& a, bool stream = false) {
   switch (a.out_kind) {
     case OutKind::S32: return epilogue_tile<OutKind::S32, false, false>;
     case OutKind::U8: return epilogue_for<OutKind::U8, false, CORRECT>(a.gelu, residual);
+#ifdef QRT_TILES  // the paths with bf16 conversions (ops.cpp refuses BF16 elsewhere)
+    case OutKind::BF16: return epilogue_for<OutKind::BF16, false, CORRECT>(a.gelu, residual);
+#endif
     default: return stream ? epilogue_for<OutKind::F32, true, CORRECT>(a.gelu, residual)
                            : epilogue_for<OutKind::F32, false, CORRECT>(a.gelu, residual);
   }

@@ -29,6 +29,7 @@ namespace qrt {
 // attention token t receives, summed over heads and over the query rows of its own sequence.
 struct AttentionArgs {
   const float* qkv = nullptr;
+  const uint16_t* qkv_bf16 = nullptr;  // BF16 precision: Q, K and V as bf16 bits, in qkv's place
   int64_t ld = 0, head_stride = 0, part_stride = 0;
   int64_t num_seqs = 0;
   const int64_t* offsets = nullptr;  // [num_seqs + 1]

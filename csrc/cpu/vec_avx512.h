@@ -126,6 +126,10 @@ struct VecF {
     return _mm512_scalef_ps(p, t);
   }
   static inline reg abs(reg x) { return _mm512_abs_ps(x); }
+  // 16 bf16 (their bits) as floats: exact.
+  static inline reg load_bf16(const uint16_t* p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  }
   static inline reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
   // x / s correctly rounded, given r = 1/s correctly rounded and |x * r| finite: q = x * r is
   // within an ulp, and one correction step q + (x - q s) r rounds to the quotient (Markstein's

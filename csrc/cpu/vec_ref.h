@@ -71,6 +71,12 @@ struct VecF {
     std::memcpy(&b, &v, 4);
     *p = std::isnan(v) ? (uint16_t)0x7fc0 : (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
   }
+  static inline reg load_bf16(const uint16_t* p) {
+    const uint32_t bits = (uint32_t)*p << 16;
+    float x;
+    std::memcpy(&x, &bits, 4);
+    return x;
+  }
   static inline void store_bf16_two(uint16_t* p, reg lo, reg hi) {
     store_bf16(p, lo);
     store_bf16(p + 1, hi);
