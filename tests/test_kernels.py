@@ -424,6 +424,23 @@ def test_the_largest_allowed_k_does_not_overflow():
     assert got[0, 0] == 255 * -127 * K
 
 
+@pytest.mark.parametrize("K", [32767, 32768, 40000])
+def test_tile_rows_correct_the_zero_point_past_int16_column_sums(isa, K):
+    """The tile epilogue adds corr * colsum as int16 pairs, which hold |colsum| <= 127 K up to
+    K = 32767; beyond, a pass over the accumulators corrects them. Columns of +-127 (the
+    largest sums), every row's zero point extreme, 32 rows (whole tiles) and one more."""
+    rng = np.random.default_rng(K)
+    M = 33
+    A = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    W = np.zeros((3, K), np.int8)
+    W[0], W[1], W[2] = 127, -127, rng.integers(-127, 128, K)
+    a_zp = np.where(np.arange(M) % 2 == 0, 255, 0).astype(np.int32)
+    a_scale = np.full(M, 1e-6, np.float32)
+    got = _C.gemm(A, a_scale, a_zp, _C.PackedWeight(W, np.ones(3, np.float32)))
+    want = ref.gemm(A, a_scale, a_zp, W, np.ones(3, np.float32))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
 def test_empty_batch_returns_empty_output(small):
     _, pw = small
     assert _C.gemm(np.zeros((0, 8), np.uint8), 1.0, 0, pw).shape == (0, 3)

@@ -6,6 +6,9 @@
 // accumulators start from and the dequantization scale a_scale * w_scale (both for a
 // per-tensor activation quantization), and the bias, zero past the last column (and
 // everywhere without one) so whole vectors load it.
+// The largest K whose column sums (|colsum| <= 127 K) split into int16 pairs (Panel).
+constexpr int64_t kMaxPairCorrectionK = 32767;
+
 // Two int16 as one int32 lane (low half first), the operand layout of vpdpwssd.
 static inline int32_t int16_pair(int32_t low, int32_t high) {
   return (int32_t)((uint32_t)(uint16_t)low | (uint32_t)(uint16_t)high << 16);
@@ -16,8 +19,9 @@ struct Panel {
   int ncols = 0;
   int64_t col[kPanel / W];
   alignas(64) int32_t init[kPanel];
-  // colsum as two int16 (low: colsum mod 128, high: floor(colsum / 128), |high| <= K), so
-  // that one vpdpwssd adds the per-row correction corr * colsum in int32 (int16_pair).
+  // colsum as two int16 (low: colsum mod 128, high: floor(colsum / 128), |high| <= K, so for
+  // K <= kMaxPairCorrectionK), so that one vpdpwssd adds the per-row correction corr * colsum
+  // in int32 (int16_pair).
   alignas(64) int32_t colsum_pairs[kPanel];
   alignas(64) float scale[kPanel];
   alignas(64) float bias[kPanel];
@@ -124,8 +128,8 @@ static Epilogue epilogue_for(bool gelu, bool residual) {
 }
 
 // correct: the epilogue adds the zero-point correction (not for int32 outputs).
-template <bool CORRECT = false>
-static Epilogue pick_epilogue(const GemmArgs& a, bool stream = false) {
+template <bool CORRECT>
+static Epilogue pick_epilogue(const GemmArgs& a, bool stream) {
   const bool residual = a.residual != nullptr;
   switch (a.out_kind) {
     case OutKind::S32: return epilogue_tile<OutKind::S32, false, false>;
@@ -136,6 +140,9 @@ static Epilogue pick_epilogue(const GemmArgs& a, bool stream = false) {
     default: return stream ? epilogue_for<OutKind::F32, true, CORRECT>(a.gelu, residual)
                            : epilogue_for<OutKind::F32, false, CORRECT>(a.gelu, residual);
   }
+}
+static Epilogue pick_epilogue(const GemmArgs& a, bool stream = false, bool correct = false) {
+  return correct ? pick_epilogue<true>(a, stream) : pick_epilogue<false>(a, stream);
 }
 
 // Whether a GEMM writes its output with non-temporal stores: an fp32 output of at least

@@ -83,10 +83,11 @@ static void tile_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Ep
   Panel pn;
   make_panel(a, p, pn);
   // The tiles start from zero: the epilogue adds the zero-point correction, or for int32
-  // outputs a pass over the accumulators does. `epilogue` (corrected accumulators) stays for
-  // the vector rows past the last tile.
+  // outputs (and K past kMaxPairCorrectionK) a pass over the accumulators does. `epilogue`
+  // (corrected accumulators) stays for the vector rows past the last tile.
   const bool s32 = a.out_kind == OutKind::S32;
-  const Epilogue tile_epilogue = s32 ? epilogue : pick_epilogue<true>(a, streams_output(a));
+  const bool correction_pass = s32 || a.W.K > kMaxPairCorrectionK;
+  const Epilogue tile_epilogue = s32 ? epilogue : pick_epilogue(a, streams_output(a), !correction_pass);
   const int8_t* panel = a.W.data + p * a.W.Kg * 4 * kPanel;
   const int halves = pn.ncols > 32 ? 2 : 1;
   const int64_t ksteps = halves * ((a.W.K + 63) / 64);
@@ -95,7 +96,7 @@ static void tile_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Ep
   auto finish = [&](int upto) {  // epilogue of the previous block's rows [done, upto)
     if (upto <= prev.done) return;
     int32_t* c = prev.acc + prev.done * kPanel;
-    if (s32) add_zero_point_correction(a, pn, prev.m + prev.done, upto - prev.done, c);
+    if (correction_pass) add_zero_point_correction(a, pn, prev.m + prev.done, upto - prev.done, c);
     tile_epilogue(a, pn, c, prev.m + prev.done, upto - prev.done);
     prev.done = upto;
   };
