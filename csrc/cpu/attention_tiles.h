@@ -235,8 +235,11 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
   const uint16_t* q = a.qkv_bf16 + h * a.head_stride + off * ld;
   bf16_operands(q, q + a.part_stride, q + 2 * a.part_stride, ld, n, np, d, w);
   const float sl = kLog2e / std::sqrt((float)d);
-  for (int64_t i0 = 0; i0 < n; i0 += kTileKeys) {
-    const int rows = n - i0 < kTileKeys ? (int)(n - i0) : (int)kTileKeys;
+  // With the significance, blocks of 16 query rows: their fp32 e (16 x np) stay in L1 until
+  // the significance reads them; 32 rows' went out to L2 and back.
+  const int64_t block_rows = sig ? 16 : kTileKeys;
+  for (int64_t i0 = 0; i0 < n; i0 += block_rows) {
+    const int rows = n - i0 < block_rows ? (int)(n - i0) : (int)block_rows;
     const bool two = rows > 16;
     for (int r = 0; r < rows; ++r) w.shift[r] = std::ceil(w.qbound[i0 + r] * sl);
     auto exponentials = [&] {
@@ -253,15 +256,20 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
     for (int r = rows; r < (two ? 32 : 16); ++r) std::memset(w.pb + r * np, 0, sizeof(uint16_t) * np);
     for (int64_t c0 = 0; c0 < d; c0 += 32) bf16_tiles_32(w.pb, np, w.vv + 2 * c0, 2 * d, np, two, w.ctx + c0, d);
     for (int r = 0; r < rows; ++r) {
-      const float inv_sum = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
-      const R inv = VecF::set1(inv_sum);
+      w.inv_sums[r] = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
+      const R inv = VecF::set1(w.inv_sums[r]);
       float* out = a.context + (off + i0 + r) * H + h * d;
       for (int64_t c = 0; c < d; c += W) VecF::store(out + c, VecF::mul(VecF::load(w.ctx + r * d + c), inv));
-      if (sig)
-        for (int64_t j = 0; j < n; j += W) {
-          const int cnt = n - j < W ? (int)(n - j) : W;
-          VecF::store(sig + j, VecF::fma(VecF::load(w.e32 + r * np + j, cnt), inv, VecF::load(sig + j, cnt)), cnt);
-        }
     }
+    // The significance adds e / sum of the block's rows key by key, the rows' sum in a
+    // register (row by row, each row's update of a key waited on the previous row's store).
+    // Rows of e are np wide, zero past n.
+    if (sig)
+      for (int64_t j = 0; j < n; j += W) {
+        const int cnt = n - j < W ? (int)(n - j) : W;
+        R total = load_n(sig + j, cnt);
+        for (int r = 0; r < rows; ++r) total = VecF::fma(VecF::load(w.e32 + r * np + j), VecF::set1(w.inv_sums[r]), total);
+        store_n(sig + j, total, cnt);
+      }
   }
 }
