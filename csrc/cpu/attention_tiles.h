@@ -1,10 +1,10 @@
 // bf16 attention on tiles (AttentionPrecision::BF16), for the paths that define `Tiles`.
-// Included by kernels_impl.h after the fp32 attention, whose exp it shares.
+// Included by kernels_impl.h after the fp32 attention.
 //
 // One (sequence, head), head_dim a multiple of 32: Q, K and V come in bf16 (the QKV GEMM
 // rounds its output), K and V are put into the tiles' pair layout (a B row holds 2
-// consecutive k of 16 columns). Per block
-// of 32 query rows, 32 keys at a time: scores = Q K^T as 2 x 2 tiles of 16 x 16 fp32
+// consecutive k of 16 columns). Per block of 32 query rows (16 with the significance), 32
+// keys at a time: scores = Q K^T as 2 x 2 tiles of 16 x 16 fp32
 // (TDPBF16PS sums the products in fp32) into one 4 KB block, which stays in L1 (tile stores
 // into a whole 32 x n score matrix ran at a fifth of the speed), then at once e = 2^(t - M)
 // with t = score * log2(e) / sqrt(d) (a cubic: within 7.5e-5, far inside bf16's rounding):
