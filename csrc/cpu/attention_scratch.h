@@ -100,11 +100,11 @@ inline Int8AttentionScratch carve_int8_attention(ScratchCarver& c, int64_t max_l
 // bf16 (tile paths): Q, K^T in pairs of dims and V in pairs of keys (np = n rounded to tiles
 // of `tile_keys`); `tile_keys` rows of bf16 exponentials (P) and, for the significance, of
 // fp32 ones; two tile_keys x tile_keys blocks of scores (one filled while the other is read);
-// per row its shift, its sums (a vector of up to 16 floats) and 1 / their total; per channel the largest |K|;
+// per row its shift and its sums (a vector of up to 16 floats); per channel the largest |K|;
 // per query its score bound; the block's context rows.
 struct Bf16AttentionScratch {
   uint16_t *qb, *kv, *vv, *pb;
-  float *e32, *block, *shift, *sums, *inv_sums, *kmax, *qbound, *ctx;
+  float *e32, *block, *shift, *sums, *kmax, *qbound, *ctx;
 };
 inline Bf16AttentionScratch carve_bf16_attention(ScratchCarver& c, int64_t np, int64_t d, int64_t tile_keys) {
   Bf16AttentionScratch s;
@@ -116,7 +116,6 @@ inline Bf16AttentionScratch carve_bf16_attention(ScratchCarver& c, int64_t np, i
   s.block = c.take<float>(2 * tile_keys * tile_keys);
   s.shift = c.take<float>(tile_keys);
   s.sums = c.take<float>(tile_keys * 16);
-  s.inv_sums = c.take<float>(tile_keys);
   s.kmax = c.take<float>(d);
   s.qbound = c.take<float>(np);
   s.ctx = c.take<float>(tile_keys * d);

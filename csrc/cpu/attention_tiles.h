@@ -225,6 +225,20 @@ static void bf16_row_maxima(const Bf16AttentionScratch& w, int64_t i0, int rows,
   for (int r = 0; r < rows; ++r) w.shift[r] = std::ceil(std::fmax(VecF::reduce_max(most[r]), tail[r]) * sl);
 }
 
+// The significance of a block of query rows: sig[j] += e[r][j] / sum[r] over the rows, key by
+// key with the rows' sum in a register (row by row, each row's update of a key waited on the
+// previous row's store). Rows of e are np wide, zero past n.
+static void significance_of_block(const Bf16AttentionScratch& w, int rows, int64_t n, int64_t np, float* sig) {
+  float inv_sums[kTileKeys];
+  for (int r = 0; r < rows; ++r) inv_sums[r] = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
+  for (int64_t j = 0; j < n; j += W) {
+    const int cnt = n - j < W ? (int)(n - j) : W;
+    R total = load_n(sig + j, cnt);
+    for (int r = 0; r < rows; ++r) total = VecF::fma(VecF::load(w.e32 + r * np + j), VecF::set1(inv_sums[r]), total);
+    store_n(sig + j, total, cnt);
+  }
+}
+
 static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
   const int64_t off = a.offsets[s], n = a.offsets[s + 1] - off;
   const int64_t d = a.head_dim, H = a.num_heads * d, ld = a.ld;
@@ -256,20 +270,11 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
     for (int r = rows; r < (two ? 32 : 16); ++r) std::memset(w.pb + r * np, 0, sizeof(uint16_t) * np);
     for (int64_t c0 = 0; c0 < d; c0 += 32) bf16_tiles_32(w.pb, np, w.vv + 2 * c0, 2 * d, np, two, w.ctx + c0, d);
     for (int r = 0; r < rows; ++r) {
-      w.inv_sums[r] = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
-      const R inv = VecF::set1(w.inv_sums[r]);
+      const float inv_sum = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
+      const R inv = VecF::set1(inv_sum);
       float* out = a.context + (off + i0 + r) * H + h * d;
       for (int64_t c = 0; c < d; c += W) VecF::store(out + c, VecF::mul(VecF::load(w.ctx + r * d + c), inv));
     }
-    // The significance adds e / sum of the block's rows key by key, the rows' sum in a
-    // register (row by row, each row's update of a key waited on the previous row's store).
-    // Rows of e are np wide, zero past n.
-    if (sig)
-      for (int64_t j = 0; j < n; j += W) {
-        const int cnt = n - j < W ? (int)(n - j) : W;
-        R total = load_n(sig + j, cnt);
-        for (int r = 0; r < rows; ++r) total = VecF::fma(VecF::load(w.e32 + r * np + j), VecF::set1(w.inv_sums[r]), total);
-        store_n(sig + j, total, cnt);
-      }
+    if (sig) significance_of_block(w, rows, n, np, sig);
   }
 }
