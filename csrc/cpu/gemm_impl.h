@@ -1,11 +1,6 @@
 // The int8 GEMM: panels, fused epilogues, the vector tile loop, the serial form. Part of kernels_impl.h (included by it, inside namespace qrt::cpu::QRT_ISA_NS,
 // after the shared helpers), compiled once per ISA like the rest.
 
-// What the tiles of one weight panel share, made once per panel by gemm_rows: its columns,
-// where each of their output vectors goes in row 0, the zero-point correction the
-// accumulators start from and the dequantization scale a_scale * w_scale (both for a
-// per-tensor activation quantization), and the bias, zero past the last column (and
-// everywhere without one) so whole vectors load it.
 // The largest K whose column sums (|colsum| <= 127 K) split into int16 pairs (Panel).
 constexpr int64_t kMaxPairCorrectionK = 32767;
 
@@ -14,6 +9,11 @@ static inline int32_t int16_pair(int32_t low, int32_t high) {
   return (int32_t)((uint32_t)(uint16_t)low | (uint32_t)(uint16_t)high << 16);
 }
 
+// What the tiles of one weight panel share, made once per panel by gemm_rows: its columns,
+// where each of their output vectors goes in row 0, the zero-point correction the
+// accumulators start from and the dequantization scale a_scale * w_scale (both for a
+// per-tensor activation quantization), and the bias, zero past the last column (and
+// everywhere without one) so whole vectors load it.
 struct Panel {
   int64_t p = 0, n0 = 0;
   int ncols = 0;
