@@ -350,8 +350,9 @@ void fit_workspace(Workspace& ws, const EncoderConfig& c, int64_t T, int64_t B, 
 // that made them), then attention per sequence with each token's significance into ws.sig
 // (only when the layer drops tokens: its sums are a pass over every probability). Both run
 // on groups of whole sequences of about kGroupRows rows: a group's Q, K and V (fp32, 4.5 KB a
-// row; bf16 for bf16 attention) are read by its attention while they are still in the cache the projection wrote them
-// to; projecting all rows first sent them through memory (tens of MB at batch 32).
+// row; bf16 for bf16 attention) are read by its attention while they are still in the cache
+// the projection wrote them to; projecting all rows first sent them through memory (tens of
+// MB at batch 32).
 void attend(const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B, int64_t max_len, int workers,
             AttentionPrecision attention, bool need_significance, Workspace& ws, Timer& timer) {
   const KernelTable& K = kernels();

@@ -326,8 +326,8 @@ def test_bf16_attention_on_tiles_matches_its_reference(isa, lengths, ratios):
 
 
 def test_the_reference_uses_the_kernels_exp2_cubic():
-    """The reference simulates the bf16 attention's cubic 2^f with the header's coefficients
-    (tools/exp2_cubic.py writes both), and the cubic is within 7.5e-5 of 2^f."""
+    """The reference simulates the bf16 attention's cubic 2^f with the coefficients of the
+    header tools/exp2_cubic.py writes, and the cubic is within 7.5e-5 of 2^f."""
     header = (Path(__file__).resolve().parents[1] / "csrc" / "cpu" / "exp2_cubic.h").read_text()
     values = re.search(r"kExp2Cubic\[4\] = \{([^}]*)\}", header).group(1)
     assert tuple(float(x.strip().rstrip("f")) for x in values.split(",")) == ref.EXP2_CUBIC
