@@ -128,8 +128,8 @@ static Epilogue epilogue_for(bool gelu, bool residual) {
 }
 
 // correct: the epilogue adds the zero-point correction (not for int32 outputs).
-template <bool CORRECT>
-static Epilogue pick_epilogue(const GemmArgs& a, bool stream) {
+template <bool CORRECT = false>
+static Epilogue pick_epilogue(const GemmArgs& a, bool stream = false) {
   const bool residual = a.residual != nullptr;
   switch (a.out_kind) {
     case OutKind::S32: return epilogue_tile<OutKind::S32, false, false>;
@@ -140,9 +140,6 @@ static Epilogue pick_epilogue(const GemmArgs& a, bool stream) {
     default: return stream ? epilogue_for<OutKind::F32, true, CORRECT>(a.gelu, residual)
                            : epilogue_for<OutKind::F32, false, CORRECT>(a.gelu, residual);
   }
-}
-static Epilogue pick_epilogue(const GemmArgs& a, bool stream = false, bool correct = false) {
-  return correct ? pick_epilogue<true>(a, stream) : pick_epilogue<false>(a, stream);
 }
 
 // Whether a GEMM writes its output with non-temporal stores: an fp32 output of at least

@@ -87,7 +87,10 @@ static void tile_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Ep
   // (corrected accumulators) stays for the vector rows past the last tile.
   const bool s32 = a.out_kind == OutKind::S32;
   const bool correction_pass = s32 || a.W.K > kMaxPairCorrectionK;
-  const Epilogue tile_epilogue = s32 ? epilogue : pick_epilogue(a, streams_output(a), !correction_pass);
+  const bool stream = streams_output(a);
+  const Epilogue tile_epilogue = s32               ? epilogue
+                                 : correction_pass ? pick_epilogue(a, stream)
+                                                   : pick_epilogue<true>(a, stream);
   const int8_t* panel = a.W.data + p * a.W.Kg * 4 * kPanel;
   const int halves = pn.ncols > 32 ? 2 : 1;
   const int64_t ksteps = halves * ((a.W.K + 63) / 64);
