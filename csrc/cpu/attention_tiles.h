@@ -227,7 +227,8 @@ static void bf16_row_maxima(const Bf16AttentionScratch& w, int64_t i0, int rows,
 
 // The significance of a block of query rows: sig[j] += e[r][j] / sum[r] over the rows, key by
 // key with the rows' sum in a register (row by row, each row's update of a key waited on the
-// previous row's store). Rows of e are np wide, zero past n.
+// previous row's store). Rows of e are np wide, zero past n. The rows' 1/sum are made again
+// here: stored into the scratch from the context loop, they slowed full length down (a scratch A/B).
 static void significance_of_block(const Bf16AttentionScratch& w, int rows, int64_t n, int64_t np, float* sig) {
   float inv_sums[kTileKeys];
   for (int r = 0; r < rows; ++r) inv_sums[r] = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
