@@ -194,7 +194,8 @@ def bf16_attention_head(q, k, v):
     integer at or above the row's largest t, 2^f of f = t - floor(t) by the kernel's cubic;
     P V with e rounded to bf16, divided by the row's sum of e. The kernel's M is a bound found
     before the scores; any integer M gives the same result, as scaling by 2^-M commutes with
-    rounding to bf16."""
+    rounding to bf16. The significance's probabilities are bf16(e) * bf16(1 / sum), as the
+    kernel sums them (vdpbf16ps)."""
     q, k, v = (to_bf16(x).astype(np.float64) for x in (q, k, v))
     sl = np.float32(1.4426950408889634) / np.float32(math.sqrt(q.shape[1]))
     t = ((q @ k.T).astype(np.float32) * sl).astype(np.float64)
@@ -203,7 +204,9 @@ def bf16_attention_head(q, k, v):
     c0, c1, c2, c3 = EXP2_CUBIC
     e = (((c3 * f + c2) * f + c1) * f + c0) * np.exp2(whole - np.ceil(t.max(axis=1, keepdims=True)))
     total = e.sum(axis=1, keepdims=True)
-    return e / total, (to_bf16(e.astype(np.float32)).astype(np.float64) @ v) / total
+    e16 = to_bf16(e.astype(np.float32)).astype(np.float64)
+    inv16 = to_bf16(np.float32(1) / total.astype(np.float32)).astype(np.float64)
+    return e16 * inv16, (e16 @ v) / total
 
 
 ATTENTION_HEADS = {"int16": int16_attention_head, "int8": int8_attention_head, "bf16": bf16_attention_head}

@@ -98,13 +98,12 @@ inline Int8AttentionScratch carve_int8_attention(ScratchCarver& c, int64_t max_l
 }
 
 // bf16 (tile paths): Q, K^T in pairs of dims and V in pairs of keys (np = n rounded to tiles
-// of `tile_keys`); `tile_keys` rows of bf16 exponentials (P) and, for the significance, of
-// fp32 ones; two tile_keys x tile_keys blocks of scores (one filled while the other is read);
+// of `tile_keys`); `tile_keys` rows of bf16 exponentials (P); two tile_keys x tile_keys blocks of scores (one filled while the other is read);
 // per row its shift and its sums (a vector of up to 16 floats); per channel the largest |K|;
 // per query its score bound; the block's context rows.
 struct Bf16AttentionScratch {
   uint16_t *qb, *kv, *vv, *pb;
-  float *e32, *block, *shift, *sums, *kmax, *qbound, *ctx;
+  float *block, *shift, *sums, *kmax, *qbound, *ctx;
 };
 inline Bf16AttentionScratch carve_bf16_attention(ScratchCarver& c, int64_t np, int64_t d, int64_t tile_keys) {
   Bf16AttentionScratch s;
@@ -112,7 +111,6 @@ inline Bf16AttentionScratch carve_bf16_attention(ScratchCarver& c, int64_t np, i
   s.kv = c.take<uint16_t>(np * d);
   s.vv = c.take<uint16_t>(np * d);
   s.pb = c.take<uint16_t>(tile_keys * np);
-  s.e32 = c.take<float>(tile_keys * np);
   s.block = c.take<float>(2 * tile_keys * tile_keys);
   s.shift = c.take<float>(tile_keys);
   s.sums = c.take<float>(tile_keys * 16);

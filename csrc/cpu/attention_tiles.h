@@ -3,12 +3,11 @@
 //
 // One (sequence, head), head_dim a multiple of 32: Q, K and V come in bf16 (the QKV GEMM
 // rounds its output), K and V are put into the tiles' pair layout (a B row holds 2
-// consecutive k of 16 columns). Per block of 32 query rows (16 with the significance), 32
-// keys at a time: scores = Q K^T as 2 x 2 tiles of 16 x 16 fp32
-// (TDPBF16PS sums the products in fp32) into one 4 KB block, which stays in L1 (tile stores
-// into a whole 32 x n score matrix ran at a fifth of the speed), then at once e = 2^(t - M)
-// with t = score * log2(e) / sqrt(d) (a cubic: within 7.5e-5, far inside bf16's rounding):
-// rounded to bf16 as the block's rows of P, summed per row.
+// consecutive k of 16 columns). Per block of 32 query rows, 32 keys at a time: scores = Q K^T
+// as 2 x 2 tiles of 16 x 16 fp32 (TDPBF16PS sums the products in fp32) into one 4 KB block,
+// which stays in L1 (tile stores into a whole 32 x n score matrix ran at a fifth of the
+// speed), then at once e = 2^(t - M) with t = score * log2(e) / sqrt(d) (a cubic: within
+// 7.5e-5, far inside bf16's rounding): rounded to bf16 as the block's rows of P, summed per row.
 // The shift M of a row is an integer upper bound of its t's (sum_c |q_c| max_j |k_jc|, scaled),
 // known before any score, so no pass finds the maximum first; an integer, because scaling by
 // a power of two commutes with rounding to bf16: P / sum is the same for every such shift (up
@@ -17,8 +16,9 @@
 // 2^-27 of the row's largest is a normal float; 2^-60 sent many rows of the trained model
 // through the rerun, 9% slower than int16 attention at n384). Context = P V as 2 x 2 tiles
 // per 32 channels, 32 keys a step, then divided by the row's sum; the significance adds
-// e / sum (fp32). Keys are padded to a multiple of 32 with zeros (their e are 0), query rows
-// past the sequence are zeros whose outputs are dropped.
+// P * bf16(1 / sum) from the bf16 rows of P (significance_of_block). Keys are padded to a
+// multiple of 32 with zeros (their e are 0), query rows past the sequence are zeros whose
+// outputs are dropped.
 
 #ifdef __AVX512BF16__
 // r[i] lane j -> r[j] lane i for 16 registers of 16 32-bit lanes: pairs of rows interleaved by
@@ -168,11 +168,9 @@ static void bf16_score_block(const Bf16AttentionScratch& w, int64_t i0, int64_t 
 static_assert(kTileKeys % (2 * W) == 0, "a key block is whole pairs of vectors");
 
 // The exponentials of the block's `rows` rows: e = 2^(score * sl - shift[r]) into w.pb (bf16,
-// zeros past n) and, with F32 (for the significance), w.e32; per row the vector sums of e
-// into w.sums (W floats a row).
-template <bool F32>
-static void bf16_exponentials(const Bf16AttentionScratch& w, int64_t i0, int rows, bool two, int64_t n,
-                              int64_t np, int64_t d, float sl) {
+// zeros past n); per row the vector sums of e into w.sums (W floats a row).
+static void bf16_exponentials(const Bf16AttentionScratch& w, int64_t i0, int rows, bool two, int64_t n, int64_t np,
+                              int64_t d, float sl) {
   load_query_tiles(w, i0, two, d);
   for (int r = 0; r < rows; ++r) VecF::store(w.sums + r * W, VecF::zero());
   const R slv = VecF::set1(sl);
@@ -193,7 +191,6 @@ static void bf16_exponentials(const Bf16AttentionScratch& w, int64_t i0, int row
         if (cnt > 0) e = VecF::exp2_cubic(VecF::fma(VecF::load(sr + c), slv, shift));
         if (cnt < W) e = VecF::keep(e, cnt > 0 ? (int)cnt : 0);
         sum = VecF::add(sum, e);
-        if constexpr (F32) VecF::store(w.e32 + r * np + j0 + c, e);
         return e;
       };
       for (int c = 0; c < kTileKeys; c += 2 * W) {  // two vectors to one bf16 conversion
@@ -225,19 +222,65 @@ static void bf16_row_maxima(const Bf16AttentionScratch& w, int64_t i0, int rows,
   for (int r = 0; r < rows; ++r) w.shift[r] = std::ceil(std::fmax(VecF::reduce_max(most[r]), tail[r]) * sl);
 }
 
-// The significance of a block of query rows: sig[j] += e[r][j] / sum[r] over the rows, key by
-// key with the rows' sum in a register (row by row, each row's update of a key waited on the
-// previous row's store). Rows of e are np wide, zero past n. The rows' 1/sum are made again
-// here: stored into the scratch from the context loop, they slowed full length down (a scratch A/B).
-static void significance_of_block(const Bf16AttentionScratch& w, int rows, int64_t n, int64_t np, float* sig) {
-  float inv_sums[kTileKeys];
-  for (int r = 0; r < rows; ++r) inv_sums[r] = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
-  for (int64_t j = 0; j < n; j += W) {
-    const int cnt = n - j < W ? (int)(n - j) : W;
-    R total = load_n(sig + j, cnt);
-    for (int r = 0; r < rows; ++r) total = VecF::fma(VecF::load(w.e32 + r * np + j), VecF::set1(inv_sums[r]), total);
-    store_n(sig + j, total, cnt);
+// bf16 bits of x, rounded to nearest even (x finite).
+static inline uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// The significance of a block of query rows, from their bf16 rows of P: sig[j] += sum over
+// rows r of P[r][j] * bf16(inv_sums[r]) (the row's 1 / sum). Two rows at a time by one
+// vdpbf16ps (products of bf16s are exact in fp32): their keys interleaved, against the pair
+// of their 1 / sum. No fp32 copy of e (32 rows' went out of L1, so the blocks had 16 rows
+// and half as many products per tile load). Rows `rows`.. of P are zeros (made for the P V
+// tiles), so an odd last row pairs with zeros. Rows of P are np wide, zero past n.
+static void significance_of_block(const Bf16AttentionScratch& w, const float* inv_sums, int rows, int64_t n,
+                                  int64_t np, float* sig) {
+  const int pairs = (rows + 1) / 2;
+  uint32_t inv_pairs[kTileKeys / 2];  // (bf16(1 / sum) of row 2i, of row 2i + 1)
+  for (int p = 0; p < pairs; ++p) {
+    const uint32_t odd = 2 * p + 1 < rows ? bf16_bits(inv_sums[2 * p + 1]) : 0u;
+    inv_pairs[p] = bf16_bits(inv_sums[2 * p]) | odd << 16;
   }
+#ifdef __AVX512BF16__
+  // unpacklo/hi interleave keys within 128-bit lanes: lane L of lo holds keys 8L..8L+3, of hi
+  // keys 8L+4..8L+7; two permutes put the 32 sums back in key order.
+  const __m512i first = _mm512_set_epi32(23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2, 1, 0);
+  const __m512i second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
+  for (int64_t j = 0; j < n; j += kTileKeys) {
+    __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+    for (int p = 0; p < pairs; ++p) {
+      const __m512i a = _mm512_loadu_si512(w.pb + 2 * p * np + j), b = _mm512_loadu_si512(w.pb + (2 * p + 1) * np + j);
+      const __m512bh inv = (__m512bh)_mm512_set1_epi32((int)inv_pairs[p]);
+      lo = _mm512_dpbf16_ps(lo, (__m512bh)_mm512_unpacklo_epi16(a, b), inv);
+      hi = _mm512_dpbf16_ps(hi, (__m512bh)_mm512_unpackhi_epi16(a, b), inv);
+    }
+    const __m512 keys[2] = {_mm512_permutex2var_ps(lo, first, hi), _mm512_permutex2var_ps(lo, second, hi)};
+    for (int v = 0; v < 2; ++v) {
+      const int64_t j0 = j + 16 * v;
+      if (j0 >= n) break;
+      const int cnt = n - j0 < 16 ? (int)(n - j0) : 16;
+      store_n(sig + j0, VecF::add(load_n(sig + j0, cnt), keys[v]), cnt);
+    }
+  }
+#else  // the same arithmetic by scalars (amx_emulated): the odd element's product first,
+       // bf16 subnormals as zeros, as vdpbf16ps does
+  auto value = [](uint16_t bits) {
+    const uint32_t u = (bits & 0x7f80u) ? (uint32_t)bits << 16 : (uint32_t)(bits & 0x8000u) << 16;
+    float x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+  };
+  for (int64_t j = 0; j < n; ++j) {
+    float total = 0.f;
+    for (int p = 0; p < pairs; ++p) {
+      total = std::fma(value(w.pb[(2 * p + 1) * np + j]), value((uint16_t)(inv_pairs[p] >> 16)), total);
+      total = std::fma(value(w.pb[2 * p * np + j]), value((uint16_t)inv_pairs[p]), total);
+    }
+    sig[j] += total;
+  }
+#endif
 }
 
 static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, float* work) {
@@ -250,17 +293,11 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
   const uint16_t* q = a.qkv_bf16 + h * a.head_stride + off * ld;
   bf16_operands(q, q + a.part_stride, q + 2 * a.part_stride, ld, n, np, d, w);
   const float sl = kLog2e / std::sqrt((float)d);
-  // With the significance, blocks of 16 query rows: their fp32 e (16 x np) stay in L1 until
-  // the significance reads them; 32 rows' went out to L2 and back.
-  const int64_t block_rows = sig ? 16 : kTileKeys;
-  for (int64_t i0 = 0; i0 < n; i0 += block_rows) {
-    const int rows = n - i0 < block_rows ? (int)(n - i0) : (int)block_rows;
+  for (int64_t i0 = 0; i0 < n; i0 += kTileKeys) {
+    const int rows = n - i0 < kTileKeys ? (int)(n - i0) : (int)kTileKeys;
     const bool two = rows > 16;
     for (int r = 0; r < rows; ++r) w.shift[r] = std::ceil(w.qbound[i0 + r] * sl);
-    auto exponentials = [&] {
-      if (sig) bf16_exponentials<true>(w, i0, rows, two, n, np, d, sl);
-      else bf16_exponentials<false>(w, i0, rows, two, n, np, d, sl);
-    };
+    auto exponentials = [&] { bf16_exponentials(w, i0, rows, two, n, np, d, sl); };
     exponentials();
     bool overshot = false;
     for (int r = 0; r < rows; ++r) overshot |= VecF::reduce_add(VecF::load(w.sums + r * W)) < 0x1p-90f;
@@ -269,13 +306,15 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
       exponentials();
     }
     for (int r = rows; r < (two ? 32 : 16); ++r) std::memset(w.pb + r * np, 0, sizeof(uint16_t) * np);
+    float inv_sums[kTileKeys];
+    for (int r = 0; r < rows; ++r) inv_sums[r] = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
+    // The significance before the P V tiles: behind them and the context's stores it stalled.
+    if (sig) significance_of_block(w, inv_sums, rows, n, np, sig);
     for (int64_t c0 = 0; c0 < d; c0 += 32) bf16_tiles_32(w.pb, np, w.vv + 2 * c0, 2 * d, np, two, w.ctx + c0, d);
     for (int r = 0; r < rows; ++r) {
-      const float inv_sum = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
-      const R inv = VecF::set1(inv_sum);
+      const R inv = VecF::set1(inv_sums[r]);
       float* out = a.context + (off + i0 + r) * H + h * d;
       for (int64_t c = 0; c < d; c += W) VecF::store(out + c, VecF::mul(VecF::load(w.ctx + r * d + c), inv));
     }
-    if (sig) significance_of_block(w, rows, n, np, sig);
   }
 }
