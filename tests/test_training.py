@@ -414,3 +414,25 @@ def test_bf16_is_chosen_from_the_cpu_unless_asked(monkeypatch):
     assert T.resolve_bf16("auto") == (True, "auto: the CPU has native bf16 (amx_bf16 or avx512_bf16)")
     monkeypatch.setattr(T, "native_bf16", lambda: False)
     assert T.resolve_bf16("auto")[0] is False
+
+
+def test_data_offset_enters_the_seeded_batch_order_part_of_an_epoch_in():
+    """A run with data_offset 0.5 trains on the batches a run without it reaches half an epoch
+    later (the half a 0.5-epoch run did not see), and goes on into the next epoch's shuffle."""
+    from itertools import islice
+
+    from training.train import batch_order
+
+    class Windows:  # what batch_order reads of Features: the windows' count and lengths
+        lengths = np.random.default_rng(1).integers(10, 300, 203)
+        __len__ = lambda self: len(self.lengths)
+        batches = Features.batches
+
+    feats, cfg = Windows(), TrainConfig(batch_size=4, seed=3)
+    epochs = [[b.tolist() for b in feats.batches(4, shuffle=True, rng=np.random.default_rng(3 + e))] for e in range(3)]
+    assert [len(e) for e in epochs] == [51] * 3 and epochs[0] != epochs[1]  # ceil(203 / 4) batches, a new shuffle
+    plain = [b.tolist() for b in islice(batch_order(feats, cfg, 0), 3 * 51)]
+    assert plain == sum(epochs, [])
+    half = TrainConfig(batch_size=4, seed=3, data_offset=0.5)
+    assert [b.tolist() for b in islice(batch_order(feats, half, 0), 60)] == plain[26:86]
+    assert [b.tolist() for b in islice(batch_order(feats, half, 30), 5)] == plain[56:61]  # resumed at step 30

@@ -59,6 +59,7 @@ class TrainConfig:
     doc_stride: int = 128
     max_query_len: int = 64
     epochs: float = 2.0
+    data_offset: float = 0.0          # start this far into the seeded batch order, in epochs (0.5: the half a 0.5-epoch run did not see)
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -91,7 +92,7 @@ PROBES = {"full": None,
 # Fields whose change makes a checkpoint another run's: resuming with a different one is refused
 # (epochs may grow: a longer run continues from the checkpoint).
 RUN_IDENTITY = ("step", "init", "squad_train", "held_out_articles", "max_examples", "skip_examples", "max_seq_len",
-                "doc_stride", "max_query_len", "batch_size", "lr", "seed", "num_sandwich",
+                "doc_stride", "max_query_len", "batch_size", "lr", "seed", "data_offset", "num_sandwich",
                 "length_drop_ratio_bound", "length_sampling", "sandwich_configs", "teacher", "layer_drop")
 
 
@@ -337,42 +338,39 @@ def train(cfg: TrainConfig) -> dict:
         log.flush()
     bar = tqdm(total=total_steps, initial=step, desc=cfg.step)
     t0, seen = time.time(), 0
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        order = feats.batches(cfg.batch_size, shuffle=True, rng=np.random.default_rng(cfg.seed + epoch))
-        for index in order[step % steps_per_epoch:]:
-            if step >= total_steps:
-                break
-            batch = {k: v.to(device) for k, v in feats.collate(index).items()}
-            parts = None
-            if cfg.step == "lat":
-                loss, parts = lat_step(model, batch, cfg, gen, autocast, teacher)
-            else:
-                with autocast():
-                    start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-                    loss_t = span_loss(start, end, batch)
-                loss_t.backward()
-                loss = float(loss_t.detach())
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            seen += len(index)
-            rate = seen / (time.time() - t0)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
-            record = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "examples_per_s": rate,
-                      "tokens": int(batch["attention_mask"].sum())}
-            log.write(json.dumps(record | ({"parts": [round(p, 4) for p in parts]} if parts else {})) + "\n")
-            if step % cfg.save_every == 0 or step == total_steps:
-                torch.save({"state": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "generator": gen.get_state(), "step": step, "identity": identity}, ckpt)
-                log.flush()
-            if probe_feats is not None and step % cfg.probe_every == 0:
-                log.write(json.dumps({"step": step, "probe": probe(model, probe_feats, bf16),
-                                      "examples": len(probe_feats.examples)}) + "\n")
-                log.flush()
+    for index in batch_order(feats, cfg, step):
+        if step >= total_steps:
+            break
+        batch = {k: v.to(device) for k, v in feats.collate(index).items()}
+        parts = None
+        if cfg.step == "lat":
+            loss, parts = lat_step(model, batch, cfg, gen, autocast, teacher)
+        else:
+            with autocast():
+                start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+                loss_t = span_loss(start, end, batch)
+            loss_t.backward()
+            loss = float(loss_t.detach())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        seen += len(index)
+        rate = seen / (time.time() - t0)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
+        record = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "examples_per_s": rate,
+                  "tokens": int(batch["attention_mask"].sum())}
+        log.write(json.dumps(record | ({"parts": [round(p, 4) for p in parts]} if parts else {})) + "\n")
+        if step % cfg.save_every == 0 or step == total_steps:
+            torch.save({"state": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "generator": gen.get_state(), "step": step, "identity": identity}, ckpt)
+            log.flush()
+        if probe_feats is not None and step % cfg.probe_every == 0:
+            log.write(json.dumps({"step": step, "probe": probe(model, probe_feats, bf16),
+                                  "examples": len(probe_feats.examples)}) + "\n")
+            log.flush()
     bar.close()
     model.cpu()
     save_model(model, out / "model.pt", {"train_config": asdict(cfg)})
@@ -384,6 +382,18 @@ def train(cfg: TrainConfig) -> dict:
         print("held-out:", metrics["held_out"])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def batch_order(feats: Features, cfg: TrainConfig, step: int):
+    """The batches of steps step, step + 1, ...: each epoch a fresh seeded shuffle (seed + epoch),
+    entered data_offset epochs in, so that runs of part of an epoch can cover the rest."""
+    steps_per_epoch = math.ceil(len(feats) / cfg.batch_size)
+    position = round(cfg.data_offset * steps_per_epoch) + step
+    while True:
+        epoch, at = divmod(position, steps_per_epoch)
+        for index in feats.batches(cfg.batch_size, shuffle=True, rng=np.random.default_rng(cfg.seed + epoch))[at:]:
+            yield index
+            position += 1
 
 
 def config_parser(cls, description: str) -> argparse.ArgumentParser:
