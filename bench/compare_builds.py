@@ -14,7 +14,7 @@ ratio B / A and its median. Run A against itself first to see the noise floor.
 
 Each worker runs `python -S` with the build folder first on its path: an editable install of
 qualam_rt in site-packages hooks imports before sys.path, and -S keeps that hook out.
-Random MiniLM-L6-H384 weights, n = 384 tokens per sequence, full length (or with --paper the
+Random MiniLM-L6-H384 weights, n = 384 tokens per sequence (or --length), full length (or with --paper the
 paper's configuration (315,251,242,159,142,33)/384), static activation quantization (or with
 --per-row every GEMM input quantized per row at run time, as in the shipped model). With
 `--gemm M K N EPILOGUE` the workload is one fused GEMM instead (u8 [M, K] x s8 [N, K]^T,
@@ -37,7 +37,7 @@ from pathlib import Path
 WORKER = "--worker"
 
 
-def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, per_row: bool, out: bool,
+def worker(batch: int, length: int, repeats: int, threads: int, attention: str, paper: bool, per_row: bool, out: bool,
            gemm: list[str]) -> None:
     """Sets the workload up, warms it up and prints the path of the module it runs; then for
     every line read from stdin prints the median ms (per sequence, or per GEMM call) of
@@ -65,7 +65,7 @@ def worker(batch: int, repeats: int, threads: int, attention: str, paper: bool, 
         call, per = (lambda: _C.gemm(A, 0.02, 7, W, **kw)), 1
     else:
         enc, cfg = random_minilm_encoder(static=not per_row)
-        ids, types, offsets = syn.random_batch(cfg, [384] * batch, seed=1)
+        ids, types, offsets = syn.random_batch(cfg, [length] * batch, seed=1)
         ratios = PAPER if paper else None
         call, per = (lambda: enc.forward(ids, types, offsets, ratios, attention=attention)), batch
     for _ in range(2):  # warm-up
@@ -81,7 +81,7 @@ class Build:
 
     def __init__(self, folder: str, args):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, sysconfig.get_paths()["purelib"]]))
-        self.proc = subprocess.Popen([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.repeats),
+        self.proc = subprocess.Popen([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.length), str(args.repeats),
                                       str(args.threads), args.attention, str(int(args.paper)), str(int(args.per_row)),
                                       str(int(args.out)), *args.gemm], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         module = self.proc.stdout.readline().strip()
@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("a", help="folder with build A (the baseline)")
     ap.add_argument("b", help="folder with build B")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--length", type=int, default=384, help="tokens per sequence")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per build per round (their median counts)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -135,7 +136,7 @@ def main() -> None:
         from common import header, write_results
         what = (f"GEMM ms per call, M={args.gemm[0]} K={args.gemm[1]} N={args.gemm[2]}, epilogue {args.gemm[3]}, "
                 f"{'into one preallocated output' if args.out else 'a fresh output per call'}"
-                if args.gemm else f"Encoder ms per sequence, n=384, batch {args.batch}, "
+                if args.gemm else f"Encoder ms per sequence, n={args.length}, batch {args.batch}, "
                 f"{'paper configuration' if args.paper else 'full length'}, {args.attention} attention, "
                 f"{'per-row' if args.per_row else 'static'} activation quantization")
         a_name, b_name = args.labels or (args.a, args.b)
@@ -149,7 +150,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == WORKER:
-        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1", sys.argv[7] == "1",
-               sys.argv[8] == "1", sys.argv[9:])
+        worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7] == "1",
+               sys.argv[8] == "1", sys.argv[9] == "1", sys.argv[10:])
     else:
         main()

@@ -306,11 +306,12 @@ static void attention_head_bf16(const AttentionArgs& a, int64_t s, int64_t h, fl
       exponentials();
     }
     for (int r = rows; r < (two ? 32 : 16); ++r) std::memset(w.pb + r * np, 0, sizeof(uint16_t) * np);
+    for (int64_t c0 = 0; c0 < d; c0 += 32) bf16_tiles_32(w.pb, np, w.vv + 2 * c0, 2 * d, np, two, w.ctx + c0, d);
     float inv_sums[kTileKeys];
     for (int r = 0; r < rows; ++r) inv_sums[r] = 1.f / VecF::reduce_add(VecF::load(w.sums + r * W));
-    // The significance before the P V tiles: behind them and the context's stores it stalled.
+    // The significance between the P V tiles and the context's stores (behind the stores, its
+    // first loads stalled).
     if (sig) significance_of_block(w, inv_sums, rows, n, np, sig);
-    for (int64_t c0 = 0; c0 < d; c0 += 32) bf16_tiles_32(w.pb, np, w.vv + 2 * c0, 2 * d, np, two, w.ctx + c0, d);
     for (int r = 0; r < rows; ++r) {
       const R inv = VecF::set1(inv_sums[r]);
       float* out = a.context + (off + i0 + r) * H + h * d;
