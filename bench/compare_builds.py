@@ -14,8 +14,8 @@ ratio B / A and its median. Run A against itself first to see the noise floor.
 
 Each worker runs `python -S` with the build folder first on its path: an editable install of
 qualam_rt in site-packages hooks imports before sys.path, and -S keeps that hook out.
-Random MiniLM-L6-H384 weights, n = 384 tokens per sequence (or --length), full length (or with --paper the
-paper's configuration (315,251,242,159,142,33)/384), static activation quantization (or with
+Random MiniLM-L6-H384 weights, n = 384 tokens per sequence (or --length), full length (or with
+--paper the paper's configuration (315,251,242,159,142,33)/384), static activation quantization (or with
 --per-row every GEMM input quantized per row at run time, as in the shipped model). With
 `--gemm M K N EPILOGUE` the workload is one fused GEMM instead (u8 [M, K] x s8 [N, K]^T,
 epilogue bias, gelu, gelu_u8 (requantized output), residual or int32), timed in ms per call,
@@ -81,9 +81,9 @@ class Build:
 
     def __init__(self, folder: str, args):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, sysconfig.get_paths()["purelib"]]))
-        self.proc = subprocess.Popen([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.length), str(args.repeats),
-                                      str(args.threads), args.attention, str(int(args.paper)), str(int(args.per_row)),
-                                      str(int(args.out)), *args.gemm], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-S", __file__, WORKER, str(args.batch), str(args.length),
+                                      str(args.repeats), str(args.threads), args.attention, str(int(args.paper)),
+                                      str(int(args.per_row)), str(int(args.out)), *args.gemm], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         module = self.proc.stdout.readline().strip()
         if not module or not Path(module).resolve().is_relative_to(Path(folder).resolve()):
             raise SystemExit(f"{folder}: imported {module or 'nothing'} instead; is the folder a built package?")

@@ -425,8 +425,10 @@ def test_data_offset_enters_the_seeded_batch_order_part_of_an_epoch_in():
 
     class Windows:  # what batch_order reads of Features: the windows' count and lengths
         lengths = np.random.default_rng(1).integers(10, 300, 203)
-        __len__ = lambda self: len(self.lengths)
         batches = Features.batches
+
+        def __len__(self):
+            return len(self.lengths)
 
     feats, cfg = Windows(), TrainConfig(batch_size=4, seed=3)
     epochs = [[b.tolist() for b in feats.batches(4, shuffle=True, rng=np.random.default_rng(3 + e))] for e in range(3)]
