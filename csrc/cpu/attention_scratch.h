@@ -98,7 +98,8 @@ inline Int8AttentionScratch carve_int8_attention(ScratchCarver& c, int64_t max_l
 }
 
 // bf16 (tile paths): Q, K^T in pairs of dims and V in pairs of keys (np = n rounded to tiles
-// of `tile_keys`); `tile_keys` rows of bf16 exponentials (P); two tile_keys x tile_keys blocks of scores (one filled while the other is read);
+// of `tile_keys`); `tile_keys` rows of bf16 exponentials (P); two tile_keys x tile_keys
+// blocks of scores (one filled while the other is read);
 // per row its shift and its sums (a vector of up to 16 floats); per channel the largest |K|;
 // per query its score bound; the block's context rows.
 struct Bf16AttentionScratch {

@@ -222,13 +222,6 @@ static void bf16_row_maxima(const Bf16AttentionScratch& w, int64_t i0, int rows,
   for (int r = 0; r < rows; ++r) w.shift[r] = std::ceil(std::fmax(VecF::reduce_max(most[r]), tail[r]) * sl);
 }
 
-// bf16 bits of x, rounded to nearest even (x finite).
-static inline uint16_t bf16_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
 // The significance of a block of query rows, from their bf16 rows of P: sig[j] += sum over
 // rows r of P[r][j] * bf16(inv_sums[r]) (the row's 1 / sum). Two rows at a time by one
 // vdpbf16ps (products of bf16s are exact in fp32): their keys interleaved, against the pair
@@ -238,11 +231,10 @@ static inline uint16_t bf16_bits(float x) {
 static void significance_of_block(const Bf16AttentionScratch& w, const float* inv_sums, int rows, int64_t n,
                                   int64_t np, float* sig) {
   const int pairs = (rows + 1) / 2;
+  alignas(4) uint16_t inv_bf16[kTileKeys] = {};  // zero past `rows`
+  for (int r = 0; r < rows; ++r) VecF::store_bf16(inv_bf16 + r, VecF::set1(inv_sums[r]), 1);
   uint32_t inv_pairs[kTileKeys / 2];  // (bf16(1 / sum) of row 2i, of row 2i + 1)
-  for (int p = 0; p < pairs; ++p) {
-    const uint32_t odd = 2 * p + 1 < rows ? bf16_bits(inv_sums[2 * p + 1]) : 0u;
-    inv_pairs[p] = bf16_bits(inv_sums[2 * p]) | odd << 16;
-  }
+  std::memcpy(inv_pairs, inv_bf16, sizeof inv_pairs);
 #ifdef __AVX512BF16__
   // unpacklo/hi interleave keys within 128-bit lanes: lane L of lo holds keys 8L..8L+3, of hi
   // keys 8L+4..8L+7; two permutes put the 32 sums back in key order.
