@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--points", type=int, default=0, help="frontier configurations evaluated, evenly spaced (0 = all)")
     ap.add_argument("--config", action="append", default=[],
-                    help="another configuration to evaluate: r1,...,r6 or tokens:b1,...,b6 (repeatable)")
+                    help="another configuration to evaluate: r1,...,r6, tokens:b1,...,b6 or default (repeatable)")
     ap.add_argument("--name", default="frontier")
     args = ap.parse_args()
     import torch
@@ -48,7 +48,15 @@ def main() -> None:
     if args.points and len(front) > args.points:
         front = [front[i] for i in sorted(set(np.linspace(0, len(front) - 1, args.points).round().astype(int)))]
     from qualam_rt.cli import parse_length_config
-    configs = [None] + front + [parse_length_config(c) for c in args.config]
+    def resolve(text):  # "default": the file's own default configuration, as a frontier point is given
+        c = parse_length_config(text)
+        if c == "full":
+            return None
+        if c == "default":
+            c = engine.info()["default_config"]
+            return {"tokens": tuple(c["tokens"])} if isinstance(c, dict) else tuple(c)
+        return c
+    configs = [None] + front + [resolve(c) for c in args.config]
     rows = []
     for ratios in configs:
         macs = sum(encoder_macs(engine.architecture, len(w.input_ids), ratios) for w in windows) / base
