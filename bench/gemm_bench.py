@@ -13,7 +13,9 @@ taken once at the start would mix two machine states.
 Every call of the plain columns allocates its output, as a framework's Linear does; at large
 M the fresh pages (faults, zeroing) cost a good part of the time. The `_out` columns write into
 one preallocated, 64-byte aligned array instead (qualam_rt's `out=`, torch's `out=`; torch
-aligns its tensors so): the kernel alone.
+aligns its tensors so): the kernel alone. `qualam_fused_u8_out` is the same epilogue requantized
+to uint8 (the encoder's form when the next GEMM's input quantization is static): a quarter of
+the fp32 output's bytes.
 
 `tile_ceiling_frac` is the GEMM's tile kernel alone on cache-resident data of the same K, over
 the same peak, paired the same way: what the GEMM would reach with no epilogue, no cache
@@ -130,11 +132,15 @@ def main() -> None:
             repeats = args.repeats if M >= 32 else args.repeats * 20
             row = {"M": M, "K": K, "N": N, "epilogue": "bias+gelu" if gelu else "bias"}
             out = aligned_empty((M, N), np.float32)
+            out_u8 = aligned_empty((M, N), np.uint8)
             fused = lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu)  # noqa: E731
             fused_out = lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu, out=out)  # noqa: E731
+            fused_u8_out = lambda: _C.gemm(A, 0.02, 7, packed, bias=bias, gelu=gelu, out_dtype="uint8",  # noqa: E731
+                                           out_scale=0.05, out_zp=3, out=out_u8)
             raw = lambda: _C.gemm(A, 0.02, 7, packed, out_dtype="int32")  # noqa: E731
             row["qualam_fused"] = ops / time_call(fused, repeats=repeats)["median"] / 1e9
             row["qualam_fused_out"] = ops / time_call(fused_out, repeats=repeats)["median"] / 1e9
+            row["qualam_fused_u8_out"] = ops / time_call(fused_u8_out, repeats=repeats)["median"] / 1e9
             row["qualam_int32"] = ops / time_call(raw, repeats=repeats)["median"] / 1e9
             if torch is not None:
                 x = torch.randn(M, K)
@@ -173,6 +179,7 @@ def main() -> None:
                 row[f"fused_out_over_{other}"] = paired_speed_ratio(fused_out, fused_out_other, args.repeats)
             row["qualam_fused_peak_frac"] = paired_peak_fraction(fused, ops, args.repeats)
             row["qualam_fused_out_peak_frac"] = paired_peak_fraction(fused_out, ops, args.repeats)
+            row["qualam_fused_u8_out_peak_frac"] = paired_peak_fraction(fused_u8_out, ops, args.repeats)
             row["qualam_int32_peak_frac"] = paired_peak_fraction(raw, ops, args.repeats)
             row["tile_ceiling_frac"] = paired_tile_fraction(K, args.repeats)
             row["qualam_fused_out_of_ceiling"] = row["qualam_fused_out_peak_frac"] / row["tile_ceiling_frac"]

@@ -274,6 +274,12 @@ def test_pipeline_end_to_end_with_valid_frontier(workdir):
     result = search(scfg)
     cached = json.loads((workdir / "search_tokens" / "cache.json").read_text())["points"]
     assert "[300, 200, 33]" in cached  # a seed (e.g. a trained configuration) is evaluated from the start
+    from training.search import late_drop_genes
+    # so are late drops: every token through the first half, then geometric drops
+    assert late_drop_genes(3) == [(384, 269, 189), (384, 192, 96), (384, 116, 35),
+                                  (384, 384, 269), (384, 384, 192), (384, 384, 116)]
+    assert late_drop_genes(6)[1] == (384, 384, 384, 192, 96, 48) and late_drop_genes(1) == [(269,), (192,), (116,)]
+    assert all(json.dumps(list(g)) in cached for g in late_drop_genes(3))
     from training.search import parse_seeds
     for bad in ("300,200", "300,310,33", "0,0,0", "385,1,1"):
         with pytest.raises(ValueError, match="seed gene"):
