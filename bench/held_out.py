@@ -4,7 +4,9 @@ trained on): how a model and its default configuration are chosen without touchi
     python bench/held_out.py qualam_rt/models/default.qrt runs/qualam-lat2.qrt:full --examples 1500
 
 A model may carry ":full" or ":r1,...,r6" to override its default length configuration and
-"@fp32", "@int16" or "@int8" to override its attention path.
+"@fp32", "@int16" or "@int8" to override its attention path. Each row also gives the
+configuration's encoder MACs on the real tokens of those questions' windows as a share of full
+length's; `--macs-only` gives only that (seconds, no model run).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from common import engine_from_spec, header, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import decode, squad  # noqa: E402
+from qualam_rt.cost import encoder_macs  # noqa: E402
 
 SQUAD_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "train-v1.1.json"
 
@@ -35,6 +38,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=1500)
     ap.add_argument("--held-out-articles", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--macs-only", action="store_true", help="only the real-token MACs shares, no F1")
     ap.add_argument("--name", default="held_out")
     args = ap.parse_args()
     held = squad.load_examples(SQUAD_TRAIN, slice(-args.held_out_articles, None))[:args.examples]
@@ -42,15 +46,20 @@ def main() -> None:
     for spec in args.models:
         engine = engine_from_spec(spec, args.threads)
         windows = engine.windows([(e.question, e.context) for e in held])
+        lengths = [len(w.input_ids) for w in windows]
+        share = (sum(encoder_macs(engine.architecture, n, engine.length_config) for n in lengths)
+                 / sum(encoder_macs(engine.architecture, n) for n in lengths))
         row = {"model": str(engine.path), "length_config": engine.length_config, "attention": engine.attention,
-               **squad.evaluate(held, decode.predict(held, windows, engine.logits, 32))}
+               "real_macs_share": share}
+        if not args.macs_only:
+            row |= squad.evaluate(held, decode.predict(held, windows, engine.logits, 32))
         rows.append(row)
         print(row, flush=True)
     md = [f"The first {len(held)} questions of the last {args.held_out_articles} SQuAD v1.1 training articles; "
           f"kernel path `{qualam_rt.isa()}`.", "",
-          "| model | length config | attention | EM | F1 |", "|---|---|---|---|---|"]
-    md += [f"| `{r['model']}` | {config_text(r['length_config'])} | "
-           f"{r['attention']} | {r['exact_match']:.2f} | {r['f1']:.2f} |" for r in rows]
+          "| model | length config | attention | real-token MACs vs full | EM | F1 |", "|---|---|---|---|---|---|"]
+    md += [f"| `{r['model']}` | {config_text(r['length_config'])} | {r['attention']} | {r['real_macs_share']:.3f} | "
+           + (f"{r['exact_match']:.2f} | {r['f1']:.2f} |" if "f1" in r else "- | - |") for r in rows]
     write_results(args.name, header(args.threads) | {"isa": qualam_rt.isa()}, rows, "\n".join(md))
 
 
