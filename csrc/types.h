@@ -30,10 +30,12 @@ int thread_count();
 
 // How many pieces to cut `items` into so that none holds more than `most` and every one of
 // `threads` threads gets the same number of them (a static split of equal pieces is even).
+namespace {  // internal linkage: kernel sources of every ISA include this (cpu/attention_scratch.h)
 inline int64_t even_pieces(int64_t items, int64_t most, int64_t threads) {
   const int64_t per_thread = (items + most * threads - 1) / (most * threads);
   return threads * (per_thread > 0 ? per_thread : 1);
 }
+}  // namespace
 
 // BF16: v rounded to bfloat16 (ties to even), stored as its 16 bits; tile paths only.
 enum class OutKind : int { F32 = 0, U8 = 1, S32 = 2, BF16 = 3 };

@@ -3,12 +3,18 @@
 // blocks: attention_worker_floats) and carves it at run time (at the sequence's own sizes,
 // never larger), so the two cannot disagree. ISA-independent: the kernels pass their ISA's
 // blocks in.
+//
+// Internal linkage (the unnamed namespace), like everything a kernel source includes outside
+// its ISA namespace: each kernels_<isa>.cpp keeps its own copy, built with its own -m flags. A
+// shared inline copy is one copy for the whole module, maybe built with AVX-512 flags, which
+// an AVX2 CPU cannot run (tests/test_isa_isolation.py).
 #pragma once
 #include <cstdint>
 
 #include "../types.h"
 
 namespace qrt {
+namespace {
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -121,4 +127,5 @@ inline Bf16AttentionScratch carve_bf16_attention(ScratchCarver& c, int64_t np, i
   return s;
 }
 
+}  // namespace
 }  // namespace qrt

@@ -56,6 +56,7 @@ constexpr int64_t kMaxVectorFloats = 16;
 constexpr int64_t kMaxInt16HeadDim = 256;
 // Keys per tile of the bf16 attention (attention_tiles.h).
 constexpr int64_t kTileKeys = 32;
+namespace {  // internal linkage, as attention_scratch.h says why
 // Floats of one worker's scratch: the largest of the paths' carvings (attention_scratch.h) at
 // the longest sequence and every ISA's largest blocks, plus whole vectors read past the last
 // array, in whole 64-byte lines.
@@ -74,6 +75,7 @@ inline int64_t attention_scratch_floats(int64_t max_len, int64_t num_heads, int6
                                         int64_t total_rows, int num_workers) {
   return num_workers * attention_worker_floats(max_len, head_dim) + num_heads * total_rows;
 }
+}  // namespace
 }  // namespace qrt
 
 QRT_DECLARE_KERNELS(ref)

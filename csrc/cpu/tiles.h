@@ -21,6 +21,7 @@ static_assert(sizeof(TileConfig) == 64, "LDTILECFG reads 64 bytes");
 
 // Every tile 16 rows x 64 bytes: the int8 GEMM's accumulators (16 x 16 int32), activations
 // (16 rows x 64 k) and weights (16 k-groups x 16 columns).
+namespace {  // internal linkage, as attention_scratch.h says why
 inline TileConfig full_tiles() {
   TileConfig c;
   for (int t = 0; t < 8; ++t) {
@@ -29,5 +30,6 @@ inline TileConfig full_tiles() {
   }
   return c;
 }
+}  // namespace
 
 }  // namespace qrt
