@@ -359,6 +359,48 @@ def test_passes_sharing_one_embedding_give_the_gradients_of_separate_ones(workdi
         torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-5, rtol=1e-4, msg=n)
 
 
+def test_sub_models_share_the_full_models_layers_before_their_first_drop(workdir, monkeypatch):
+    """A sub-model whose first layers keep every token of every sequence starts from the full
+    model's outputs of them (lat_step): the same losses and gradients as computing them again,
+    to fp32 summation order (their backward sums the passes' gradients before it runs, not
+    after), and fewer layer passes: 3 (full) + 3 per sub-model without sharing; with it the
+    budgets (20, 12, 4) skip layer 1 (every window is at most 20 tokens), the ratios
+    (1, 1, 0.3) layers 1-2, and (0.8, 0.5, 0.3) nothing."""
+    import contextlib
+
+    import training.train as tt
+    torch.manual_seed(5)
+    model = load_model(workdir / "init.pt").train()
+    for p in model.parameters():
+        p.data += torch.randn_like(p) * 0.05
+    ids, types, mask = batch_of(model)
+    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+             "start": torch.tensor([3, 5, 2]), "end": torch.tensor([4, 6, 3])}
+    cfg = TrainConfig(step="lat", sandwich_configs="tokens:20,12,4;1,1,0.3;0.8,0.5,0.3", num_sandwich=0)
+    passes = [0]
+
+    def counted(f):
+        def run(*a, **k):
+            passes[0] += 1
+            return f(*a, **k)
+        return run
+    for layer in model.layers:
+        layer.heads_of = counted(layer.heads_of)
+    results = []
+    for share in (False, True):
+        monkeypatch.setattr(tt, "SHARE_LAYERS", share)
+        model.zero_grad()
+        passes[0] = 0
+        loss, parts = tt.lat_step(model, batch, cfg, torch.Generator().manual_seed(0), contextlib.nullcontext)
+        results.append((parts, {n: p.grad.clone() for n, p in model.named_parameters()}, passes[0]))
+    (parts0, g0, n0), (parts1, g1, n1) = results
+    assert (n0, n1) == (12, 9)
+    assert min(parts0[1:]) > 0
+    assert parts1 == pytest.approx(parts0, rel=1e-5, abs=1e-7)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
 def test_gathered_widths_round_up_under_bf16_only():
     from training.model import ROW_MULTIPLE, gathered_width
     assert gathered_width(17, 384) == 17

@@ -233,13 +233,16 @@ class BertQA(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0,
-                dropping: str = "gather", embedded: torch.Tensor | None = None):
+                dropping: str = "gather", embedded: torch.Tensor | None = None, hidden: list | None = None):
         """Start and end logits [B, L] each. length_config: see keep_counts; None = full model.
         layer_drop: LayerDrop probability (full model only). dropping: "gather" (dropped tokens
         leave the computation, so a sub-model costs its own MACs) or "mask" (every token is
         computed, dropped ones are masked; the reference form). embedded: embed(input_ids,
-        token_type_ids) made already (passes over one batch share it, and its backward)."""
-        x = self.encode(input_ids, token_type_ids, attention_mask, length_config, layer_drop, dropping, embedded)
+        token_type_ids) made already (passes over one batch share it, and its backward).
+        hidden: a list the full model fills with its layers' outputs, and from which a gathered
+        sub-model takes the output of the layers before its first drop instead of computing
+        them again (passes over one batch share them, and their backward)."""
+        x = self.encode(input_ids, token_type_ids, attention_mask, length_config, layer_drop, dropping, embedded, hidden)
         logits = self.qa(x).float()
         return logits[..., 0], logits[..., 1]
 
@@ -247,37 +250,50 @@ class BertQA(nn.Module):
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
         return self.emb_ln(self.word(input_ids) + self.position(pos)[None] + self.token_type(token_type_ids))
 
-    def encode(self, input_ids, token_type_ids, attention_mask, length_config=None,
-               layer_drop: float = 0.0, dropping: str = "gather", embedded: torch.Tensor | None = None) -> torch.Tensor:
-        """The restored final hidden states [B, L, H]."""
+    def encode(self, input_ids, token_type_ids, attention_mask, length_config=None, layer_drop: float = 0.0,
+               dropping: str = "gather", embedded: torch.Tensor | None = None, hidden: list | None = None) -> torch.Tensor:
+        """The restored final hidden states [B, L, H]. hidden: see forward."""
         x = self.embed(input_ids, token_type_ids) if embedded is None else embedded
         active = attention_mask.bool()
-        keeps = keep_counts(active.sum(1), length_config)
+        n = active.sum(1)
+        keeps = keep_counts(n, length_config)
         if keeps is None:
+            if hidden is not None and layer_drop > 0:
+                raise ValueError("a full model with LayerDrop has no layer outputs to share")
             for layer in self.layers:
                 if layer_drop > 0 and self.training and torch.rand(()) < layer_drop:
                     continue
                 x = layer.tail(layer.attend(*layer.heads_of(x), active, need_probs=False)[0], x)
+                if hidden is not None:
+                    hidden.append(x)
             return x
         if dropping == "gather":
-            return self.encode_gathered(x, active, keeps)
+            # A layer that keeps every token of every sequence computes what the full model's
+            # does: the gathered layers start after the last of those that open the model.
+            first = 0
+            while hidden and first < len(keeps) and torch.equal(keeps[first].to(n.device), n):
+                first += 1
+            if first:
+                x = hidden[first - 1]
+            return self.encode_gathered(x, active, keeps[first:], self.layers[first:])
         for i, layer in enumerate(self.layers):
             if layer_drop > 0 and self.training and torch.rand(()) < layer_drop:
                 continue
             x, active, _ = layer(x, active, keeps[i])
         return x
 
-    def encode_gathered(self, x: torch.Tensor, valid: torch.Tensor, keeps: list[torch.Tensor]) -> torch.Tensor:
+    def encode_gathered(self, x: torch.Tensor, valid: torch.Tensor, keeps: list[torch.Tensor], layers=None) -> torch.Tensor:
         """Drop-and-restore by gathers: layer i runs attention over its input rows only, keeps
         the keeps[i] most significant (ties: lower position first) and runs the rest of the layer
         on them; their outputs are scattered into the full-length buffer at their positions.
         Rows are compacted per sequence and padded to the batch's longest kept count (under bf16,
-        rounded up: gathered_width)."""
+        rounded up: gathered_width). layers: the layers to run (all by default), keeps[i] being
+        layers[i]'s."""
         B, L, H = x.shape
         restored = torch.cat([x, x.new_zeros(B, 1, H)], 1)  # slot L absorbs padding rows' scatters
         ar = torch.arange(L, device=x.device)
         pos = torch.where(valid, ar, L).expand(B, L)        # original position of each compact row
-        for layer, keep in zip(self.layers, keeps):
+        for layer, keep in zip(self.layers if layers is None else layers, keeps):
             ctx, probs = layer.attend(*layer.heads_of(x), valid)
             sig = layer.significance(probs, valid)
             width = gathered_width(int(keep.max()), x.shape[1])

@@ -163,6 +163,10 @@ def probe(model: BertQA, features: Features, bf16: bool) -> dict:
     return out
 
 
+# Sub-models start from the full model's output of the layers before their first drop
+# (BertQA.forward's `hidden`); False computes those layers again in every pass, as before.
+SHARE_LAYERS = True
+
 # torch's fused AdamW: one kernel per parameter instead of a dozen elementwise passes (on the AMX
 # Xeon the bf16 fine-tune step 1.16x faster: bench/results/train_throughput_fused_adamw.md).
 FUSED_ADAMW = True
@@ -242,7 +246,10 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
         # The embeddings are the same for every pass: made once, so their backward (a dense
         # gradient of the whole word table) runs once per step, not once per pass.
         embedded = model.embed(batch["input_ids"], batch["token_type_ids"])
-        start, end = model(*args, layer_drop=cfg.layer_drop, embedded=embedded)
+        # Likewise the full model's layer outputs: a sub-model that drops nothing in its first
+        # layers (the paper's budgets on windows shorter than them, late drops) starts from them.
+        hidden = [] if SHARE_LAYERS and cfg.layer_drop == 0 else None
+        start, end = model(*args, layer_drop=cfg.layer_drop, embedded=embedded, hidden=hidden)
         if teacher is None:
             losses = [span_loss(start, end, batch)]
             t_start, t_end = start.detach(), end.detach()
@@ -262,7 +269,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
                 # with budgets drawn against the padded length.
                 losses.append(losses[0] if teacher is not None else torch.zeros((), device=start.device))
                 continue
-            s, e = model(*args, length_config=[t.to(start.device) for t in lengths], embedded=embedded)
+            s, e = model(*args, length_config=[t.to(start.device) for t in lengths], embedded=embedded, hidden=hidden)
             losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"]))
     loss = sum(losses) / len(losses)
     loss.backward()
