@@ -38,8 +38,11 @@ def main() -> None:
         r["gap_qualam_tokens"] = r["full"] - r["qualam_tokens"]
         r["gap_la_minilm_tokens"] = r["full"] - r["la_minilm_tokens"]
     names = [k for k in first if k not in ("step", "hours") and not k.startswith("gap")]
+    # The training log says which precision its probes ran in (runs before it logged one: bf16).
+    precisions = sorted({r.get("precision", "bf16") for r in records if "start_step" in r}) or ["bf16"]
+    precision = " / ".join("bf16 autocast" if p == "bf16" else p for p in precisions)
     md = [f"Run `{args.run}` ({config['step']}, init `{config['init']}`, lr {config['lr']}, batch {config['batch_size']}, "
-          f"windows {config['max_seq_len']}/{config['doc_stride']}); held-out F1 (bf16 autocast, PyTorch, "
+          f"windows {config['max_seq_len']}/{config['doc_stride']}); held-out F1 ({precision}, PyTorch, "
           f"{records[[i for i, r in enumerate(records) if 'probe' in r][0]].get('examples')} questions of the held-out articles) "
           "at each probe; hours: wall-clock time of the training processes from their logged rate (probes included, "
           "and any time the process was paused or slowed by other work on the machine).", "",

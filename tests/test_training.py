@@ -155,6 +155,26 @@ def test_exported_file_matches_the_fake_quantized_model(workdir, tmp_path):
     assert "layers.0.qkv.input_quant" in engine_tensors(tensors)
 
 
+def test_reexporting_a_qrt_changes_its_metadata_and_keeps_its_tensors(workdir, tmp_path):
+    """`export model.qrt new.qrt --default-config ...`: the same tensors bit for bit (so the same
+    logits), the new default, the provenance kept and the change recorded."""
+    from training.export import main as export_main
+    torch.manual_seed(6)
+    model = load_model(workdir / "init.pt").eval()
+    src = export_qrt(model, (workdir / "tokenizer.json").read_text(), tmp_path / "a.qrt", default_config=[0.8, 0.6, 0.4],
+                     provenance={"data": "tiny"})
+    export_main([str(src), str(tmp_path / "b.qrt"), "--default-config", "tokens:20,12,4",
+                 "--provenance", '{"note": "default from held-out"}'])
+    (meta_a, ta), (meta_b, tb) = read_model(src), read_model(tmp_path / "b.qrt")
+    assert meta_b["default_config"] == {"tokens": [20, 12, 4]} and meta_a["default_config"] == [0.8, 0.6, 0.4]
+    assert meta_b["provenance"]["data"] == "tiny" and meta_b["provenance"]["note"] == "default from held-out"
+    assert "reexported" in meta_b["provenance"] and meta_b["frontier"] == meta_a["frontier"]
+    assert meta_b["tokenizer"] == meta_a["tokenizer"] and sorted(ta) == sorted(tb)
+    for k in ta:
+        assert ta[k].dtype == tb[k].dtype and np.array_equal(ta[k], tb[k]), k
+    assert Engine(tmp_path / "b.qrt").info()["default_config"] == {"tokens": [20, 12, 4]}
+
+
 def test_finetune_lowers_the_loss_and_resumes(workdir):
     out = workdir / "ft"
     cfg = TrainConfig(step="finetune", init=str(workdir / "init.pt"), tokenizer=str(workdir / "tokenizer.json"),

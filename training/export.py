@@ -6,6 +6,7 @@ linear carries its input (scale, zero point), the word embeddings are stored as 
 length-configuration frontier, the default configuration and the provenance.
 
     python -m training.export runs/quantize/model.pt out.qrt --frontier runs/search/frontier.json
+    python -m training.export model.qrt new.qrt --default-config 1,1,1,0.8,0.6,0.2   # metadata only
 """
 from __future__ import annotations
 
@@ -89,10 +90,29 @@ def export_qrt(model: BertQA, tokenizer_json: str, path: str | Path, frontier: l
     return path
 
 
+def reexport_qrt(source: str | Path, path: str | Path, frontier: list | None = None, default_config=None,
+                 provenance: dict | None = None) -> Path:
+    """A .qrt file with the tensors of `source` bit for bit and its metadata, but for the frontier,
+    default configuration and provenance fields given: a model whose FP32 checkpoint is gone can
+    still get a new default configuration. The provenance records the change."""
+    from qualam_rt.model_file import read_model
+    meta, tensors = read_model(source)
+    if frontier is not None:
+        meta["frontier"] = frontier
+    if default_config is not None:
+        meta["default_config"] = normalized_config(default_config)
+    meta["provenance"] = dict(meta.get("provenance") or {}) | (provenance or {}) | {
+        "reexported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "reexport_commit": git_commit()}
+    write_model(path, {k: np.asarray(v) for k, v in tensors.items()}, meta)
+    return Path(path)
+
+
 def main(argv=None) -> None:
     from training.train import load_model
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="model.pt of a training step")
+    ap.add_argument("model", help="model.pt of a training step, or a .qrt file (its tensors kept; only the "
+                                   "frontier, default configuration and provenance given change)")
     ap.add_argument("out", help="the .qrt file to write")
     ap.add_argument("--tokenizer", help="tokenizer.json (default: beside the model)")
     ap.add_argument("--frontier", help="frontier.json of the search step")
@@ -102,8 +122,6 @@ def main(argv=None) -> None:
     ap.add_argument("--attention", choices=ATTENTION_PATHS, default="int16", help="the engine's default attention path")
     ap.add_argument("--provenance", default="{}", help="JSON object of extra provenance fields (data, base checkpoint)")
     args = ap.parse_args(argv)
-    model = load_model(args.model)
-    tok = Path(args.tokenizer or Path(args.model).parent / "tokenizer.json").read_text()
     frontier, default = [], None
     if args.frontier:
         blob = json.loads(Path(args.frontier).read_text())
@@ -112,6 +130,12 @@ def main(argv=None) -> None:
         kind, _, values = args.default_config.rpartition(":")
         default = ({"tokens": [int(x) for x in values.split(",")]} if kind == "tokens"
                    else [float(x) for x in values.split(",")])
+    if args.model.endswith(".qrt"):
+        path = reexport_qrt(args.model, args.out, frontier if args.frontier else None, default, json.loads(args.provenance))
+        print(f"wrote {path}: the tensors of {args.model}, new metadata")
+        return
+    model = load_model(args.model)
+    tok = Path(args.tokenizer or Path(args.model).parent / "tokenizer.json").read_text()
     blob = torch.load(args.model, map_location="cpu", weights_only=False)
     path = export_qrt(model, tok, args.out, frontier, default, blob.get("quantization"),
                       {"model": str(args.model), "train_config": blob.get("train_config")} | json.loads(args.provenance),
