@@ -19,7 +19,7 @@ The default "before", 039641a, is the training code that issue 17 measured: ever
 computes every token and masks the dropped ones, explicit attention, a backward pass per model.
 
     python bench/train_throughput.py --threads 2 --batches 6 --rounds 3 --exact-widths
-    python bench/train_throughput.py --threads 2 --batches 4 --rounds 3 --name train_throughput_shared_layers
+    python bench/train_throughput.py --threads 2 --batches 3 --rounds 3 --name train_throughput_shared_layers
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from qualam_rt.engine import ATTENTION_PATHS
-from qualam_rt.model_file import write_model
+from qualam_rt.model_file import read_model, write_model
 from qualam_rt.reference import quantize_weight
 from training.model import BertQA
 
@@ -95,7 +95,6 @@ def reexport_qrt(source: str | Path, path: str | Path, frontier: list | None = N
     """A .qrt file with the tensors of `source` bit for bit and its metadata, but for the frontier,
     default configuration and provenance fields given: a model whose FP32 checkpoint is gone can
     still get a new default configuration. The provenance records the change."""
-    from qualam_rt.model_file import read_model
     meta, tensors = read_model(source)
     if frontier is not None:
         meta["frontier"] = frontier
