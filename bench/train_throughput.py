@@ -20,10 +20,18 @@ computes every token and masks the dropped ones, explicit attention, a backward 
 
     python bench/train_throughput.py --threads 2 --batches 6 --rounds 3 --exact-widths
     python bench/train_throughput.py --threads 2 --batches 3 --rounds 3 --name train_throughput_shared_layers
+    python bench/train_throughput.py --threads 2 --batches 4 --rounds 3 --torch-compile --name train_throughput_compile
+
+Every run also counts each step's matrix-product MACs and measures torch's matmul speed on this
+CPU: a step's time at that speed is the least its arithmetic allows, and "before / at peak" the
+most speedup over the code before that a step doing the same arithmetic can reach here.
+With --torch-compile, this tree's fine-tune and LAT steps through torch.compile
+(TrainConfig.torch_compile) are timed too, and their compile time.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import io
@@ -92,8 +100,39 @@ def extract_tree(rev: str, into: Path) -> Path:
     return into
 
 
-def worker(code_dir: str, batches_file: str, threads: int, row_multiple: int, share_layers: bool) -> None:
-    """Runs steps on request: reads `step bf16` lines, answers seconds per example as JSON."""
+def matmul_macs_counter():
+    """A FlopCounterMode counting the step's matrix products (linears, bmm, torch's fused CPU
+    attention forward and backward, which torch's counter does not know) in MACs x 2."""
+    import torch
+    from torch.utils import flop_counter
+    aten = torch.ops.aten
+    return flop_counter.FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu.default: flop_counter.sdpa_flop,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward.default: flop_counter.sdpa_backward_flop})
+
+
+def matmul_peak(bf16: bool, rows: int, repeats: int = 9) -> float:
+    """torch's matmul speed (MACs per second) at the encoder's FFN shape, [rows, 384] x [384, 1536]:
+    what a step made of matrix products at most reaches."""
+    import torch
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(rows, 384).to(dtype), torch.randn(384, 1536).to(dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        times.append((time.perf_counter() - t) / 5)
+    return rows * 384 * 1536 / statistics.median(times)
+
+
+def worker(code_dir: str, batches_file: str, threads: int, row_multiple: int, share_layers: bool,
+           torch_compile: bool = False) -> None:
+    """Runs steps on request: reads `step bf16 count` lines, answers seconds per example (and, when
+    count is 1, the matrix-product MACs per example of that pass) as JSON; `peak bf16` lines get
+    matmul_peak's MACs per second."""
     import importlib.machinery
 
     import qualam_rt.featurize
@@ -124,6 +163,7 @@ def worker(code_dir: str, batches_file: str, threads: int, row_multiple: int, sh
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = BertQA(BertConfig()).train()
+    step_model = training.train.compiled(model) if torch_compile else model
     cfg = TrainConfig(step="lat", lr=1e-6)
     recipe, teacher = None, None
     if "sandwich_configs" in {f.name for f in dataclasses.fields(TrainConfig)}:
@@ -135,43 +175,59 @@ def worker(code_dir: str, batches_file: str, threads: int, row_multiple: int, sh
     batches = torch.load(batches_file)
     gen = torch.Generator().manual_seed(0)
     examples = sum(len(b["start"]) for b in batches)
+    rows = int(np.mean([b["attention_mask"].shape[0] * b["attention_mask"].shape[1] for b in batches]))
     for line in sys.stdin:
-        step, bf16 = line.split()
+        step, bf16, *count = line.split()
+        if step == "peak":
+            print(json.dumps(matmul_peak(bf16 == "True", rows)), flush=True)
+            continue
 
         def autocast():
             return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 == "True")
+        counter = matmul_macs_counter() if count == ["1"] else contextlib.nullcontext()
         t = time.perf_counter()
-        for batch in batches:
-            if step == "lat":
-                lat_step(model, batch, cfg, gen, autocast)
-            elif step == "lat_recipe":
-                lat_step(model, batch, recipe, gen, autocast, teacher)
-            else:
-                with autocast():
-                    s, e = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-                    loss = span_loss(s, e, batch)
-                loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        print(json.dumps((time.perf_counter() - t) / examples), flush=True)
+        with counter:
+            for batch in batches:
+                if step == "lat":
+                    lat_step(step_model, batch, cfg, gen, autocast)
+                elif step == "lat_recipe":
+                    lat_step(step_model, batch, recipe, gen, autocast, teacher)
+                else:
+                    with autocast():
+                        s, e = step_model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+                        loss = span_loss(s, e, batch)
+                    loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        seconds = (time.perf_counter() - t) / examples
+        macs = counter.get_total_flops() / 2 / examples if count == ["1"] else None
+        print(json.dumps([seconds, macs]), flush=True)
 
 
 class Worker:
     def __init__(self, code_dir: Path, batches_file: Path, threads: int, steps, row_multiple: int = 0,
-                 share_layers: bool = True):
+                 share_layers: bool = True, torch_compile: bool = False):
         self.steps = steps
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", str(code_dir), "--batches-file",
                                       str(batches_file), "--threads", str(threads), "--row-multiple", str(row_multiple)]
-                                     + ([] if share_layers else ["--no-share-layers"]),
+                                     + ([] if share_layers else ["--no-share-layers"])
+                                     + (["--torch-compile"] if torch_compile else []),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
-    def run(self, step: str, bf16: bool) -> float:
-        self.proc.stdin.write(f"{step} {bf16}\n")
+    def ask(self, line: str):
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
+        answer = self.proc.stdout.readline()
+        if not answer:
             raise RuntimeError(f"worker died (exit {self.proc.wait()})")
-        return json.loads(line)
+        return json.loads(answer)
+
+    def run(self, step: str, bf16: bool, count: bool = False) -> tuple[float, float | None]:
+        """(seconds per example, matrix-product MACs per example if count)."""
+        return tuple(self.ask(f"{step} {bf16} {int(count)}"))
+
+    def peak(self, bf16: bool) -> float:
+        return self.ask(f"peak {bf16} 0")
 
     def close(self):
         self.proc.stdin.close()
@@ -187,6 +243,8 @@ def main() -> None:
     ap.add_argument("--before", default="039641a", help="commit whose training code is 'before'")
     ap.add_argument("--exact-widths", action="store_true",
                     help="also time this tree with bf16 gathered widths not rounded (ROW_MULTIPLE 1)")
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="also time this tree's fine-tune and LAT steps through torch.compile (TrainConfig.torch_compile)")
     ap.add_argument("--precisions", default="auto",
                     help="fp32,bf16 | fp32 | bf16; auto: bf16 autocast only where the CPU has native bf16")
     ap.add_argument("--name", default="train_throughput")
@@ -196,7 +254,8 @@ def main() -> None:
     ap.add_argument("--batches-file", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.batches_file, args.threads, args.row_multiple, not args.no_share_layers)
+        return worker(args.worker, args.batches_file, args.threads, args.row_multiple, not args.no_share_layers,
+                      args.torch_compile)
     import torch
     from training.train import native_bf16
     args.before = subprocess.run(["git", "rev-parse", "--short", args.before], cwd=ROOT, check=True, capture_output=True,
@@ -205,6 +264,7 @@ def main() -> None:
                   "fp32,bf16": [False, True]}[args.precisions]
     cases = [(step, bf16) for step in STEPS for bf16 in precisions]
     batches, source = length_mix_batches(args.batches, args.batch)
+    compiled = "now, torch.compile"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         torch.save(batches, tmp / "now.pt")
@@ -216,18 +276,27 @@ def main() -> None:
                                                     share_layers=False)}
         if args.exact_widths:
             workers["now, exact widths"] = Worker(ROOT, tmp / "now.pt", args.threads, ("finetune", "lat"), row_multiple=1)
+        if args.torch_compile:
+            workers[compiled] = Worker(ROOT, tmp / "now.pt", args.threads, ("finetune", "lat"), torch_compile=True)
         try:
-            for case in cases:  # warm-up: every batch once
-                for w in workers.values():
+            # Warm-up: every batch once, counting the matrix products (the compiled code's are
+            # its eager code's; its warm-up is mostly compiling, timed as such).
+            macs, warmup_s = {}, {}
+            for case in cases:
+                for code, w in workers.items():
                     if case[0] in w.steps:
-                        w.run(*case)
+                        seconds, macs[code, case] = w.run(*case, count=code != compiled)
+                        warmup_s[code, case] = seconds * sum(len(b["start"]) for b in batches)
             times = {(code, case): [] for code in workers for case in cases}
+            peaks = {bf16: [] for bf16 in precisions}
             for r in range(args.rounds):
                 for case in cases:
                     for code in (list(workers) if r % 2 == 0 else list(workers)[::-1]):
                         if case[0] in workers[code].steps:
-                            times[code, case].append(workers[code].run(*case))
+                            times[code, case].append(workers[code].run(*case)[0])
                             print(code, case, f"{1e3 * times[code, case][-1]:.1f} ms/example", flush=True)
+                for bf16 in precisions:
+                    peaks[bf16].append(workers["now"].peak(bf16))
         finally:
             for w in workers.values():
                 w.close()
@@ -237,12 +306,22 @@ def main() -> None:
     rows = []
     exact = "now, exact widths" in workers
     for step, bf16 in cases:
-        old, new, unshared = ms("before", (step, bf16)), ms("now", (step, bf16)), ms("now, layers not shared", (step, bf16))
+        case = (step, bf16)
+        old, new, unshared = ms("before", case), ms("now", case), ms("now, layers not shared", case)
+        peak = statistics.median(peaks[bf16])
         rows.append({"step": step, "precision": "bf16 autocast" if bf16 else "fp32", "before_ms_per_example": old,
                      "now_ms_per_example": new, "speedup": old / new if old else None,
-                     "layers_not_shared_ms_per_example": unshared, "sharing_speedup": unshared / new if unshared else None})
+                     "layers_not_shared_ms_per_example": unshared, "sharing_speedup": unshared / new if unshared else None,
+                     "before_macs_per_example": macs.get(("before", case)), "now_macs_per_example": macs[("now", case)],
+                     "matmul_peak_macs_per_s": peak,
+                     # The step done at torch's matmul peak: the least time its arithmetic allows.
+                     "now_at_peak_ms_per_example": 1e3 * macs[("now", case)] / peak})
         if exact and step != "lat_recipe":
-            rows[-1]["exact_widths_ms_per_example"] = ms("now, exact widths", (step, bf16))
+            rows[-1]["exact_widths_ms_per_example"] = ms("now, exact widths", case)
+        if compiled in workers and step in workers[compiled].steps:
+            rows[-1]["compiled_ms_per_example"] = ms(compiled, case)
+            rows[-1]["compiled_warmup_s"] = warmup_s[compiled, case]
+            rows[-1]["eager_warmup_s"] = warmup_s["now", case]
     for r in rows:
         ft = next(f for f in rows if f["step"] == "finetune" and f["precision"] == r["precision"])
         for code in ("before", "now"):
@@ -262,12 +341,34 @@ def main() -> None:
            f"{f(r['before_lat_over_finetune'], '.2f')} | {r['now_lat_over_finetune']:.2f} | "
            f"{f(r['layers_not_shared_ms_per_example'], '.1f')} | "
            f"{f(r['sharing_speedup'], '.2f')}{'x' if r['sharing_speedup'] else ''} |" for r in rows]
+    md += ["", "The arithmetic: matrix-product MACs per example of a step (linears, attention's products, "
+           "forward and backward; torch's FlopCounterMode over the warm-up pass), and the time the step "
+           "would take if all of it ran at torch's own matmul speed on this CPU (measured each round at the "
+           f"FFN shape, [{args.batch} x mean padded length, 384] x [384, 1536]); before / that is the most "
+           "speedup over the code before that any code doing this step's arithmetic can reach.", "",
+           "| step | precision | before GMAC/example | now GMAC/example | matmul peak GMAC/s | now GMAC/s | "
+           "now at peak ms/example | now / at peak | before / at peak |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        at_peak = r["now_at_peak_ms_per_example"]
+        md.append(f"| {STEP_NAMES[r['step']]} | {r['precision']} | {f(r['before_macs_per_example'] and r['before_macs_per_example'] / 1e9, '.2f')} | "
+                  f"{r['now_macs_per_example'] / 1e9:.2f} | {r['matmul_peak_macs_per_s'] / 1e9:.0f} | "
+                  f"{r['now_macs_per_example'] / r['now_ms_per_example'] / 1e6:.0f} | {at_peak:.1f} | "
+                  f"{r['now_ms_per_example'] / at_peak:.2f} | "
+                  f"{f(r['before_ms_per_example'] and r['before_ms_per_example'] / at_peak, '.2f')} |")
     if exact:
         md += ["", "This tree with bf16 gathered widths exact (ROW_MULTIPLE 1) against rounded to "
                "16 rows (fp32 widths are exact in both):", "", "| step | precision | exact ms/example | rounded | "
                "exact / rounded |", "|---|---|---|---|---|"]
         md += [f"| {r['step']} | {r['precision']} | {r['exact_widths_ms_per_example']:.1f} | {r['now_ms_per_example']:.1f} | "
                f"{r['exact_widths_ms_per_example'] / r['now_ms_per_example']:.2f} |" for r in rows if r['step'] != "lat_recipe"]
+    if compiled in workers:
+        md += ["", "This tree's steps through torch.compile (`TrainConfig.torch_compile`: dynamic shapes, "
+               "inductor) against eager; warm-up: the first pass over the batches (compiling, for the "
+               "compiled code):", "", "| step | precision | eager ms/example | compiled | compile speedup | "
+               "eager warm-up s | compiled warm-up s |", "|---|---|---|---|---|---|---|"]
+        md += [f"| {STEP_NAMES[r['step']]} | {r['precision']} | {r['now_ms_per_example']:.1f} | "
+               f"{r['compiled_ms_per_example']:.1f} | {r['now_ms_per_example'] / r['compiled_ms_per_example']:.2f}x | "
+               f"{r['eager_warmup_s']:.0f} | {r['compiled_warmup_s']:.0f} |" for r in rows if "compiled_ms_per_example" in r]
     write_results(args.name, header(args.threads) | {"source": source, "before": args.before}, rows, "\n".join(md))
 
 

@@ -421,6 +421,33 @@ def test_sub_models_share_the_full_models_layers_before_their_first_drop(workdir
         torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4, msg=n)
 
 
+def test_compiled_lat_step_gives_the_eager_losses_and_gradients(workdir):
+    """TrainConfig.torch_compile: the step through torch.compile (dynamic shapes, the graph broken
+    where the drop-and-restore sizes its gathers) computes what the eager step does, to fp32
+    summation order (inductor fuses and reorders reductions)."""
+    import contextlib
+
+    from training.train import compiled, lat_step
+    torch.manual_seed(6)
+    model = load_model(workdir / "init.pt").train()
+    cfg = TrainConfig(step="lat", sandwich_configs="tokens:20,12,4;0.8,0.5,0.3", num_sandwich=1)
+    results = []
+    for step_model in (model, compiled(model)):
+        for L in (30, 23):  # two padded lengths: one compiled graph serves both
+            ids, types, mask = batch_of(model, L=L, seed=L)
+            batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+                     "start": torch.tensor([3, 5, 2]), "end": torch.tensor([4, 6, 3])}
+            model.zero_grad()
+            _, parts = lat_step(step_model, batch, cfg, torch.Generator().manual_seed(L), contextlib.nullcontext)
+            results.append((parts, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    for (parts0, g0), (parts1, g1) in zip(results[:2], results[2:]):
+        assert min(parts0[1:]) > 0
+        assert parts1 == pytest.approx(parts0, rel=1e-4, abs=1e-6)
+        assert g1.keys() == g0.keys()
+        for n in g0:
+            torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
 def test_gathered_widths_round_up_under_bf16_only():
     from training.model import ROW_MULTIPLE, gathered_width
     assert gathered_width(17, 384) == 17

@@ -66,6 +66,8 @@ class TrainConfig:
     warmup: float = 0.1
     bf16: str = "auto"                # bf16 autocast: "auto" (on where the CPU has native bf16), "true", "false"
     threads: int = 0                  # 0 = torch's default
+    torch_compile: bool = False       # run the steps through torch.compile (dynamic shapes); off: it did not pay
+                                      # on the CPUs measured (bench/results/train_throughput_compile.md)
     seed: int = 0
     save_every: int = 200
     eval_examples: int = 1000         # held-out questions evaluated at the end (0 = none)
@@ -170,6 +172,14 @@ SHARE_LAYERS = True
 # torch's fused AdamW: one kernel per parameter instead of a dozen elementwise passes (on the AMX
 # Xeon the bf16 fine-tune step 1.16x faster: bench/results/train_throughput_fused_adamw.md).
 FUSED_ADAMW = True
+
+
+def compiled(model: BertQA) -> BertQA:
+    """The model through torch.compile, shapes dynamic (every batch has its own padded length, every
+    gathered sub-model its own widths: compiled per shape, a run would recompile all the time).
+    Python control flow of the drop-and-restore (keep counts, gathers sized by them) breaks the
+    graph there; the pieces between are compiled once each."""
+    return torch.compile(model, dynamic=True)
 
 
 def make_optimizer(model: BertQA, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -306,6 +316,7 @@ def train(cfg: TrainConfig) -> dict:
         teacher = initial_model(cfg.init if cfg.teacher == "init" else cfg.teacher).to(device).eval()
         teacher.requires_grad_(False)
     opt = make_optimizer(model, cfg)
+    step_model = compiled(model) if cfg.torch_compile else model  # the same parameters; checkpoints hold `model`'s
     warm = int(cfg.warmup * total_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total_steps - s) / max(1, total_steps - warm)))
@@ -332,7 +343,7 @@ def train(cfg: TrainConfig) -> dict:
         print(f"resumed at step {step}")
 
     bf16, why = resolve_bf16(cfg.bf16, cfg.device)
-    print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} ({why})")
+    print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} ({why}){'; torch.compile' if cfg.torch_compile else ''}")
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
@@ -342,6 +353,7 @@ def train(cfg: TrainConfig) -> dict:
 
     log = open(out / "log.jsonl", "a")
     log.write(json.dumps({"start_step": step, "precision": "bf16" if bf16 else "fp32", "why": why,
+                          "torch_compile": cfg.torch_compile,
                           "time": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
     if probe_feats is not None and step == 0:  # where the frontier starts
         log.write(json.dumps({"step": 0, "probe": probe(model, probe_feats, bf16), "examples": len(probe_feats.examples)}) + "\n")
@@ -354,10 +366,10 @@ def train(cfg: TrainConfig) -> dict:
         batch = {k: v.to(device) for k, v in feats.collate(index).items()}
         parts = None
         if cfg.step == "lat":
-            loss, parts = lat_step(model, batch, cfg, gen, autocast, teacher)
+            loss, parts = lat_step(step_model, batch, cfg, gen, autocast, teacher)
         else:
             with autocast():
-                start, end = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+                start, end = step_model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
                 loss_t = span_loss(start, end, batch)
             loss_t.backward()
             loss = float(loss_t.detach())
