@@ -67,7 +67,7 @@ class TrainConfig:
     bf16: str = "auto"                # bf16 autocast: "auto" (on where the CPU has native bf16), "true", "false"
     threads: int = 0                  # 0 = torch's default
     torch_compile: bool = False       # run the steps through torch.compile (dynamic shapes); off: it did not pay
-                                      # on the CPUs measured (bench/results/train_throughput_compile.md)
+                                      # on an AMD EPYC Zen 4 (bench/results/train_throughput_compile.md)
     seed: int = 0
     save_every: int = 200
     eval_examples: int = 1000         # held-out questions evaluated at the end (0 = none)
