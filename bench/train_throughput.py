@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, write_results  # noqa: E402
+from common import header, time_call, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD_TRAIN = ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"
@@ -117,15 +117,7 @@ def matmul_peak(bf16: bool, rows: int, repeats: int = 9) -> float:
     import torch
     dtype = torch.bfloat16 if bf16 else torch.float32
     a, b = torch.randn(rows, 384).to(dtype), torch.randn(384, 1536).to(dtype)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        times.append((time.perf_counter() - t) / 5)
-    return rows * 384 * 1536 / statistics.median(times)
+    return rows * 384 * 1536 / time_call(lambda: a @ b, warmup=3, repeats=repeats)["median"]
 
 
 def worker(code_dir: str, batches_file: str, threads: int, row_multiple: int, share_layers: bool,
