@@ -92,6 +92,13 @@ def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
     return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
+def paired_difference(a, b) -> tuple[float, float]:
+    """Mean of a - b over the same questions, in F1 points, and its standard error: what tells a
+    real difference between two systems from the noise of which questions happened to be asked."""
+    d = 100.0 * (np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+
+
 def header(threads: int) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()

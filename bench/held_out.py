@@ -6,7 +6,8 @@ trained on): how a model and its default configuration are chosen without touchi
 A model may carry ":full" or ":r1,...,r6" to override its default length configuration and
 "@fp32", "@int16" or "@int8" to override its attention path. Each row also gives the
 configuration's encoder MACs on the real tokens of those questions' windows as a share of full
-length's; `--macs-only` gives only that (seconds, no model run).
+length's; `--macs-only` gives only that (seconds, no model run). Every row after the first gives
+its F1 against the first row's on the same questions, with that paired difference's standard error.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import engine_from_spec, header, write_results  # noqa: E402
+from common import engine_from_spec, header, paired_difference, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import decode, squad  # noqa: E402
@@ -52,14 +55,21 @@ def main() -> None:
         row = {"model": str(engine.path), "length_config": engine.length_config, "attention": engine.attention,
                "real_macs_share": share}
         if not args.macs_only:
-            row |= squad.evaluate(held, decode.predict(held, windows, engine.logits, 32))
+            em, f1 = squad.question_scores(held, decode.predict(held, windows, engine.logits, 32))
+            row |= {"exact_match": float(100.0 * np.mean(em)), "f1": float(100.0 * np.mean(f1)), "count": len(held)}
+            if rows:  # the same questions as the first row: a paired difference and its standard error
+                row["f1_vs_first"], row["f1_vs_first_se"] = paired_difference(f1, first_f1)
+            else:
+                first_f1 = f1
         rows.append(row)
         print(row, flush=True)
     md = [f"The first {len(held)} questions of the last {args.held_out_articles} SQuAD v1.1 training articles; "
           f"kernel path `{qualam_rt.isa()}`.", "",
-          "| model | length config | attention | real-token MACs vs full | EM | F1 |", "|---|---|---|---|---|---|"]
+          "| model | length config | attention | real-token MACs vs full | EM | F1 | F1 vs first row (± standard error) |",
+          "|---|---|---|---|---|---|---|"]
     md += [f"| `{r['model']}` | {config_text(r['length_config'])} | {r['attention']} | {r['real_macs_share']:.3f} | "
-           + (f"{r['exact_match']:.2f} | {r['f1']:.2f} |" if "f1" in r else "- | - |") for r in rows]
+           + (f"{r['exact_match']:.2f} | {r['f1']:.2f} | " if "f1" in r else "- | - | ")
+           + (f"{r['f1_vs_first']:+.2f} ± {r['f1_vs_first_se']:.2f} |" if "f1_vs_first" in r else "|") for r in rows]
     write_results(args.name, header(args.threads) | {"isa": qualam_rt.isa()}, rows, "\n".join(md))
 
 

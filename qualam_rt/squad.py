@@ -55,12 +55,19 @@ def exact_match(prediction: str, truth: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(truth))
 
 
-def evaluate(examples: list[Example], predictions: dict[str, str]) -> dict[str, float]:
-    """EM and F1 in percent, each the max over an example's reference answers."""
-    em = f1 = 0.0
+def question_scores(examples: list[Example], predictions: dict[str, str]) -> tuple[list[float], list[float]]:
+    """Each question's EM and F1 (0 to 1), each the max over its reference answers: paired
+    comparisons of two systems on the same questions need them one by one."""
+    em, f1 = [], []
     for ex in examples:
         pred = predictions.get(ex.id, "")
-        em += max(exact_match(pred, a) for a in ex.answers)
-        f1 += max(f1_score(pred, a) for a in ex.answers)
+        em.append(max(exact_match(pred, a) for a in ex.answers))
+        f1.append(max(f1_score(pred, a) for a in ex.answers))
+    return em, f1
+
+
+def evaluate(examples: list[Example], predictions: dict[str, str]) -> dict[str, float]:
+    """EM and F1 in percent, each the max over an example's reference answers."""
+    em, f1 = question_scores(examples, predictions)
     n = max(len(examples), 1)
-    return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "count": len(examples)}
+    return {"exact_match": 100.0 * sum(em) / n, "f1": 100.0 * sum(f1) / n, "count": len(examples)}

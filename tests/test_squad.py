@@ -158,6 +158,8 @@ def test_official_metric():
     ex = [squad.Example("1", "q", "c", ["Cat", "a dog"], [0, 0]), squad.Example("2", "q", "c", ["x y"], [0])]
     r = squad.evaluate(ex, {"1": "dog", "2": "x"})
     assert r["exact_match"] == 50.0 and r["f1"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+    em, f1 = squad.question_scores(ex, {"1": "dog", "2": "x"})
+    assert em == [1.0, 0.0] and f1 == pytest.approx([1.0, 2 / 3])
 
 
 def test_load_examples(tmp_path):
