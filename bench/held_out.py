@@ -15,8 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import engine_from_spec, header, paired_difference, write_results  # noqa: E402
 
@@ -56,7 +54,7 @@ def main() -> None:
                "real_macs_share": share}
         if not args.macs_only:
             em, f1 = squad.question_scores(held, decode.predict(held, windows, engine.logits, 32))
-            row |= {"exact_match": float(100.0 * np.mean(em)), "f1": float(100.0 * np.mean(f1)), "count": len(held)}
+            row |= squad.summarize(em, f1)
             if rows:  # the same questions as the first row: a paired difference and its standard error
                 row["f1_vs_first"], row["f1_vs_first_se"] = paired_difference(f1, first_f1)
             else:

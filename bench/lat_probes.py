@@ -54,6 +54,9 @@ def main() -> None:
         last = rows[-1]
         md += ["", "F1 gained per hour of training, first to last probe: " + ", ".join(
             f"{n} {(last[n] - first[n]) / last['hours']:+.2f}" for n in names)]
+    if seconds:
+        last_step = max(seconds)
+        md += ["", f"Training time to the last logged step ({last_step}): {seconds[last_step] / 3600:.2f} hours."]
     plot(rows, names, Path(__file__).parent / "results" / f"{args.name}.png")
     md += ["", f"![probes]({args.name}.png)"]
     write_results(args.name, header(0) | {"run": args.run, "config": config}, rows, "\n".join(md))

@@ -66,8 +66,12 @@ def question_scores(examples: list[Example], predictions: dict[str, str]) -> tup
     return em, f1
 
 
+def summarize(em: list[float], f1: list[float]) -> dict[str, float]:
+    """EM and F1 in percent over the questions `question_scores` scored."""
+    n = max(len(f1), 1)
+    return {"exact_match": 100.0 * sum(em) / n, "f1": 100.0 * sum(f1) / n, "count": len(f1)}
+
+
 def evaluate(examples: list[Example], predictions: dict[str, str]) -> dict[str, float]:
     """EM and F1 in percent, each the max over an example's reference answers."""
-    em, f1 = question_scores(examples, predictions)
-    n = max(len(examples), 1)
-    return {"exact_match": 100.0 * sum(em) / n, "f1": 100.0 * sum(f1) / n, "count": len(examples)}
+    return summarize(*question_scores(examples, predictions))
