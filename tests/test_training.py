@@ -533,3 +533,44 @@ def test_data_offset_enters_the_seeded_batch_order_part_of_an_epoch_in():
     half = TrainConfig(batch_size=4, seed=3, data_offset=0.5)
     assert [b.tolist() for b in islice(batch_order(feats, half, 0), 60)] == plain[26:86]
     assert [b.tolist() for b in islice(batch_order(feats, half, 30), 5)] == plain[56:61]  # resumed at step 30
+
+
+def test_search_builds_frontier_and_default_from_confirmation_scores(tmp_path):
+    """confirm_examples: the near-frontier genes are scored again and the frontier and default come
+    from those scores; a gene the search underrated beyond the slack is not scored again."""
+    from dataclasses import replace
+
+    from training.search import N_REF, SearchConfig, near_frontier, search
+
+    class Scores:
+        """F1 of a 2-layer gene: a smooth function of its cost, plus this evaluation's noise."""
+        config = {"layers": 2}
+
+        def __init__(self, noise):
+            self.noise, self.calls = noise, []
+
+        def __call__(self, gene):
+            self.calls.append(gene)
+            cost = sum(gene) / (2 * N_REF)
+            return {"ratios": [g / N_REF for g in gene], "lengths_at_384": list(gene), "cost": cost,
+                    "macs_vs_bert_base": cost, "f1": 80 - 20 * (1 - cost) ** 2 + self.noise.get(gene, 0.0)}
+
+    small, a, b, c = (308, 247), (384, 192), (384, 269), (384, 300)
+    # the search's few questions overrate a by 1.0, underrate b by 0.3 (within the slack) and c by 3
+    search_noise = {a: 1.0, b: -0.3, c: -3.0}
+    cfg = SearchConfig(out=str(tmp_path / "plain"), population=1, iterations=0, seeds="384,300", confirm_slack=1.0)
+    plain = search(cfg, evaluate=Scores(search_noise))
+    assert plain["default_config"] == [1.0, 0.5] and plain["confirmed"] == 0  # a: cheapest within 0.5 of full
+    confirm = Scores({})
+    result = search(replace(cfg, out=str(tmp_path / "confirmed"), confirm_examples=50), Scores(search_noise), confirm)
+    assert set(confirm.calls) == {(384, 384), small, a, b} and result["confirmed"] == 4
+    assert [p["lengths_at_384"] for p in result["frontier"]] == [list(small), list(a), list(b), [384, 384]]
+    assert result["default_config"] == [1.0, 269 / N_REF]  # b: 79.55 on the confirmation, within 0.5 of 80
+    assert [p["search_f1"] - p["f1"] for p in result["frontier"] if tuple(p["lengths_at_384"]) == b] == [
+        pytest.approx(-0.3)]
+    # resumable: a rerun scores nothing again
+    again = Scores({})
+    assert search(replace(cfg, out=str(tmp_path / "confirmed"), confirm_examples=50), Scores(search_noise),
+                  again) == result and again.calls == []
+    assert near_frontier({a: {"cost": 0.5, "f1": 70.0}, b: {"cost": 0.6, "f1": 69.6}, c: {"cost": 0.7, "f1": 69.4}},
+                         0.5) == [a, b]
