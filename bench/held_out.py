@@ -4,7 +4,9 @@ trained on): how a model and its default configuration are chosen without touchi
     python bench/held_out.py qualam_rt/models/default.qrt runs/qualam-lat2.qrt:full --examples 1500
 
 A model may carry ":full" or ":r1,...,r6" to override its default length configuration and
-"@fp32", "@int16" or "@int8" to override its attention path. Each row also gives the
+"@fp32", "@int16" or "@int8" to override its attention path. A training checkpoint
+("runs/X/model.pt[:config]", its tokenizer.json beside it) runs as the FP32 PyTorch model
+(full length unless a configuration is given). Each row also gives the
 configuration's encoder MACs on the real tokens of those questions' windows as a share of full
 length's; `--macs-only` gives only that (seconds, no model run). Every row after the first gives
 its F1 against the first row's on the same questions, with that paired difference's standard error.
@@ -33,9 +35,42 @@ def config_text(config) -> str:
     return str(tuple(round(x, 3) for x in config))
 
 
+class TorchCheckpoint:
+    """A training checkpoint in an Engine's place: the FP32 PyTorch model, its tokenizer's
+    windows, the engine's configuration syntax."""
+    attention = "fp32 (PyTorch)"
+
+    def __init__(self, spec: str, threads: int):
+        import torch
+        from table1 import torch_logits_fn
+
+        from qualam_rt import featurize
+        from qualam_rt.cli import parse_length_config
+        from training.data import load_tokenizer
+        from training.train import load_model
+        torch.set_num_threads(threads)
+        path, _, cfg = spec.partition(":")
+        config = parse_length_config(cfg or "full")
+        if config == "default":
+            raise SystemExit(f"{spec}: a checkpoint has no default configuration; give one, or :full")
+        self.path, self.length_config = Path(path), None if config == "full" else config
+        model = load_model(self.path).eval()
+        self.architecture = model.config.to_dict()
+        self._tokenizer = load_tokenizer(self.path.parent)
+        self._featurize = featurize.make_windows
+        self.logits = torch_logits_fn(model, self.length_config)
+
+    def windows(self, pairs):
+        return self._featurize(self._tokenizer, pairs)
+
+
+def model_from_spec(spec: str, threads: int):
+    return TorchCheckpoint(spec, threads) if spec.partition(":")[0].endswith(".pt") else engine_from_spec(spec, threads)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="+", help="MODEL.qrt[:full|:r1,...][@attention]")
+    ap.add_argument("models", nargs="+", help="MODEL.qrt[:full|:r1,...][@attention] or CHECKPOINT.pt[:full|:r1,...]")
     ap.add_argument("--examples", type=int, default=1500)
     ap.add_argument("--held-out-articles", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -45,7 +80,7 @@ def main() -> None:
     held = squad.load_examples(SQUAD_TRAIN, slice(-args.held_out_articles, None))[:args.examples]
     rows = []
     for spec in args.models:
-        engine = engine_from_spec(spec, args.threads)
+        engine = model_from_spec(spec, args.threads)
         windows = engine.windows([(e.question, e.context) for e in held])
         lengths = [len(w.input_ids) for w in windows]
         share = (sum(encoder_macs(engine.architecture, n, engine.length_config) for n in lengths)
