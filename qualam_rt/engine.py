@@ -27,8 +27,10 @@ class Engine:
 
     path: a .qrt file (None: the bundled default model). threads: kernel threads of this
     engine's calls (None: the process-wide count, qualam_rt.set_num_threads, all cores by default). length_config: "default" (the model's), "full" (no token dropping), or a tuple of
-    per-layer keep ratios. max_macs / max_latency_ms: instead, the most accurate configuration
-    of the model's frontier within that budget (MACs at n=384; measured latency at n=384).
+    per-layer keep ratios. max_macs / max_macs_share / max_latency_ms: instead, the most
+    accurate configuration of the model's frontier within that budget (encoder MACs at n=384;
+    the share of full length's MACs on the real tokens of the windows the search scored, e.g.
+    0.75; measured latency at n=384). At most one of the three.
     attention: the arithmetic of attention's two products: "fp32", "int16" (int16 pairs into
     exact int32 sums; ~1e-3 relative error in the context vectors), "int8" or "bf16" (on the tile
     paths, amx and amx_emulated, only); None: the model's choice, except that where the model
@@ -40,7 +42,7 @@ class Engine:
 
     def __init__(self, path: str | Path | None = None, threads: int | None = None,
                  length_config="default", max_macs: float | None = None, max_latency_ms: float | None = None,
-                 attention: str | None = None):
+                 attention: str | None = None, max_macs_share: float | None = None):
         if path is None:
             path = default_model_path()
             if not path.is_file():
@@ -61,7 +63,8 @@ class Engine:
         self.threads = threads
         self.max_seq_len = min(featurize.MAX_SEQ_LEN, int(self.architecture["max_position"]))
         self.frontier = list(self.meta.get("frontier", []))
-        self.length_config = self._resolve(length_config, max_macs, max_latency_ms)
+        self.length_config = self._resolve(length_config, {"macs": max_macs, "real_macs_share": max_macs_share,
+                                                           "latency_ms": max_latency_ms})
         if attention is not None and attention not in ATTENTION_PATHS:
             raise ValueError(f"attention must be one of {ATTENTION_PATHS}, not {attention!r}")
         self._attention = attention  # None: the model's choice (see attention)
@@ -81,9 +84,12 @@ class Engine:
         return self._model_attention
 
     # ---- configuration -----------------------------------------------------------------
-    def _resolve(self, length_config, max_macs, max_latency_ms):
-        if max_macs is not None or max_latency_ms is not None:
-            key, budget = ("macs", max_macs) if max_macs is not None else ("latency_ms", max_latency_ms)
+    def _resolve(self, length_config, budgets: dict):
+        budgets = {k: v for k, v in budgets.items() if v is not None}
+        if len(budgets) > 1:
+            raise LengthConfigError("give at most one of max_macs, max_macs_share and max_latency_ms")
+        if budgets:
+            (key, budget), = budgets.items()
             fits = [p for p in self.frontier if p.get(key) is not None and p[key] <= budget]
             if not fits:
                 raise LengthConfigError(f"no configuration of this model's frontier has {key} <= {budget}; "

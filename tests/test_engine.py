@@ -15,8 +15,8 @@ TEXT = ("Ada Lovelace wrote the first program in 1843 for the analytical engine 
         "The engine was never finished , but her notes describe loops and variables . Who wrote the notes ? "
         "When was the program written ? What did Babbage design ? Café Zürich naïve")
 QUESTIONS = ["Who wrote the first program?", "When was the program written?", "What did Babbage design?"]
-FRONTIER = [{"ratios": [0.9, 0.7, 0.5], "macs": 3.0e6, "f1": 60.0, "latency_ms": 2.0},
-            {"ratios": [0.6, 0.4, 0.2], "macs": 1.5e6, "f1": 40.0, "latency_ms": 1.0}]
+FRONTIER = [{"ratios": [0.9, 0.7, 0.5], "macs": 3.0e6, "f1": 60.0, "latency_ms": 2.0, "real_macs_share": 0.8},
+            {"ratios": [0.6, 0.4, 0.2], "macs": 1.5e6, "f1": 40.0, "latency_ms": 1.0, "real_macs_share": 0.5}]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,12 @@ def test_length_configuration_choices(model_path):
     assert Engine(model_path, max_macs=2e6).length_config == (0.6, 0.4, 0.2)
     assert Engine(model_path, max_macs=1e9).length_config == (0.9, 0.7, 0.5)
     assert Engine(model_path, max_latency_ms=1.5).length_config == (0.6, 0.4, 0.2)
+    assert Engine(model_path, max_macs_share=0.75).length_config == (0.6, 0.4, 0.2)
+    assert Engine(model_path, max_macs_share=0.8).length_config == (0.9, 0.7, 0.5)
+    with pytest.raises(LengthConfigError, match="at most one"):
+        Engine(model_path, max_macs=1e9, max_macs_share=0.8)
+    with pytest.raises(LengthConfigError, match="real_macs_share <= 0.4"):
+        Engine(model_path, max_macs_share=0.4)
     with pytest.raises(LengthConfigError, match="frontier"):
         Engine(model_path, max_macs=10)
     assert Engine(model_path, length_config={"ratios": [0.9, 0.7, 0.5]}).length_config == (0.9, 0.7, 0.5)
