@@ -84,8 +84,8 @@ class Engine:
         return self._model_attention
 
     # ---- configuration -----------------------------------------------------------------
-    def _resolve(self, length_config, budgets: dict):
-        budgets = {k: v for k, v in budgets.items() if v is not None}
+    def _resolve(self, length_config, budgets: dict | None = None):
+        budgets = {k: v for k, v in (budgets or {}).items() if v is not None}
         if len(budgets) > 1:
             raise LengthConfigError("give at most one of max_macs, max_macs_share and max_latency_ms")
         if budgets:
@@ -146,7 +146,7 @@ class Engine:
 
     def logits(self, windows: list[featurize.Window], length_config="same") -> list[np.ndarray]:
         """Start/end logits [n, 2] of each window (one packed native call)."""
-        ratios = self.length_config if length_config == "same" else self._resolve(length_config, None, None)
+        ratios = self.length_config if length_config == "same" else self._resolve(length_config)
         ids, types, offsets = featurize.pack(windows)
         tokens = list(ratios["tokens"]) if isinstance(ratios, dict) else None
         ratios = None if ratios is None or tokens is not None else list(ratios)
