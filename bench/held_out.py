@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import engine_from_spec, header, paired_difference, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
-from qualam_rt import decode, squad  # noqa: E402
+from qualam_rt import decode, featurize, squad  # noqa: E402
 from qualam_rt.cost import encoder_macs  # noqa: E402
 
 SQUAD_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "train-v1.1.json"
@@ -44,7 +44,6 @@ class TorchCheckpoint:
         import torch
         from table1 import torch_logits_fn
 
-        from qualam_rt import featurize
         from qualam_rt.cli import parse_length_config
         from training.data import load_tokenizer
         from training.train import load_model
@@ -57,11 +56,10 @@ class TorchCheckpoint:
         model = load_model(self.path).eval()
         self.architecture = model.config.to_dict()
         self._tokenizer = load_tokenizer(self.path.parent)
-        self._featurize = featurize.make_windows
         self.logits = torch_logits_fn(model, self.length_config)
 
     def windows(self, pairs):
-        return self._featurize(self._tokenizer, pairs)
+        return featurize.make_windows(self._tokenizer, pairs)
 
 
 def model_from_spec(spec: str, threads: int):
