@@ -9,7 +9,8 @@ A model may carry ":full" or ":r1,...,r6" to override its default length configu
 (full length unless a configuration is given). Each row also gives the
 configuration's encoder MACs on the real tokens of those questions' windows as a share of full
 length's; `--macs-only` gives only that (seconds, no model run). Every row after the first gives
-its F1 against the first row's on the same questions, with that paired difference's standard error.
+its F1 against the first row's on the same questions, with that paired difference's standard error
+(`--pairs`: each second row against the row before it, e.g. two models at one configuration).
 """
 from __future__ import annotations
 
@@ -73,10 +74,13 @@ def main() -> None:
     ap.add_argument("--held-out-articles", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--macs-only", action="store_true", help="only the real-token MACs shares, no F1")
+    ap.add_argument("--pairs", action="store_true",
+                    help="models come in pairs (A:config B:config ...): each second row against the row before")
     ap.add_argument("--name", default="held_out")
     args = ap.parse_args()
     held = squad.load_examples(SQUAD_TRAIN, slice(-args.held_out_articles, None))[:args.examples]
-    rows = []
+    rows, question_f1 = [], []
+    key = "f1_vs_pair" if args.pairs else "f1_vs_first"
     for spec in args.models:
         engine = model_from_spec(spec, args.threads)
         windows = engine.windows([(e.question, e.context) for e in held])
@@ -88,19 +92,21 @@ def main() -> None:
         if not args.macs_only:
             em, f1 = squad.question_scores(held, decode.predict(held, windows, engine.logits, 32))
             row |= squad.summarize(em, f1)
-            if rows:  # the same questions as the first row: a paired difference and its standard error
-                row["f1_vs_first"], row["f1_vs_first_se"] = paired_difference(f1, first_f1)
-            else:
-                first_f1 = f1
+            # the same questions as the first row (or, with --pairs, the row before an odd one):
+            # a paired difference and its standard error
+            base = len(rows) - len(rows) % 2 if args.pairs else 0
+            if base < len(rows):
+                row[key], row[key + "_se"] = paired_difference(f1, question_f1[base])
+            question_f1.append(f1)
         rows.append(row)
         print(row, flush=True)
     md = [f"The first {len(held)} questions of the last {args.held_out_articles} SQuAD v1.1 training articles; "
           f"kernel path `{qualam_rt.isa()}`.", "",
-          "| model | length config | attention | real-token MACs vs full | EM | F1 | F1 vs first row (± standard error) |",
+          f"| model | length config | attention | real-token MACs vs full | EM | F1 | F1 vs {'the row before' if args.pairs else 'first row'} (± standard error) |",
           "|---|---|---|---|---|---|---|"]
     md += [f"| `{r['model']}` | {config_text(r['length_config'])} | {r['attention']} | {r['real_macs_share']:.3f} | "
            + (f"{r['exact_match']:.2f} | {r['f1']:.2f} | " if "f1" in r else "- | - | ")
-           + (f"{r['f1_vs_first']:+.2f} ± {r['f1_vs_first_se']:.2f} |" if "f1_vs_first" in r else "|") for r in rows]
+           + (f"{r[key]:+.2f} ± {r[key + '_se']:.2f} |" if key in r else "|") for r in rows]
     write_results(args.name, header(args.threads) | {"isa": qualam_rt.isa()}, rows, "\n".join(md))
 
 
