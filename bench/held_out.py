@@ -78,6 +78,8 @@ def main() -> None:
                     help="models come in pairs (A:config B:config ...): each second row against the row before")
     ap.add_argument("--name", default="held_out")
     args = ap.parse_args()
+    if args.pairs and len(args.models) % 2:
+        ap.error(f"--pairs takes an even number of models, not {len(args.models)}")
     held = squad.load_examples(SQUAD_TRAIN, slice(-args.held_out_articles, None))[:args.examples]
     rows, question_f1 = [], []
     key = "f1_vs_pair" if args.pairs else "f1_vs_first"

@@ -20,7 +20,8 @@ teacher's, and the full model learns them too instead of the span loss, so the s
 learn the teacher's answers while the full model stays near them. (Short label runs at a constant
 rate lowered a converged model's held-out F1; a whole epoch of `finetune` with the rate decaying
 to 0 raised it by 2 F1 and the sub-models' with it; a quarter-epoch cycle from that result,
-with this teacher or with the labels, then lowered every configuration: bench/README.)
+with this teacher or with the labels, then lowered every configuration, and one at a quarter
+of the rate moved them within noise: bench/README.)
 Both are resumable (checkpoint every `save_every` steps) and log to out_dir/log.jsonl.
 
     python -m training.train --step finetune --out runs/ft --max-examples 20000 --epochs 1
