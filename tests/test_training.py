@@ -574,3 +574,26 @@ def test_search_builds_frontier_and_default_from_confirmation_scores(tmp_path):
                   again) == result and again.calls == []
     assert near_frontier({a: {"cost": 0.5, "f1": 70.0}, b: {"cost": 0.6, "f1": 69.6}, c: {"cost": 0.7, "f1": 69.4}},
                          0.5) == [a, b]
+
+
+def test_distill_loss_softens_both_distributions_and_scales_by_temperature_squared():
+    from training.train import distill_loss
+    gen = torch.Generator().manual_seed(3)
+    s, e, ts, te = (torch.randn(2, 7, generator=gen) * 4 for _ in range(4))
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False  # padding takes no probability on either side
+
+    def kl(student, teacher, T):  # plain numpy, per row over the valid positions
+        out = 0.0
+        for row in range(2):
+            v = mask[row].numpy()
+            a, b = student[row].numpy()[v] / T, teacher[row].numpy()[v] / T
+            log_q = a - a.max() - np.log(np.exp(a - a.max()).sum())
+            p = np.exp(b - b.max()) / np.exp(b - b.max()).sum()
+            out += (p * (np.log(p) - log_q)).sum()
+        return out / 2
+
+    for T in (1.0, 2.0, 4.0):
+        expected = (kl(s, ts, T) + kl(e, te, T)) / 2 * T ** 2
+        assert float(distill_loss(s, e, ts, te, mask, T)) == pytest.approx(expected, rel=1e-5)
+    assert float(distill_loss(s, e, ts, te, mask)) == pytest.approx(float(distill_loss(s, e, ts, te, mask, 1.0)))

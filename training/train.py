@@ -80,6 +80,7 @@ class TrainConfig:
     length_sampling: str = "real"     # sub-model lengths drawn against: "real" window lengths | "padded" (max_seq_len, LAT)
     sandwich_configs: str = ""        # lat: ";"-separated fixed sub-models (CLI form: tokens:b1,... or r1,...), instead of the smallest
     teacher: str = ""                 # lat: "" (inplace distillation from the full model) | "init" | a model path (frozen)
+    distill_temperature: float = 1.0  # lat: KL of the start/end distributions softened by this, times its square
     layer_drop: float = 0.0           # LayerDrop of the full model in lat (0.2 cost this 6-layer model 7 F1 at full length)
     probe_every: int = 0              # every N steps: held-out F1 of the PROBES configurations (0 = never)
     probe_examples: int = 200         # held-out questions per probe
@@ -101,7 +102,8 @@ PROBES = {"full": None,
 # (epochs may grow: a longer run continues from the checkpoint).
 RUN_IDENTITY = ("step", "init", "squad_train", "held_out_articles", "max_examples", "skip_examples", "max_seq_len",
                 "doc_stride", "max_query_len", "batch_size", "lr", "seed", "data_offset", "num_sandwich",
-                "length_drop_ratio_bound", "length_sampling", "sandwich_configs", "teacher", "layer_drop")
+                "length_drop_ratio_bound", "length_sampling", "sandwich_configs", "teacher", "layer_drop",
+                "distill_temperature")
 
 
 def native_bf16() -> bool:
@@ -202,11 +204,14 @@ def span_loss(start, end, batch) -> torch.Tensor:
     return (F.cross_entropy(masked(start, m), batch["start"]) + F.cross_entropy(masked(end, m), batch["end"])) / 2
 
 
-def distill_loss(start, end, t_start, t_end, mask) -> torch.Tensor:
-    """KL(teacher || student) of the start and end distributions, averaged."""
+def distill_loss(start, end, t_start, t_end, mask, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) of the start and end distributions, averaged. Above temperature 1
+    both are softened first (the teacher's second and third choices then carry weight) and the
+    loss is multiplied by temperature^2, which keeps its gradient's scale (Hinton et al. 2015)."""
     def kl(s, t):
-        return F.kl_div(F.log_softmax(masked(s, mask), -1), F.softmax(masked(t, mask), -1), reduction="batchmean")
-    return (kl(start, t_start) + kl(end, t_end)) / 2
+        return F.kl_div(F.log_softmax(masked(s, mask) / temperature, -1), F.softmax(masked(t, mask) / temperature, -1),
+                        reduction="batchmean")
+    return (kl(start, t_start) + kl(end, t_end)) / 2 * temperature ** 2
 
 
 def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, gen: torch.Generator,
@@ -269,7 +274,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
         else:
             with torch.no_grad():
                 t_start, t_end = teacher(*args)
-            losses = [distill_loss(start, end, t_start, t_end, batch["attention_mask"])]
+            losses = [distill_loss(start, end, t_start, t_end, batch["attention_mask"], cfg.distill_temperature)]
         members = [keep_counts(n, c) for c in fixed] or [
             sample_lengths(n, model.config.layers, cfg.length_drop_ratio_bound, smallest=True, gen=gen, padded_to=padded_to)]
         for k in range(cfg.num_sandwich):
@@ -283,7 +288,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
                 losses.append(losses[0] if teacher is not None else torch.zeros((), device=start.device))
                 continue
             s, e = model(*args, length_config=[t.to(start.device) for t in lengths], embedded=embedded, hidden=hidden)
-            losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"]))
+            losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"], cfg.distill_temperature))
     loss = sum(losses) / len(losses)
     loss.backward()
     return float(loss.detach()), [float(x.detach()) for x in losses]
