@@ -597,3 +597,26 @@ def test_distill_loss_softens_both_distributions_and_scales_by_temperature_squar
         expected = (kl(s, ts, T) + kl(e, te, T)) / 2 * T ** 2
         assert float(distill_loss(s, e, ts, te, mask, T)) == pytest.approx(expected, rel=1e-5)
     assert float(distill_loss(s, e, ts, te, mask)) == pytest.approx(float(distill_loss(s, e, ts, te, mask, 1.0)))
+
+
+def test_min_window_tokens_trains_only_on_long_windows(workdir, monkeypatch):
+    from training.data import Features, split_articles
+    train_ex, _ = split_articles(workdir / "squad.json", 1)
+    lengths = Features(syn_tokenizer(workdir), train_ex, 40, 16, 64).lengths  # contexts in 2-3 windows
+    threshold = int(np.median(lengths)) + 1
+    assert 0 < (lengths >= threshold).sum() < len(lengths)  # the tiny data has windows on both sides
+    shortest = []
+    collate = Features.collate
+    monkeypatch.setattr(Features, "collate", lambda self, index: (shortest.append(int(self.lengths[index].min())),
+                                                                   collate(self, index))[1])
+    cfg = TrainConfig(step="lat", init=str(workdir / "init.pt"), tokenizer=str(workdir / "tokenizer.json"),
+                      squad_train=str(workdir / "squad.json"), out=str(workdir / "lat_long"), held_out_articles=1,
+                      epochs=1, batch_size=4, bf16="false", save_every=100, eval_examples=0, max_seq_len=40,
+                      doc_stride=16, num_sandwich=1, min_window_tokens=threshold)
+    assert train(cfg)["steps"] == -(-int((lengths >= threshold).sum()) // 4)
+    assert shortest and min(shortest) >= threshold
+
+
+def syn_tokenizer(workdir):
+    from training.data import load_tokenizer
+    return load_tokenizer(workdir / "tokenizer.json")

@@ -51,6 +51,12 @@ class Features:
     def __len__(self):
         return len(self.windows)
 
+    def keep_windows(self, keep: np.ndarray) -> None:
+        """Keep only the windows where `keep` (a bool per window) is set."""
+        chosen = np.flatnonzero(keep)
+        self.windows = [self.windows[i] for i in chosen]
+        self.labels, self.lengths = self.labels[chosen], self.lengths[chosen]
+
     def batches(self, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None,
                 bucket: int = 64):
         """Index lists of batches of windows of similar length (less padding). With shuffle,
