@@ -33,6 +33,9 @@ def main() -> None:
     for r in records:
         if "probe" in r:
             rows.append({"step": r["step"], "hours": seconds.get(r["step"], 0.0) / 3600, **r["probe"]})
+    if not rows:
+        raise SystemExit(f"{args.run}/log.jsonl has no probes (the run had --probe-every 0); its training time: "
+                         f"{max(seconds.values(), default=0.0) / 3600:.2f} hours")
     first = rows[0]
     for r in rows:
         r["gap_qualam_tokens"] = r["full"] - r["qualam_tokens"]
