@@ -21,7 +21,8 @@ learn the teacher's answers while the full model stays near them. (Short label r
 rate lowered a converged model's held-out F1; a whole epoch of `finetune` with the rate decaying
 to 0 raised it by 2 F1 and the sub-models' with it; a quarter-epoch cycle from that result,
 with this teacher or with the labels, then lowered every configuration, and one at a quarter
-of the rate moved them within noise: bench/README.)
+of the rate moved them within noise, as did distillation at temperature 2 and distillation on
+long windows only (`min_window_tokens`, where the paper's budgets lose most): bench/README.)
 Both are resumable (checkpoint every `save_every` steps) and log to out_dir/log.jsonl.
 
     python -m training.train --step finetune --out runs/ft --max-examples 20000 --epochs 1
