@@ -600,9 +600,9 @@ def test_distill_loss_softens_both_distributions_and_scales_by_temperature_squar
 
 
 def test_min_window_tokens_trains_only_on_long_windows(workdir, monkeypatch):
-    from training.data import Features, split_articles
+    from training.data import split_articles
     train_ex, _ = split_articles(workdir / "squad.json", 1)
-    lengths = Features(syn_tokenizer(workdir), train_ex, 40, 16, 64).lengths  # contexts in 2-3 windows
+    lengths = Features(load_tokenizer(workdir / "tokenizer.json"), train_ex, 40, 16, 64).lengths  # contexts in 2-3 windows
     threshold = int(np.median(lengths)) + 1
     assert 0 < (lengths >= threshold).sum() < len(lengths)  # the tiny data has windows on both sides
     shortest = []
@@ -615,8 +615,3 @@ def test_min_window_tokens_trains_only_on_long_windows(workdir, monkeypatch):
                       doc_stride=16, num_sandwich=1, min_window_tokens=threshold)
     assert train(cfg)["steps"] == -(-int((lengths >= threshold).sum()) // 4)
     assert shortest and min(shortest) >= threshold
-
-
-def syn_tokenizer(workdir):
-    from training.data import load_tokenizer
-    return load_tokenizer(workdir / "tokenizer.json")
