@@ -615,3 +615,49 @@ def test_min_window_tokens_trains_only_on_long_windows(workdir, monkeypatch):
                       doc_stride=16, num_sandwich=1, min_window_tokens=threshold)
     assert train(cfg)["steps"] == -(-int((lengths >= threshold).sum()) // 4)
     assert shortest and min(shortest) >= threshold
+
+
+def test_answer_keep_loss_is_a_hinge_on_log_significance_and_trains_it(workdir):
+    from training.train import KEEP_ANSWER_MARGIN, answer_keep_loss
+    torch.manual_seed(1)
+    model = load_model(workdir / "init.pt")
+    ids, types, mask = batch_of(model, n=3, L=20)
+    mask = torch.stack([mask[0], mask[0], mask[1], mask[2]])  # lengths 20, 20, 15, 7
+    ids, types = torch.cat([ids[:1], ids]), torch.cat([types[:1], types])
+    batch = {"attention_mask": mask, "start": torch.tensor([3, 0, 9, 4]), "end": torch.tensor([5, 0, 12, 4])}
+    budgets = [12, 10]  # the 7-token window is shorter than both; window 1 holds no answer (label 0)
+    inputs = [model.embed(ids, types)]
+    inputs.append(model.layers[0].tail(model.layers[0].attend(*model.layers[0].heads_of(inputs[0]), mask)[0], inputs[0]))
+
+    def expected():  # plain numpy, float64
+        terms = []
+        for layer, x, budget in zip(model.layers, inputs, budgets):
+            w, b = layer.qkv.weight.detach().double().numpy(), layer.qkv.bias.detach().double().numpy()
+            for row in range(4):
+                n = int(mask[row].sum())
+                if n <= budget or int(batch["start"][row]) == 0:
+                    continue
+                qkv = x[row, :n].detach().double().numpy() @ w.T + b
+                H, h = model.config.hidden, model.config.heads
+                q, k = (qkv[:, i * H:(i + 1) * H].reshape(n, h, H // h).transpose(1, 0, 2) for i in (0, 1))
+                scores = q @ k.transpose(0, 2, 1) / np.sqrt(H // h)
+                p = np.exp(scores - scores.max(-1, keepdims=True))
+                sig = (p / p.sum(-1, keepdims=True)).sum((0, 1))   # over heads and (valid) query rows
+                threshold = np.sort(sig)[::-1][budget]             # the most significant dropped token
+                for g in (batch["start"][row], batch["end"][row]):
+                    terms.append(max(0.0, np.log(threshold) + KEEP_ANSWER_MARGIN - np.log(sig[int(g)])))
+        return np.mean(terms), len(terms)
+
+    value, count = expected()
+    assert count == 8 and value > 0  # (start, end) of windows 0 and 2, at both layers
+    assert float(answer_keep_loss(model, inputs, batch, budgets).detach()) == pytest.approx(value, rel=1e-4)
+
+    # Its gradient, through the attention paid to the answer tokens, trains the first layer to keep them.
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(30):
+        opt.zero_grad()
+        x = model.embed(ids, types)
+        loss = answer_keep_loss(model, [x], batch, budgets[:1])
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.2 * value

@@ -85,6 +85,9 @@ class TrainConfig:
     min_window_tokens: int = 0        # train only on windows of at least this many tokens (243: where the paper's
                                       # first budgets bind, which cost most of their F1 on held-out questions)
     layer_drop: float = 0.0           # LayerDrop of the full model in lat (0.2 cost this 6-layer model 7 F1 at full length)
+    keep_answer_budgets: str = ""     # lat: "b1,b2,...": token budgets of the first layers under which the answer's
+                                      # start and end tokens should stay (answer_keep_loss); "" = no such loss
+    keep_answer_weight: float = 0.0   # lat: weight of answer_keep_loss, added to the step's loss
     probe_every: int = 0              # every N steps: held-out F1 of the PROBES configurations (0 = never)
     probe_examples: int = 200         # held-out questions per probe
 
@@ -106,7 +109,7 @@ PROBES = {"full": None,
 RUN_IDENTITY = ("step", "init", "squad_train", "held_out_articles", "max_examples", "skip_examples", "max_seq_len",
                 "doc_stride", "max_query_len", "batch_size", "lr", "seed", "data_offset", "num_sandwich",
                 "length_drop_ratio_bound", "length_sampling", "sandwich_configs", "teacher", "layer_drop",
-                "distill_temperature", "min_window_tokens")
+                "distill_temperature", "min_window_tokens", "keep_answer_budgets", "keep_answer_weight")
 
 
 def native_bf16() -> bool:
@@ -172,6 +175,10 @@ def probe(model: BertQA, features: Features, bf16: bool) -> dict:
     model.train()
     return out
 
+
+# answer_keep_loss's margin in log significance: the answer should receive 22% more attention
+# than the best token a budget drops.
+KEEP_ANSWER_MARGIN = 0.2
 
 # Sub-models start from the full model's output of the layers before their first drop
 # (BertQA.forward's `hidden`); False computes those layers again in every pass, as before.
@@ -240,6 +247,46 @@ def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, g
     return out if padded_to is None else [torch.minimum(c, n) for c in out]
 
 
+def answer_keep_loss(model: BertQA, inputs: list[torch.Tensor], batch, budgets: list[int],
+                     margin: float = KEEP_ANSWER_MARGIN) -> torch.Tensor:
+    """Teach the first layers to keep the answer. Held-out, under the paper's budgets, a window
+    whose gold start token is dropped in layers 1-3 almost never gets it predicted (it keeps its
+    embedding), and the drop-and-restore losses cannot help: the top-k that drops it passes no
+    gradient. So: at each layer i < len(budgets) of the full model (inputs[i] = its input), on the
+    windows longer than budget b_i that hold an answer, a hinge on log significance pulls the
+    gold start and end tokens above the most significant token a b_i budget drops, by `margin`:
+        relu(log s_(b_i+1) + margin - log s_gold),   averaged over every (window, token) term.
+    s_gold's gradient flows through the attention the other tokens pay to it; the softmax
+    denominators are held fixed (each attention weight is small, so this is nearly the exact
+    gradient, without a [B, h, L, L] backward)."""
+    mask, gold = batch["attention_mask"], torch.stack([batch["start"], batch["end"]], 1)
+    n = mask.sum(1)
+    terms, count = [], 0
+    for layer, x, budget in zip(model.layers, inputs, budgets):
+        binds = (n > budget) & (gold[:, 0] > 0)  # label 0: the answer is not in this window
+        if not binds.any():
+            continue
+        q, k, _ = layer.heads_of(x[binds])
+        valid, g = mask[binds], gold[binds]
+        d = q.shape[-1]
+        with torch.autocast(x.device.type, enabled=False):  # fp32: the scores' exponentials compare ranks
+            q, k = q.float(), k.float()
+            with torch.no_grad():
+                scores = (q @ k.transpose(-1, -2) / math.sqrt(d)).masked_fill(~valid[:, None, None, :], float("-inf"))
+                lse = torch.logsumexp(scores, -1)                                    # [b, h, L]
+                significance = layer.significance(torch.softmax(scores, -1), valid)   # [b, L]
+                threshold = significance.sort(-1, descending=True).values[:, budget]  # best dropped token
+            k_gold = k.gather(2, g[:, None, :, None].expand(-1, k.shape[1], -1, d))   # [b, h, 2, d]
+            # log s_gold as a logsumexp of log attention weights: no underflow to log 0
+            log_weights = (q @ k_gold.transpose(-1, -2) / math.sqrt(d) - lse[..., None])
+            log_weights = log_weights.masked_fill(~valid[:, None, :, None], float("-inf"))
+            log_gold = torch.logsumexp(log_weights.flatten(1, 2), 1)                 # [b, 2]
+        log_threshold = threshold.clamp_min(torch.finfo(threshold.dtype).tiny).log()
+        terms.append(F.relu(log_threshold[:, None] + margin - log_gold).sum())
+        count += log_gold.numel()
+    return sum(terms) / count if terms else torch.zeros((), device=mask.device)
+
+
 @functools.lru_cache(maxsize=8)
 def parse_sandwich_configs(text: str) -> list:
     """"tokens:315,251,...;0.9,0.8,..." -> the length configurations keep_counts takes
@@ -255,7 +302,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
              teacher: BertQA | None = None) -> tuple[float, list[float]]:
     """One drop-and-restore step; gradients are accumulated. Returns the loss and its parts
     (the full model's span loss, or its KL to the teacher; then each sub-model's KL: the fixed
-    ones, or the smallest, first). All forward passes
+    ones, or the smallest, first; the answer-keeping loss last, when on). All forward passes
     share one autocast region (weights are cast to bf16 once, not per pass) and one backward pass."""
     args = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     fixed = parse_sandwich_configs(cfg.sandwich_configs)
@@ -292,7 +339,14 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
                 continue
             s, e = model(*args, length_config=[t.to(start.device) for t in lengths], embedded=embedded, hidden=hidden)
             losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"], cfg.distill_temperature))
+        if cfg.keep_answer_weight:
+            budgets = [int(b) for b in cfg.keep_answer_budgets.split(",")]
+            inputs = [embedded] + hidden[:len(budgets) - 1]
+            keep = answer_keep_loss(model, inputs, batch, budgets)
     loss = sum(losses) / len(losses)
+    if cfg.keep_answer_weight:
+        loss = loss + cfg.keep_answer_weight * keep
+        losses.append(keep)  # logged last
     loss.backward()
     return float(loss.detach()), [float(x.detach()) for x in losses]
 
@@ -305,6 +359,9 @@ def train(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     parse_sandwich_configs(cfg.sandwich_configs)  # fail before hours of data loading, not at the first step
+    if cfg.keep_answer_weight and (not cfg.keep_answer_budgets or cfg.layer_drop or not SHARE_LAYERS):
+        raise ValueError("keep_answer_weight needs keep_answer_budgets and the full model's layer outputs "
+                         "(layer_drop 0, SHARE_LAYERS)")
     rng = np.random.default_rng(cfg.seed)
 
     # Data: training articles minus the held-out ones, optionally capped.
