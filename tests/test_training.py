@@ -1,5 +1,7 @@
 """The training pipeline on tiny random models and a tiny SQuAD-format sample."""
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -661,3 +663,32 @@ def test_answer_keep_loss_is_a_hinge_on_log_significance_and_trains_it(workdir):
         loss.backward()
         opt.step()
     assert float(loss) < 0.2 * value
+
+
+def test_answer_drops_bench_finds_the_layer_that_drops_the_start_token(workdir):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from answer_drops import start_drops
+    model = load_model(workdir / "init.pt").eval()
+    with torch.no_grad():  # larger weights: the layers' outputs count, not only the embeddings the residuals carry
+        for layer in model.layers:
+            for linear in (layer.qkv, layer.out, layer.ffn1, layer.ffn2):
+                linear.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(5))
+    ids, types, mask = batch_of(model, n=3, L=20)
+    config = {"tokens": [9, 5, 3]}
+    with torch.inference_mode():
+        sub = model(ids, types, mask, config)[0].masked_fill(~mask, -1e4).argmax(-1)  # the gathered form
+        full = model(ids, types, mask)[0].masked_fill(~mask, -1e4).argmax(-1)
+        assert not torch.equal(sub, model.qa(model.embed(ids, types))[..., 0].masked_fill(~mask, -1e4).argmax(-1))
+        # gold starts: the sub-model's picks, so its accuracy must be 1 and the full model's says where they agree
+        batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "start": sub, "end": sub}
+        _, sub_ok, full_ok = start_drops(model, batch, config)
+        # gold starts: the tokens least significant in layer 1, which drops them where the window is longer
+        # than its budget of 9 tokens (the first two)
+        layer = model.layers[0]
+        _, probs = layer.attend(*layer.heads_of(model.embed(ids, types)), mask)
+        least = layer.significance(probs, mask).masked_fill(~mask, float("inf")).argmin(-1)
+        dropped_at, _, _ = start_drops(model, batch | {"start": least, "end": least}, config)
+    assert sub_ok.all() and (full_ok == (full == sub).numpy()).all()
+    assert list(dropped_at[:2]) == [1, 1] and dropped_at[2] in (0, 2, 3)
+    never, _, _ = start_drops(model, batch, {"tokens": [20, 20, 20]})
+    assert (never == 0).all()
