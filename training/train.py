@@ -14,7 +14,11 @@ distillation (docs/design.md, "LAT training step"):
      paper's budgets) take the smallest one's place: budgets drawn at random with bound 0.2
      keep ~100 of 384 tokens at the last layer, the paper's configurations 33, so those lie
      outside what random sampling trains;
-  3. every loss is divided by the number of models.
+  3. every loss is divided by the number of models;
+  4. with `keep_answer_weight`, plus answer_keep_loss: the top-k that drops tokens passes no
+     gradient, so nothing above teaches a layer which tokens to keep, and under the paper's
+     budgets an answer token dropped in the first layers is lost (bench/answer_drops.py); this
+     hinge on the full model's attention teaches the first layers to keep the answer's tokens.
 With `teacher` ("init": a frozen copy of the starting model), the distillation targets are the
 teacher's, and the full model learns them too instead of the span loss, so the sub-models
 learn the teacher's answers while the full model stays near them. (Short label runs at a constant
