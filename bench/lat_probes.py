@@ -16,6 +16,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, write_results  # noqa: E402
 
 
+def training_seconds(records: list[dict], batch_size: int) -> dict[int, float]:
+    """Training time at each logged step, from the logged rates. Each process (a start or a resume)
+    logs its start step, and its examples_per_s averages over its own steps only; so a step's time
+    is the time of the processes before it plus its own process's steps at that rate."""
+    seconds = {}
+    base = start = 0
+    for r in records:
+        if "start_step" in r:
+            base, start = max(seconds.values(), default=0.0), r["start_step"]
+        elif "loss" in r:
+            seconds[r["step"]] = base + (r["step"] - start) * batch_size / r["examples_per_s"]
+    return seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
@@ -23,13 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     records = [json.loads(line) for line in (Path(args.run) / "log.jsonl").read_text().splitlines()]
     config = json.loads((Path(args.run) / "config.json").read_text())
-    seconds, rows = {}, []
-    base = start = 0  # each process logs its start step; its rate counts from there
-    for r in records:
-        if "start_step" in r:
-            base, start = max(seconds.values(), default=0.0), r["start_step"]
-        elif "loss" in r:
-            seconds[r["step"]] = base + (r["step"] - start) * config["batch_size"] / r["examples_per_s"]
+    seconds, rows = training_seconds(records, config["batch_size"]), []
     for r in records:
         if "probe" in r:
             rows.append({"step": r["step"], "hours": seconds.get(r["step"], 0.0) / 3600, **r["probe"]})

@@ -15,3 +15,12 @@ def test_paired_difference_is_the_mean_and_standard_error_of_per_question_differ
     assert mean == pytest.approx(100 / 3)
     assert se == pytest.approx(np.std([100, 0, 0], ddof=1) / np.sqrt(3))
     assert paired_difference([0.5, 0.5], [0.5, 0.5]) == (0.0, 0.0)
+
+
+def test_lat_probes_adds_up_the_training_time_of_a_resumed_run():
+    from lat_probes import training_seconds
+    records = [{"start_step": 0}] + [{"step": s, "loss": 1.0, "examples_per_s": 16.0} for s in (1, 2, 3, 4)]
+    records += [{"step": 4, "probe": {"full": 70.0}}]  # probes carry no rate
+    # resumed at step 4 (the process's rate counts from there), at half the speed
+    records += [{"start_step": 4}] + [{"step": s, "loss": 1.0, "examples_per_s": 8.0} for s in (5, 6)]
+    assert training_seconds(records, batch_size=16) == {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0, 5: 6.0, 6: 8.0}
