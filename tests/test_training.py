@@ -692,3 +692,17 @@ def test_answer_drops_bench_finds_the_layer_that_drops_the_start_token(workdir):
     assert list(dropped_at[:2]) == [1, 1] and dropped_at[2] in (0, 2, 3)
     never, _, _ = start_drops(model, batch, {"tokens": [20, 20, 20]})
     assert (never == 0).all()
+
+
+def test_lat_run_with_answer_keep_loss_logs_it_last(workdir):
+    cfg = TrainConfig(step="lat", init=str(workdir / "init.pt"), tokenizer=str(workdir / "tokenizer.json"),
+                      squad_train=str(workdir / "squad.json"), out=str(workdir / "lat_keep"), held_out_articles=1,
+                      epochs=1, batch_size=4, bf16="false", save_every=100, eval_examples=0, max_seq_len=40,
+                      doc_stride=16, num_sandwich=1, keep_answer_budgets="12,8", keep_answer_weight=1.0)
+    train(cfg)
+    parts = [json.loads(line)["parts"] for line in (workdir / "lat_keep" / "log.jsonl").read_text().splitlines()
+             if '"parts"' in line]
+    assert parts and all(len(p) == 4 for p in parts)  # full, smallest, one random sub-model, then the new loss
+    assert any(p[-1] > 0 for p in parts)
+    with pytest.raises(ValueError, match="keep_answer_budgets"):
+        train(TrainConfig(**{**cfg.__dict__, "keep_answer_budgets": "", "out": str(workdir / "lat_keep2")}))

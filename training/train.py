@@ -254,8 +254,8 @@ def sample_lengths(n: torch.Tensor, layers: int, bound: float, smallest: bool, g
 def answer_keep_loss(model: BertQA, inputs: list[torch.Tensor], batch, budgets: list[int],
                      margin: float = KEEP_ANSWER_MARGIN) -> torch.Tensor:
     """Teach the first layers to keep the answer. Held-out, under the paper's budgets, a window
-    whose gold start token is dropped in layers 1-3 almost never gets it predicted (it keeps its
-    embedding), and the drop-and-restore losses cannot help: the top-k that drops it passes no
+    whose gold start token is dropped in layers 1-3 almost never gets it predicted (it keeps an
+    early layer's state), and the drop-and-restore losses cannot help: the top-k that drops it passes no
     gradient. So: at each layer i < len(budgets) of the full model (inputs[i] = its input), on the
     windows longer than budget b_i that hold an answer, a hinge on log significance pulls the
     gold start and end tokens above the most significant token a b_i budget drops, by `margin`:
