@@ -255,14 +255,17 @@ def answer_keep_loss(model: BertQA, inputs: list[torch.Tensor], batch, budgets: 
                      margin: float = KEEP_ANSWER_MARGIN) -> torch.Tensor:
     """Teach the first layers to keep the answer. Held-out, under the paper's budgets, a window
     whose gold start token is dropped in layers 1-3 almost never gets it predicted (it keeps an
-    early layer's state), and the drop-and-restore losses cannot help: the top-k that drops it passes no
-    gradient. So: at each layer i < len(budgets) of the full model (inputs[i] = its input), on the
-    windows longer than budget b_i that hold an answer, a hinge on log significance pulls the
-    gold start and end tokens above the most significant token a b_i budget drops, by `margin`:
+    early layer's state), and the drop-and-restore losses cannot help: the top-k that drops it
+    passes no gradient. So: at each layer i < len(budgets) of the full model (inputs[i] = its
+    input), on the windows longer than budget b_i that hold an answer, a hinge on log significance
+    pulls the gold start and end tokens above the most significant token a b_i budget drops, by
+    `margin`:
         relu(log s_(b_i+1) + margin - log s_gold),   averaged over every (window, token) term.
     s_gold's gradient flows through the attention the other tokens pay to it; the softmax
     denominators are held fixed (each attention weight is small, so this is nearly the exact
-    gradient, without a [B, h, L, L] backward)."""
+    gradient, without a [B, h, L, L] backward). The q and k of the binding windows are projected
+    again here rather than kept from the full model's pass (whose fused attention does not
+    return them): one extra QKV product per listed layer, on the long windows only."""
     mask, gold = batch["attention_mask"], torch.stack([batch["start"], batch["end"]], 1)
     n = mask.sum(1)
     terms, count = [], 0
@@ -289,6 +292,12 @@ def answer_keep_loss(model: BertQA, inputs: list[torch.Tensor], batch, budgets: 
         terms.append(F.relu(log_threshold[:, None] + margin - log_gold).sum())
         count += log_gold.numel()
     return sum(terms) / count if terms else torch.zeros((), device=mask.device)
+
+
+@functools.lru_cache(maxsize=8)
+def parse_keep_answer_budgets(text: str) -> list[int]:
+    """"269,251,242" -> [269, 251, 242] (parsed once per string, not at every step)."""
+    return [int(b) for b in text.split(",")] if text else []
 
 
 @functools.lru_cache(maxsize=8)
@@ -344,7 +353,7 @@ def lat_step(model: BertQA, batch, cfg: TrainConfig, gen: torch.Generator, autoc
             s, e = model(*args, length_config=[t.to(start.device) for t in lengths], embedded=embedded, hidden=hidden)
             losses.append(distill_loss(s, e, t_start, t_end, batch["attention_mask"], cfg.distill_temperature))
         if cfg.keep_answer_weight:
-            budgets = [int(b) for b in cfg.keep_answer_budgets.split(",")]
+            budgets = parse_keep_answer_budgets(cfg.keep_answer_budgets)
             inputs = [embedded] + hidden[:len(budgets) - 1]
             keep = answer_keep_loss(model, inputs, batch, budgets)
     loss = sum(losses) / len(losses)
@@ -366,6 +375,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.keep_answer_weight and (not cfg.keep_answer_budgets or cfg.layer_drop or not SHARE_LAYERS):
         raise ValueError("keep_answer_weight needs keep_answer_budgets and the full model's layer outputs "
                          "(layer_drop 0, SHARE_LAYERS)")
+    parse_keep_answer_budgets(cfg.keep_answer_budgets)  # a malformed list fails here, not at the first step
     rng = np.random.default_rng(cfg.seed)
 
     # Data: training articles minus the held-out ones, optionally capped.
