@@ -30,6 +30,29 @@ def training_seconds(records: list[dict], batch_size: int) -> dict[int, float]:
     return seconds
 
 
+def probe_rows(records: list[dict], seconds: dict[int, float]) -> list[dict]:
+    """One row per logged probe: its step, the training hours to it, each configuration's F1, and
+    the paper's two budget configurations' gaps to full length."""
+    rows = []
+    for r in records:
+        if "probe" in r:
+            row = {"step": r["step"], "hours": seconds.get(r["step"], 0.0) / 3600, **r["probe"]}
+            row["gap_qualam_tokens"] = row["full"] - row["qualam_tokens"]
+            row["gap_la_minilm_tokens"] = row["full"] - row["la_minilm_tokens"]
+            rows.append(row)
+    return rows
+
+
+def gained_per_hour(rows: list[dict], names: list[str]) -> dict[str, float]:
+    """F1 gained per hour of training from the first probe to the last, per configuration: the
+    change over the training time between them (a first probe taken after some training is not
+    charged for the hours before it); {} without two probes apart in time."""
+    if len(rows) < 2 or rows[-1]["hours"] <= rows[0]["hours"]:
+        return {}
+    first, last = rows[0], rows[-1]
+    return {n: (last[n] - first[n]) / (last["hours"] - first["hours"]) for n in names}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
@@ -37,18 +60,12 @@ def main() -> None:
     args = ap.parse_args()
     records = [json.loads(line) for line in (Path(args.run) / "log.jsonl").read_text().splitlines()]
     config = json.loads((Path(args.run) / "config.json").read_text())
-    seconds, rows = training_seconds(records, config["batch_size"]), []
-    for r in records:
-        if "probe" in r:
-            rows.append({"step": r["step"], "hours": seconds.get(r["step"], 0.0) / 3600, **r["probe"]})
+    seconds = training_seconds(records, config["batch_size"])
+    rows = probe_rows(records, seconds)
     if not rows:
         raise SystemExit(f"{args.run}/log.jsonl has no probes (the run had --probe-every 0); its training time: "
                          f"{max(seconds.values(), default=0.0) / 3600:.2f} hours")
-    first = rows[0]
-    for r in rows:
-        r["gap_qualam_tokens"] = r["full"] - r["qualam_tokens"]
-        r["gap_la_minilm_tokens"] = r["full"] - r["la_minilm_tokens"]
-    names = [k for k in first if k not in ("step", "hours") and not k.startswith("gap")]
+    names = [k for k in rows[0] if k not in ("step", "hours") and not k.startswith("gap")]
     # The training log says which precision its probes ran in (runs before it logged one: bf16).
     precisions = sorted({r.get("precision", "bf16") for r in records if "start_step" in r}) or ["bf16"]
     precision = " / ".join("bf16 autocast" if p == "bf16" else p for p in precisions)
@@ -61,10 +78,10 @@ def main() -> None:
           "|---|---|" + "---|" * (len(names) + 2)]
     md += [f"| {r['step']} | {r['hours']:.2f} | " + " | ".join(f"{r[n]:.2f}" for n in names) +
            f" | {r['gap_qualam_tokens']:.2f} | {r['gap_la_minilm_tokens']:.2f} |" for r in rows]
-    if len(rows) > 1 and rows[-1]["hours"] > 0:
-        last = rows[-1]
+    gains = gained_per_hour(rows, names)
+    if gains:
         md += ["", "F1 gained per hour of training, first to last probe: " + ", ".join(
-            f"{n} {(last[n] - first[n]) / last['hours']:+.2f}" for n in names)]
+            f"{n} {g:+.2f}" for n, g in gains.items())]
     if seconds:
         last_step = max(seconds)
         md += ["", f"Training time to the last logged step ({last_step}): {seconds[last_step] / 3600:.2f} hours."]

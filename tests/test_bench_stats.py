@@ -24,3 +24,20 @@ def test_lat_probes_adds_up_the_training_time_of_a_resumed_run():
     # resumed at step 4 (the process's rate counts from there), at half the speed
     records += [{"start_step": 4}] + [{"step": s, "loss": 1.0, "examples_per_s": 8.0} for s in (5, 6)]
     assert training_seconds(records, batch_size=16) == {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0, 5: 6.0, 6: 8.0}
+
+
+def test_lat_probes_rows_and_gain_per_hour():
+    from lat_probes import gained_per_hour, probe_rows, training_seconds
+    probe = {"full": 70.0, "qualam_tokens": 67.0, "la_minilm_tokens": 68.5}
+    records = [{"start_step": 0}, {"step": 0, "probe": probe}]
+    records += [{"step": s, "loss": 1.0, "examples_per_s": 16.0} for s in range(1, 3601)]  # one second a step
+    records += [{"step": 3600, "probe": {"full": 71.0, "qualam_tokens": 69.0, "la_minilm_tokens": 68.0}}]
+    rows = probe_rows(records, training_seconds(records, batch_size=16))
+    assert [(r["step"], r["hours"]) for r in rows] == [(0, 0.0), (3600, 1.0)]
+    assert (rows[0]["gap_qualam_tokens"], rows[1]["gap_la_minilm_tokens"]) == (3.0, 3.0)
+    names = ["full", "qualam_tokens", "la_minilm_tokens"]
+    assert gained_per_hour(rows, names) == {"full": 1.0, "qualam_tokens": 2.0, "la_minilm_tokens": -0.5}
+    # a first probe an hour into the run: only the hour between the probes counts
+    later = [{**rows[0], "hours": 1.0}, {**rows[1], "hours": 1.5}]
+    assert gained_per_hour(later, names) == {"full": 2.0, "qualam_tokens": 4.0, "la_minilm_tokens": -1.0}
+    assert gained_per_hour(rows[:1], names) == {}
