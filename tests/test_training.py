@@ -694,6 +694,21 @@ def test_answer_drops_bench_finds_the_layer_that_drops_the_start_token(workdir):
     assert (never == 0).all()
 
 
+def test_answer_drops_bench_loads_a_qrt_as_its_dequantized_model(workdir, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from answer_drops import load
+    from training.model import load_qrt
+    path = export_qrt(load_model(workdir / "init.pt"), (workdir / "tokenizer.json").read_text(), tmp_path / "m.qrt")
+    (from_qrt, tok_qrt), (from_pt, tok_pt) = load(str(path)), load(str(workdir / "init.pt"))
+    text = "Which river flows through Paris? The Seine."
+    assert tok_qrt.encode(text).ids == tok_pt.encode(text).ids
+    assert not from_qrt.training and not from_pt.training
+    ids, types, mask = batch_of(from_pt, n=2, L=12)
+    with torch.inference_mode():
+        got, want = from_qrt(ids, types, mask)[0], load_qrt(path)[0].eval()(ids, types, mask)[0]
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 def test_lat_run_with_answer_keep_loss_logs_it_last(workdir):
     cfg = TrainConfig(step="lat", init=str(workdir / "init.pt"), tokenizer=str(workdir / "tokenizer.json"),
                       squad_train=str(workdir / "squad.json"), out=str(workdir / "lat_keep"), held_out_articles=1,
