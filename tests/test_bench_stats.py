@@ -41,3 +41,18 @@ def test_lat_probes_rows_and_gain_per_hour():
     later = [{**rows[0], "hours": 1.0}, {**rows[1], "hours": 1.5}]
     assert gained_per_hour(later, names) == {"full": 2.0, "qualam_tokens": 4.0, "la_minilm_tokens": -1.0}
     assert gained_per_hour(rows[:1], names) == {}
+
+
+def test_lat_cycles_pairs_each_configuration_with_the_reference():
+    from lat_cycles import paired_changes
+    qualam, la = {"tokens": [315, 251, 242, 159, 142, 33]}, {"tokens": [269, 253, 252, 202, 104, 34]}
+    rows = [{"model": "ref.qrt", "length_config": None, "f1": 75.0},
+            {"model": "run.qrt", "length_config": None, "f1": 74.5, "f1_vs_pair_se": 0.2},
+            {"model": "ref.qrt", "length_config": qualam, "f1": 73.0},
+            {"model": "run.qrt", "length_config": qualam, "f1": 73.5},
+            {"model": "ref.qrt", "length_config": [1.0, 0.5], "f1": 70.0},  # not one of the paper's: left out
+            {"model": "run.qrt", "length_config": [1.0, 0.5], "f1": 71.0},
+            {"model": "run.qrt", "length_config": la, "f1": 72.0}]  # no reference row: no change
+    changes = paired_changes(rows)
+    assert changes == {"full": {"f1": 74.5, "reference_f1": 75.0, "change": -0.5, "se": 0.2},
+                       "qualam": {"f1": 73.5, "reference_f1": 73.0, "change": 0.5, "se": None}}
