@@ -194,6 +194,31 @@ def test_finetune_lowers_the_loss_and_resumes(workdir):
     assert steps[len(losses)] == len(losses) + 1
 
 
+def test_a_run_ended_while_saving_keeps_its_last_whole_checkpoint(workdir, monkeypatch):
+    import training.train as train_module
+    out = workdir / "ft_killed"
+    cfg = TrainConfig(step="finetune", init=str(workdir / "init.pt"), tokenizer=str(workdir / "tokenizer.json"),
+                      squad_train=str(workdir / "squad.json"), out=str(out), held_out_articles=1, epochs=2,
+                      batch_size=8, bf16="false", save_every=1, eval_examples=0, max_seq_len=64, doc_stride=16)
+    real_save, saves = torch.save, []
+
+    def save_then_die(obj, f, *args, **kwargs):  # the second checkpoint: half written, then the process ends
+        saves.append(f)
+        if len(saves) == 2:
+            Path(f).write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.torch, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.undo()
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 1
+    train(cfg)  # and the run resumes from it
+    steps = [r["step"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps[:2] == [1, 2] and steps[2] == 2  # step 2 ran again: its checkpoint never landed
+
+
 def test_lat_step_runs_and_trains_sub_models(workdir):
     from training.train import lat_step, sample_lengths
     model = load_model(workdir / "init.pt").train()

@@ -37,6 +37,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -435,49 +436,53 @@ def train(cfg: TrainConfig) -> dict:
     probe_feats = (Features(tokenizer, held_ex[:cfg.probe_examples], cfg.max_seq_len, cfg.doc_stride, cfg.max_query_len)
                    if cfg.probe_every and held_ex else None)
 
-    log = open(out / "log.jsonl", "a")
-    log.write(json.dumps({"start_step": step, "precision": "bf16" if bf16 else "fp32", "why": why,
-                          "torch_compile": cfg.torch_compile,
-                          "time": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
-    if probe_feats is not None and step == 0:  # where the frontier starts
-        log.write(json.dumps({"step": 0, "probe": probe(model, probe_feats, bf16), "examples": len(probe_feats.examples)}) + "\n")
-        log.flush()
-    bar = tqdm(total=total_steps, initial=step, desc=cfg.step)
-    t0, seen = time.time(), 0
-    for index in batch_order(feats, cfg, step):
-        if step >= total_steps:
-            break
-        batch = {k: v.to(device) for k, v in feats.collate(index).items()}
-        parts = None
-        if cfg.step == "lat":
-            loss, parts = lat_step(step_model, batch, cfg, gen, autocast, teacher)
-        else:
-            with autocast():
-                start, end = step_model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-                loss_t = span_loss(start, end, batch)
-            loss_t.backward()
-            loss = float(loss_t.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        seen += len(index)
-        rate = seen / (time.time() - t0)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
-        record = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "examples_per_s": rate,
-                  "tokens": int(batch["attention_mask"].sum())}
-        log.write(json.dumps(record | ({"parts": [round(p, 4) for p in parts]} if parts else {})) + "\n")
-        if step % cfg.save_every == 0 or step == total_steps:
-            torch.save({"state": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "generator": gen.get_state(), "step": step, "identity": identity}, ckpt)
+    with open(out / "log.jsonl", "a") as log:
+        log.write(json.dumps({"start_step": step, "precision": "bf16" if bf16 else "fp32", "why": why,
+                              "torch_compile": cfg.torch_compile,
+                              "time": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        if probe_feats is not None and step == 0:  # where the frontier starts
+            log.write(json.dumps({"step": 0, "probe": probe(model, probe_feats, bf16), "examples": len(probe_feats.examples)}) + "\n")
             log.flush()
-        if probe_feats is not None and step % cfg.probe_every == 0:
-            log.write(json.dumps({"step": step, "probe": probe(model, probe_feats, bf16),
-                                  "examples": len(probe_feats.examples)}) + "\n")
-            log.flush()
-    bar.close()
+        bar = tqdm(total=total_steps, initial=step, desc=cfg.step)
+        t0, seen = time.time(), 0
+        for index in batch_order(feats, cfg, step):
+            if step >= total_steps:
+                break
+            batch = {k: v.to(device) for k, v in feats.collate(index).items()}
+            parts = None
+            if cfg.step == "lat":
+                loss, parts = lat_step(step_model, batch, cfg, gen, autocast, teacher)
+            else:
+                with autocast():
+                    start, end = step_model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+                    loss_t = span_loss(start, end, batch)
+                loss_t.backward()
+                loss = float(loss_t.detach())
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            seen += len(index)
+            rate = seen / (time.time() - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.1f}")
+            record = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "examples_per_s": rate,
+                      "tokens": int(batch["attention_mask"].sum())}
+            log.write(json.dumps(record | ({"parts": [round(p, 4) for p in parts]} if parts else {})) + "\n")
+            if step % cfg.save_every == 0 or step == total_steps:
+                # Written beside and renamed over: a process ended mid-save (a session's end) leaves the last
+                # whole checkpoint, not a truncated one.
+                partial = ckpt.with_name(ckpt.name + ".partial")
+                torch.save({"state": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "generator": gen.get_state(), "step": step, "identity": identity}, partial)
+                os.replace(partial, ckpt)
+                log.flush()
+            if probe_feats is not None and step % cfg.probe_every == 0:
+                log.write(json.dumps({"step": step, "probe": probe(model, probe_feats, bf16),
+                                      "examples": len(probe_feats.examples)}) + "\n")
+                log.flush()
+        bar.close()
     model.cpu()
     save_model(model, out / "model.pt", {"train_config": asdict(cfg)})
     tokenizer.save(str(out / "tokenizer.json"))
