@@ -54,9 +54,7 @@ def recipe(config: dict) -> str:
         parts.append(f"windows >= {config['min_window_tokens']}")
     if config.get("keep_answer_weight"):
         parts.append(f"keep-answer {config['keep_answer_weight']:g} at {config['keep_answer_budgets']}")
-    if not config["init"].endswith("ft_epoch/model.pt"):
-        parts.append(f"from {config['init']}")
-    return ", ".join(parts)
+    return ", ".join(parts + [f"from {config['init']}"])
 
 
 def main() -> None:

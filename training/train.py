@@ -140,8 +140,16 @@ def resolve_bf16(value, device: str = "cpu") -> tuple[bool, str]:
     return False, "auto: no native bf16 on this CPU (emulated bf16 would be slower than fp32)"
 
 
+def save_atomically(obj, path: Path) -> None:
+    """torch.save beside `path` and renamed over it: a process ended mid-save (a session's end)
+    leaves the last whole file, not a truncated one that a resume or a waiting script would read."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save(obj, partial)
+    os.replace(partial, path)
+
+
 def save_model(model: BertQA, path: Path, extra: dict | None = None) -> None:
-    torch.save({"config": model.config.to_dict(), "state": model.state_dict(), **(extra or {})}, path)
+    save_atomically({"config": model.config.to_dict(), "state": model.state_dict(), **(extra or {})}, Path(path))
 
 
 def load_model(path: str | Path) -> BertQA:
@@ -471,12 +479,9 @@ def train(cfg: TrainConfig) -> dict:
                       "tokens": int(batch["attention_mask"].sum())}
             log.write(json.dumps(record | ({"parts": [round(p, 4) for p in parts]} if parts else {})) + "\n")
             if step % cfg.save_every == 0 or step == total_steps:
-                # Written beside and renamed over: a process ended mid-save (a session's end) leaves the last
-                # whole checkpoint, not a truncated one.
-                partial = ckpt.with_name(ckpt.name + ".partial")
-                torch.save({"state": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                            "generator": gen.get_state(), "step": step, "identity": identity}, partial)
-                os.replace(partial, ckpt)
+                save_atomically({"state": model.state_dict(), "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict(), "generator": gen.get_state(), "step": step,
+                                 "identity": identity}, ckpt)
                 log.flush()
             if probe_feats is not None and step % cfg.probe_every == 0:
                 log.write(json.dumps({"step": step, "probe": probe(model, probe_feats, bf16),
