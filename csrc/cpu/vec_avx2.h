@@ -170,15 +170,19 @@ constexpr int kScoreKeyVectors = 2;
 constexpr int kInt16Rows = 4;
 
 // Register-only loop of the exact u8 x s8 step above (sign, maddubs, madd, add): the
-// peak of this path.
+// peak of this path. Unlike vpdpbusd, the step is a pure function of its operands, so chains
+// that shared one operand were merged by the compiler into one step per iteration (which the
+// probe counted four times); each chain has its own activation register, and the barrier
+// tells the compiler all four change every iteration, so none is merged or hoisted.
 inline int64_t int8_peak_loop(int64_t iters) {
   __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
-  __m256i a = _mm256_set1_epi8(3), w = _mm256_set1_epi8(2), ones = _mm256_set1_epi16(1);
-  __asm__ volatile("" : "+x"(a), "+x"(w), "+x"(ones));
-#define QRT_STEP(c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(w, a)), ones))
+  __m256i a0 = _mm256_set1_epi8(3), a1 = _mm256_set1_epi8(5), a2 = _mm256_set1_epi8(7), a3 = _mm256_set1_epi8(9);
+  __m256i w = _mm256_set1_epi8(2), ones = _mm256_set1_epi16(1);
+  __asm__ volatile("" : "+x"(w), "+x"(ones));
+#define QRT_STEP(c, a) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(w, a)), ones))
   for (int64_t it = 0; it < iters; ++it) {
-    QRT_STEP(c0); QRT_STEP(c1); QRT_STEP(c2); QRT_STEP(c3);
-    __asm__ volatile("" : "+x"(a));  // keep the sign/maddubs inside the loop
+    __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3));
+    QRT_STEP(c0, a0); QRT_STEP(c1, a1); QRT_STEP(c2, a2); QRT_STEP(c3, a3);
   }
 #undef QRT_STEP
   __m256i s = _mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3));
