@@ -20,21 +20,11 @@ from qualam_rt import featurize
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 # The paper's length configuration for n = 384: tokens kept after each of the six layers.
 PAPER = [x / 384 for x in (315, 251, 242, 159, 142, 33)]
 
 
-from qualam_rt.timing import time_call  # noqa: E402,F401  (one timing helper for bench/, the CLI and the search)
+from qualam_rt.timing import cpu_model, time_call  # noqa: E402,F401  (one timing helper and CPU name for bench/, the CLI and the search)
 
 
 def batches_of(windows, batch: int, sort_by_length: bool) -> list:

@@ -21,7 +21,7 @@ import numpy as np
 from qualam_rt import featurize, squad
 from qualam_rt.engine import ATTENTION_PATHS, Engine
 from qualam_rt.errors import LengthConfigError, QualamError
-from qualam_rt.timing import time_call
+from qualam_rt.timing import cpu_model, time_call
 
 
 def parse_length_config(s: str | None):
@@ -58,18 +58,6 @@ def cmd_answer(args) -> dict:
         else:
             raise QualamError("give the context as an argument, with --context-file, or '-' for stdin")
     return _engine(args).answer(question, context, top_k=args.top_k, max_answer_len=args.max_answer_len)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
 
 
 def cmd_serve(args) -> None:
@@ -124,7 +112,7 @@ def cmd_eval(args) -> dict:
     report = squad.evaluate(examples, preds) | {
         "seconds": time.perf_counter() - t0, "model": str(engine.path), "length_config": engine.length_config,
         "data": str(args.data), "command": " ".join(["qualam-rt"] + sys.argv[1:]), "isa": _C.isa(),
-        "attention": engine.attention, "threads": engine.threads or _C.num_threads(), "cpu": _cpu_model(),
+        "attention": engine.attention, "threads": engine.threads or _C.num_threads(), "cpu": cpu_model(),
         "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
         "provenance": engine.meta.get("provenance"), "ray_workers": args.ray or None}
     if args.out:

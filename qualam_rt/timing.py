@@ -1,6 +1,8 @@
-"""One way to time a call, for the CLI's bench, the hardware-aware search and bench/."""
+"""One way to time a call, and the name of the CPU that timed it, for the CLI's bench, the
+hardware-aware search and bench/."""
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 
@@ -17,3 +19,15 @@ def time_call(fn, warmup: int = 3, repeats: int = 15, min_time: float = 0.0) -> 
         fn()
         times.append(time.perf_counter() - t)
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (every timing report names it)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

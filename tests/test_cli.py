@@ -1,5 +1,7 @@
 """The qualam-rt command line."""
 import json
+import platform
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +53,10 @@ def test_eval_reports_em_f1(capsys, model, tmp_path):
     report = json.loads(out)
     assert code == 0 and report["count"] == 2 and 0 <= report["f1"] <= 100
     assert set(json.loads((tmp_path / "r.json").read_text())["predictions"]) == {"a", "b"}
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.startswith("model name")]
+    assert report["cpu"] == (names[0] if names else platform.processor() or "unknown")
 
 
 def test_errors_exit_with_a_message(capsys, model, tmp_path):

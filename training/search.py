@@ -153,9 +153,10 @@ class Evaluator:
         rng = np.random.default_rng(cfg.seed)
         held = [held[i] for i in rng.permutation(len(held))[:cfg.eval_examples]]
         self.feats = Features(load_tokenizer(tok_path), held)
-        self._dir = tempfile.TemporaryDirectory()
-        path = export_qrt(model, tok_path.read_text(), Path(self._dir.name) / "search.qrt")
-        self.engine = Engine(path, threads=cfg.threads or None, length_config="full")
+        # The engine holds what it needs once built (the file's pages stay mapped after removal).
+        with tempfile.TemporaryDirectory() as d:
+            path = export_qrt(model, tok_path.read_text(), Path(d) / "search.qrt")
+            self.engine = Engine(path, threads=cfg.threads or None, length_config="full")
         self.lengths = [len(w.input_ids) for w in self.feats.windows]
         self.base_macs = sum(bert_base_macs(n) for n in self.lengths)
         self.full_real_macs = sum(encoder_macs(self.config, n) for n in self.lengths)
