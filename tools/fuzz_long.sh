@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# Runs each fuzzer of tests/fuzz for 1e5 inputs (or RUNS) and writes bench/results/fuzz_long.md:
-# per fuzzer the command, the inputs run, the seconds, the exit status and the libFuzzer summary.
+# Runs each fuzzer of tests/fuzz for 1e5 inputs (or RUNS) and writes bench/results/$NAME.md
+# (default fuzz_long): the CPU and kernel path, and per fuzzer the command, the inputs run, the
+# seconds, the exit status and the libFuzzer summary.
 # A crash or an unexpected exception stops that fuzzer with a non-zero status and leaves the
 # input in $LOGS/crash-* (libFuzzer's artifacts go there, not into the checkout); this script
 # then exits non-zero.
 #
 #     tools/fuzz_long.sh            (about 40 minutes on 2 cores)
+#     NAME=fuzz_long_avx2 QUALAM_ISA=avx2 tools/fuzz_long.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-100000}
 LOGS=${LOGS:-/tmp/qualam_fuzz_long}
 mkdir -p "$LOGS"
-out=bench/results/fuzz_long.md
+NAME=${NAME:-fuzz_long}
+out=bench/results/$NAME.md
 {
-  echo "# fuzz_long"
+  echo "# $NAME"
   echo
-  echo "- command: \`tools/fuzz_long.sh\` (RUNS=$RUNS)"
+  echo "- command: \`NAME=$NAME tools/fuzz_long.sh\` (RUNS=$RUNS${QUALAM_ISA:+, QUALAM_ISA=$QUALAM_ISA})"
   echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "- kernel path: $(python -c 'import qualam_rt; print(qualam_rt.isa())')"
   echo "- date: $(date +%F)"
   echo "- commit: $(git rev-parse --short HEAD)"
   echo
