@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -96,9 +97,10 @@ def header(threads: int) -> dict:
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_model(),
         "threads": threads,
-        # The kernel path, when chosen by QUALAM_ISA, is part of the command that reproduces it.
-        "command": " ".join(([f"QUALAM_ISA={os.environ['QUALAM_ISA']}"] if "QUALAM_ISA" in os.environ else [])
-                            + [Path(sys.executable).name] + sys.argv),
+        # The kernel path, when chosen by QUALAM_ISA, is part of the command that reproduces it;
+        # arguments are shell-quoted (an empty one or one with spaces stays one argument).
+        "command": shlex.join(([f"QUALAM_ISA={os.environ['QUALAM_ISA']}"] if "QUALAM_ISA" in os.environ else [])
+                              + [Path(sys.executable).name] + sys.argv),
         "python": platform.python_version(),
         "commit": commit,
     }

@@ -198,7 +198,9 @@ def main() -> None:
                   " | ".join(f"{r.get(c, float('nan')):.2f}" if "frac" in c or "ceiling" in c or "_over_" in c else f"{r.get(c, float('nan')):.0f}" for c in cols) + " |")
     meta = header(args.threads) | {"isa": _C.isa(), "int8_peak_gops": 2 * peak / 1e9,
                                    "torch": getattr(torch, "__version__", None)}
-    write_results(f"{args.name}_{_C.isa()}", meta, rows_out, "\n".join(md))
+    # The file names the path (gemm_amx); a name that already ends with it is kept as given.
+    name = args.name if args.name.endswith(f"_{_C.isa()}") else f"{args.name}_{_C.isa()}"
+    write_results(name, meta, rows_out, "\n".join(md))
 
 
 if __name__ == "__main__":

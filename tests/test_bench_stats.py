@@ -56,3 +56,15 @@ def test_lat_cycles_pairs_each_configuration_with_the_reference():
     changes = paired_changes(rows)
     assert changes == {"full": {"f1": 74.5, "reference_f1": 75.0, "change": -0.5, "se": 0.2},
                        "qualam": {"f1": 73.5, "reference_f1": 73.0, "change": 0.5, "se": None}}
+
+
+def test_a_results_header_records_a_command_that_splits_back_into_its_arguments(monkeypatch):
+    """An empty argument or one with spaces (`--compare-isa ''`, `--skip "ONNX Runtime FP32"`)
+    must come back as one argument when the recorded command is run again."""
+    import shlex
+
+    from common import header
+    argv = ["bench/gemm_bench.py", "--compare-isa", "", "--skip", "BERT-base,ONNX Runtime FP32", "--name", "x"]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setenv("QUALAM_ISA", "avx2")
+    assert shlex.split(header(2)["command"]) == ["QUALAM_ISA=avx2", Path(sys.executable).name] + argv
