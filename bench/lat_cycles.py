@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, write_results  # noqa: E402
+from common import RESULTS, header, write_results  # noqa: E402
 from lat_probes import training_seconds  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
-PAPER = {"qualam": {"tokens": [315, 251, 242, 159, 142, 33]}, "la_minilm": {"tokens": [269, 253, 252, 202, 104, 34]}}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.train import PROBES  # noqa: E402  (the paper's two budget configurations, as the runs probe them)
+
+PAPER = {"qualam": PROBES["qualam_tokens"], "la_minilm": PROBES["la_minilm_tokens"]}
 
 
 def paired_changes(rows: list[dict]) -> dict:
