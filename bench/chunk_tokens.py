@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
+from common import PAPER_TOKENS, header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import featurize, squad  # noqa: E402
 
 TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "train-v1.1.json"
-PAPER_TOKENS = [315, 251, 242, 159, 142, 33]
 WHOLE = 10**9  # one chunk per call
 
 

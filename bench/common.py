@@ -21,8 +21,11 @@ from qualam_rt import featurize
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-# The paper's length configuration for n = 384: tokens kept after each of the six layers.
-PAPER = [x / 384 for x in (315, 251, 242, 159, 142, 33)]
+# The paper's length configuration for n = 384: tokens kept after each of the six layers, as
+# token budgets and as keep ratios, and how results tables name it.
+PAPER_TOKENS = [315, 251, 242, 159, 142, 33]
+PAPER = [x / 384 for x in PAPER_TOKENS]
+PAPER_LABEL = "(" + ",".join(map(str, PAPER_TOKENS)) + ")"
 
 
 from qualam_rt.timing import cpu_model, time_call  # noqa: E402,F401  (one timing helper and CPU name for bench/, the CLI and the search)

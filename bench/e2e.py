@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PAPER, RESULTS, header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
+from common import PAPER, PAPER_LABEL, PAPER_TOKENS, RESULTS, header, interleaved_ms_per_sample, synthetic_windows, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import decode, squad  # noqa: E402
@@ -255,13 +255,13 @@ def main() -> None:
     default = engine.meta.get("default_config")
     for p in frontier:
         p["default"] = default is not None and list(p["ratios"]) == list(default)
-    paper = {"ratios": PAPER, "label": "paper config (315,251,242,159,142,33)/384"}
+    paper = {"ratios": PAPER, "label": f"paper config {PAPER_LABEL}/384"}
 
     fp32_attention = qualam_rt.Engine(qrt, threads=args.threads, length_config="full", attention="fp32")
     systems = qualam_systems(engine, frontier or ([paper] if args.random else []), fp32_attention)
     if args.random:
-        budgets = {"tokens": [315, 251, 242, 159, 142, 33]}
-        systems.append(System("qualam_rt INT8 paper config as token budgets (315,251,242,159,142,33)",
+        budgets = {"tokens": PAPER_TOKENS}
+        systems.append(System(f"qualam_rt INT8 paper config as token budgets {PAPER_LABEL}",
                               lambda ws: engine.logits(ws, budgets)))
     if args.also_isa and args.also_isa != qualam_rt.isa() and args.also_isa in qualam_rt.supported_isas():
         systems.insert(1, System(f"qualam_rt INT8 full, {args.also_isa} path", on_isa(args.also_isa, engine)))

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PAPER, header, random_minilm_encoder, write_results  # noqa: E402
+from common import PAPER, PAPER_LABEL, header, random_minilm_encoder, write_results  # noqa: E402
 
 import qualam_rt  # noqa: E402
 from qualam_rt import _C  # noqa: E402
 from qualam_rt import synthetic as syn  # noqa: E402
 
-PAPER = [x / 384 for x in (315, 251, 242, 159, 142, 33)]
 SQUAD_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad" / "train-v1.1.json"
 GEMM_OPS = ("qkv", "o_proj", "ffn1", "ffn2")
 
@@ -105,7 +104,7 @@ def main() -> None:
                 ("SQuAD mix bs=32", None)]
     cases = []  # (setting, config name, ratios, batches, sequences)
     for name, lengths in settings:
-        for cname, ratios in (("full", None), ("paper (315,251,242,159,142,33)/384", PAPER)):
+        for cname, ratios in (("full", None), (f"paper {PAPER_LABEL}/384", PAPER)):
             if lengths is None:  # the whole mix, in batches of 32 packed sequences
                 batches = [syn.random_batch(cfg, mix[i:i + 32].tolist(), seed=i) for i in range(0, len(mix), 32)]
             else:

@@ -1,12 +1,12 @@
 """The qualam-rt command line."""
 import json
 import platform
-from pathlib import Path
 
 import pytest
 
 from qualam_rt import cli
 from qualam_rt import synthetic as syn
+from qualam_rt.timing import cpu_model
 
 TEXT = "Ada Lovelace wrote the first program in 1843 . Who wrote it ?"
 
@@ -53,10 +53,32 @@ def test_eval_reports_em_f1(capsys, model, tmp_path):
     report = json.loads(out)
     assert code == 0 and report["count"] == 2 and 0 <= report["f1"] <= 100
     assert set(json.loads((tmp_path / "r.json").read_text())["predictions"]) == {"a", "b"}
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-             if line.startswith("model name")]
-    assert report["cpu"] == (names[0] if names else platform.processor() or "unknown")
+    assert report["cpu"] == cpu_model()
+
+
+ZEN3 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 fma
+
+processor\t: 1
+model name\t: another block
+"""
+
+
+def test_cpu_model_tells_apart_cpus_of_one_model_name(tmp_path):
+    """Zen 3 and Zen 4 both call themselves "AMD EPYC": the family, model and path features
+    (only the first processor's block) are what tells the reports apart."""
+    zen3, zen4, bare = tmp_path / "zen3", tmp_path / "zen4", tmp_path / "bare"
+    zen3.write_text(ZEN3)
+    zen4.write_text(ZEN3.replace("model\t\t: 1", "model\t\t: 17").replace("fma", "fma avx512_vnni avx512_bf16"))
+    bare.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: sse2\n")
+    assert cpu_model(str(zen3)) == "AMD EPYC (family 25, model 1; avx2)"
+    assert cpu_model(str(zen4)) == "AMD EPYC (family 25, model 17; avx2 avx512_vnni avx512_bf16)"
+    assert cpu_model(str(bare)) == "Some CPU"  # no family line: the name alone
+    assert cpu_model(str(tmp_path / "missing")) == (platform.processor() or "unknown")
 
 
 def test_errors_exit_with_a_message(capsys, model, tmp_path):

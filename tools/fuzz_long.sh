@@ -19,7 +19,7 @@ out=bench/results/$NAME.md
   echo "# $NAME"
   echo
   echo "- command: \`NAME=$NAME tools/fuzz_long.sh\` (RUNS=$RUNS${QUALAM_ISA:+, QUALAM_ISA=$QUALAM_ISA})"
-  echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "- cpu: $(python -c 'from qualam_rt.timing import cpu_model; print(cpu_model())')"
   echo "- kernel path: $(python -c 'import qualam_rt; print(qualam_rt.isa())')"
   echo "- date: $(date +%F)"
   echo "- commit: $(git rev-parse --short HEAD)"
