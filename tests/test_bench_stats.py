@@ -68,3 +68,34 @@ def test_a_results_header_records_a_command_that_splits_back_into_its_arguments(
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setenv("QUALAM_ISA", "avx2")
     assert shlex.split(header(2)["command"]) == ["QUALAM_ISA=avx2", Path(sys.executable).name] + argv
+
+
+def test_amx_targets_judges_each_target_from_its_file_and_only_on_the_amx_path():
+    from amx_targets import FULL, OPENVINO, PAPER, check
+    isa = {"meta": {"paths": ["avx512vnni", "amx"]},
+           "rows": [{"setting": "n=384 bs=32", "config": "full", "avx512vnni_speedup": 1.0, "amx_speedup": 2.6},
+                    {"setting": "n=384 bs=1", "config": "full", "avx512vnni_speedup": 1.0, "amx_speedup": 1.0}]}
+    shape = {"K": 384, "N": 384, "epilogue": "bias"}
+    gemm = {"meta": {"isa": "amx"},
+            "rows": [{"M": 384, "fused_out_over_int_mm_out": 0.5, "qualam_fused_out_peak_frac": 0.1, **shape},
+                     {"M": 1024, "fused_out_over_int_mm_out": 1.6, "qualam_fused_out_peak_frac": 0.45, **shape},
+                     {"M": 4096, "fused_out_over_int_mm_out": 1.4, "qualam_fused_out_peak_frac": 0.5, **shape}]}
+    mix = "SQuAD dev mix (128 windows, mean 114)"
+    settings = ("n=384 bs=1", "n=384 bs=32", "n=128 bs=1", mix)
+    e2e = {"meta": {"isa": "amx"},
+           "rows": [{"system": FULL, **dict(zip(settings, (5.0, 5.0, 2.0, 2.0)))},
+                    {"system": PAPER, **dict(zip(settings, (3.0, 2.5, 1.0, 1.0)))},
+                    {"system": OPENVINO, **dict(zip(settings, (10.0, 9.0, 3.1, 2.9)))}]}
+    dev = {"meta": {"isa": "amx"}, "rows": [{"attention": "int16", "f1": 79.30}, {"attention": "bf16", "f1": 79.45}]}
+    got = {r["target"]: (r["measured"], r["verdict"]) for r in check(isa, gemm, e2e, dev, ("i", "g", "e", "d"))}
+    assert list(got.values()) == [
+        (2.6, "met"),                    # the n384 bs32 full row, not the bs1 one
+        (1.4, "not met"), (0.45, "met"),  # the worst row at M >= 1024; M = 384 ignored
+        (2.0, "met"), (1.8, "not met"), (1.55, "met"), (1.45, "not met"),  # OpenVINO / full, same setting
+        (3.6, "met"),                    # the paper configuration against OpenVINO's full length
+        (0.15, "not met")]               # |79.45 - 79.30| > 0.1
+    # Files made on another path measure nothing of the amx path.
+    gemm["meta"]["isa"] = e2e["meta"]["isa"] = dev["meta"]["isa"] = "avx512vnni"
+    isa["meta"]["paths"] = ["avx512vnni", "avx2"]
+    assert {r["verdict"] for r in check(isa, gemm, e2e, dev, ("i", "g", "e", "d"))} == {"not measured"}
+    assert {r["verdict"] for r in check(None, None, None, None, ("i", "g", "e", "d"))} == {"not measured"}
