@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 
 from qualam_rt import _C, decode, featurize, wordpiece
 from qualam_rt.cost import encoder_macs
-from qualam_rt.errors import InputError, LengthConfigError, ModelFileError, ModelNotFoundError
+from qualam_rt.errors import InputError, LengthConfigError, ModelFileError, ModelNotFoundError, QualamError
 from qualam_rt.model_file import ARCH_KEYS, engine_tensors, read_model
 
 
@@ -54,14 +54,23 @@ class Engine:
         try:
             self._encoder = _C.Encoder(self.architecture, engine_tensors(tensors))
             self._tokenizer = Tokenizer.from_str(self.meta["tokenizer"])
+            # A tokenizer can load and still fail on every pair (its template naming a special
+            # token it lacks, say): find out now, not at the first question.
+            self._tokenizer.encode("a", "b")
             self._native_tokenizer = wordpiece.NativeWordPiece.of(self._tokenizer)
-        except Exception as e:  # the encoder raises ValueError, tokenizers a plain Exception
-            raise ModelFileError(f"{self.path}: {e}") from e
+        except BaseException as e:  # the encoder raises ValueError, tokenizers an Exception or a panic
+            if not featurize.is_tokenizer_error(e):
+                raise
+            raise ModelFileError(f"{self.path}: {type(e).__name__}: {e}") from e
         self._tokenize_lock = threading.Lock()
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise ValueError("threads must be a positive integer")
         self.threads = threads
-        self.max_seq_len = min(featurize.MAX_SEQ_LEN, int(self.architecture["max_position"]))
+        self.max_seq_len, self._doc_stride, self._max_query_len = featurize.window_limits(
+            int(self.architecture["max_position"]))
+        if self._max_query_len < 1:
+            raise ModelFileError(f"{self.path}: max_position {self.architecture['max_position']} leaves no room "
+                                 "for both a question and a context")
         self.frontier = list(self.meta.get("frontier", []))
         self.length_config = self._resolve(length_config, {"macs": max_macs, "real_macs_share": max_macs_share,
                                                            "latency_ms": max_latency_ms})
@@ -156,9 +165,15 @@ class Engine:
 
     def windows(self, pairs: list[tuple[str, str]]) -> list[featurize.Window]:
         with self._tokenize_lock:
-            return featurize.make_windows(self._tokenizer, pairs, max_seq_len=self.max_seq_len,
-                                      doc_stride=min(featurize.DOC_STRIDE, self.max_seq_len // 3),
-                                      native=self._native_tokenizer)
+            try:
+                return featurize.make_windows(self._tokenizer, pairs, max_seq_len=self.max_seq_len,
+                                              doc_stride=self._doc_stride, max_query_len=self._max_query_len,
+                                              native=self._native_tokenizer)
+            except BaseException as e:  # a tokenizer panic is a BaseException: make it an error
+                if not featurize.is_tokenizer_error(e) or isinstance(e, QualamError):
+                    raise
+                raise ModelFileError(f"{self.path}: the model's tokenizer failed on this input: "
+                                     f"{type(e).__name__}: {e}") from e
 
     def answer_batch(self, pairs, batch_size: int = 32, top_k: int = 1, max_answer_len: int = 30):
         """answer() for each (question, context) pair; windows run `batch_size` at a time."""

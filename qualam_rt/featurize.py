@@ -24,6 +24,16 @@ class Window:
     char_spans: np.ndarray       # int64 [n, 2]: context character span of each token, (-1, -1) outside the context
 
 
+def window_limits(max_position: int) -> tuple[int, int, int]:
+    """(max_seq_len, doc_stride, max_query_len) for a model of max_position positions: the
+    usual 384 / 128 / 64 where they fit; for a shorter model, small enough that a question cut
+    to max_query_len leaves the context more tokens than the stride ([CLS] and two [SEP] take
+    3), which `tokenizers` requires. max_query_len < 1: no window fits a question and context."""
+    max_seq_len = min(MAX_SEQ_LEN, max_position)
+    doc_stride = min(DOC_STRIDE, max_seq_len // 3)
+    return max_seq_len, doc_stride, min(MAX_QUERY_LEN, max_seq_len - 3 - doc_stride - 1)
+
+
 def truncate_question(tokenizer, question: str, max_query_len: int = MAX_QUERY_LEN) -> str:
     enc = tokenizer.encode(question, add_special_tokens=False)
     if len(enc.ids) <= max_query_len:
@@ -31,9 +41,10 @@ def truncate_question(tokenizer, question: str, max_query_len: int = MAX_QUERY_L
     return question[:enc.offsets[max_query_len - 1][1]]
 
 
-def _is_tokenizer_error(e: BaseException) -> bool:
-    # `tokenizers` panics (a BaseException) when a long question leaves a window no room for
-    # the stride, and raises plain Exceptions for other refusals.
+def is_tokenizer_error(e: BaseException) -> bool:
+    """Whether `tokenizers` (or anything else) failed, as opposed to an interrupt or exit: it
+    panics (a BaseException) when a long question leaves a window no room for the stride or
+    its template names a special token it lacks, and raises plain Exceptions otherwise."""
     return isinstance(e, Exception) or type(e).__name__ == "PanicException"
 
 
@@ -44,13 +55,13 @@ def _encode_pairs(tokenizer, pairs) -> list:
         try:
             return [tokenizer.encode(*pairs[0])]
         except BaseException as e:
-            if not _is_tokenizer_error(e):
+            if not is_tokenizer_error(e):
                 raise
             return [None]
     try:
         return tokenizer.encode_batch([tuple(p) for p in pairs])
     except BaseException as e:  # one question too long: find it
-        if not _is_tokenizer_error(e):
+        if not is_tokenizer_error(e):
             raise
         return [_encode_pairs(tokenizer, [p])[0] for p in pairs]
 

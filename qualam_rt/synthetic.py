@@ -113,7 +113,8 @@ def write_random_model(path, text: str, config: dict | None = None, seed: int = 
                layer_norm_eps=1e-12) | (config or {}) | {"vocab_size": tok.get_vocab_size()}
     tensors = random_tensors(cfg, seed)
     if calibrate:
-        ids, types, off = random_batch(cfg, [40, 80], seed=seed + 1)
+        lengths = [min(n, cfg["max_position"]) for n in (40, 80)]  # no longer than the model's positions
+        ids, types, off = random_batch(cfg, lengths, seed=seed + 1)
         tensors = calibrate_minmax(cfg, tensors, [(ids[off[i]:off[i + 1]], types[off[i]:off[i + 1]]) for i in range(2)])
     meta = {"architecture": cfg, "tokenizer": tok.to_str(), "frontier": frontier or [],
             "default_config": default_config, "quantization": {"weights": "int8 per channel", "activations": "static minmax" if calibrate else "per row"},

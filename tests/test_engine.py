@@ -211,3 +211,38 @@ def test_a_model_file_naming_an_unknown_attention_path_is_refused(tmp_path):
     write_model(odd, tensors, meta | {"attention": "int4"})
     with pytest.raises(ModelFileError, match="attention path 'int4'"):
         Engine(odd)
+
+
+def test_a_tokenizer_that_fails_on_every_pair_is_refused_at_load(tmp_path):
+    """A template naming a special token the tokenizer lacks loads, then panics (a Rust panic:
+    a BaseException, not an Exception) on every pair: found by tools/fuzz_long.sh."""
+    import json
+    source, broken = tmp_path / "source.qrt", tmp_path / "broken.qrt"
+    syn.write_random_model(source, TEXT)
+    meta, tensors = read_model(source)
+    tokenizer = json.loads(meta["tokenizer"])
+    tokenizer["post_processor"]["pair"][2]["SpecialToken"]["id"] = "[XEP]"  # [CLS] $A [XEP] $B [SEP]
+    write_model(broken, tensors, meta | {"tokenizer": json.dumps(tokenizer)})
+    with pytest.raises(ModelFileError, match="PanicException"):
+        Engine(broken)
+
+
+@pytest.mark.parametrize("max_position", [7, 16, 40, 70])
+def test_a_model_with_few_positions_answers_long_questions_about_long_contexts(tmp_path, max_position):
+    """The question is cut so that the context keeps more tokens than the stride (tokenizers
+    panics otherwise): 64-token questions fit from max_position 101 on."""
+    path = tmp_path / "short.qrt"
+    syn.write_random_model(path, TEXT, calibrate=False, config={"max_position": max_position})
+    eng = Engine(path)
+    long_question, long_context = " ".join(QUESTIONS * 10), " ".join([TEXT] * 4)
+    for question, context in [(long_question, TEXT), (long_question, long_context), (QUESTIONS[0], long_context)]:
+        answer = eng.answer(question, context)
+        assert answer["answer"] == context[answer["start"]:answer["end"]]
+        assert all(len(w.input_ids) <= max_position for w in eng.windows([(question, context)]))
+
+
+def test_a_model_with_no_room_for_a_question_and_a_context_is_refused(tmp_path):
+    path = tmp_path / "tiny.qrt"
+    syn.write_random_model(path, TEXT, calibrate=False, config={"max_position": 6})
+    with pytest.raises(ModelFileError, match="max_position 6"):
+        Engine(path)

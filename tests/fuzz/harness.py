@@ -20,13 +20,13 @@ TEXT = ("Ada Lovelace wrote the first program in 1843 . Charles Babbage designed
 CONFIG = dict(hidden=32, heads=2, intermediate=48, layers=2, vocab_size=0, max_position=128, type_vocab_size=2)
 
 
-def tiny_model_path() -> Path:
+def tiny_model_path(max_position: int = CONFIG["max_position"]) -> Path:
     """A valid random-weight .qrt file in a temporary folder (kept for the process's life)."""
     from qualam_rt import synthetic as syn
     folder = Path(tempfile.mkdtemp(prefix="qrt_fuzz_"))
     path = folder / "tiny.qrt"
-    syn.write_random_model(path, TEXT, config=dict(CONFIG), frontier=[{"ratios": [0.9, 0.5], "macs": 1.0, "f1": 1.0}],
-                           default_config=[0.9, 0.5])
+    syn.write_random_model(path, TEXT, config=CONFIG | {"max_position": max_position},
+                           frontier=[{"ratios": [0.9, 0.5], "macs": 1.0, "f1": 1.0}], default_config=[0.9, 0.5])
     return path
 
 
