@@ -312,10 +312,13 @@ static void bind_dispatch(py::module_& m) {
   m.def("supported_isas", &supported_isas, "Kernel paths this CPU can run, best last.");
   m.def("set_isa", &set_isa, py::arg("name"), "Force a kernel path (ref, amx_emulated, avx2, avx512vnni, amx).");
   m.def("amx_status", &amx_status, "Whether the amx path can run here, and if not, why.");
-  m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("set_num_threads", &set_num_threads, py::arg("n"),
+        "Kernel threads of every call (an Engine's threads= overrides it for that engine).");
+  m.def("single_threaded_after_fork", &single_threaded_after_fork,
+        "Whether this process was forked after kernels ran on several threads, and so runs them on one.");
   m.def("outputs_allocated", [] { return g_outputs_allocated.load(); },
         "How many output arrays the bindings have allocated so far (a call with out= allocates none).");
-  m.def("num_threads", &num_threads);
+  m.def("num_threads", &num_threads, "The process-wide kernel thread count (1 in a child forked after threads ran).");
   m.def("int8_peak_macs_per_s", [](double seconds) {
     py::gil_scoped_release nogil;
     return kernels().int8_peak_macs_per_s(seconds);

@@ -2,6 +2,7 @@
 
 #include <cpuid.h>
 #include <omp.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -119,15 +120,33 @@ std::string amx_status() { return amx_refusal().empty() ? "available" : "unavail
 namespace {
 std::atomic<int> g_threads{omp_get_max_threads()};
 thread_local int t_threads = 0;  // a ThreadCountOverride's count on this thread; 0 = none
-}
+
+// GNU OpenMP keeps the threads of a parallel region for the next one; a child forked after
+// that inherits the pool's bookkeeping but not its threads, and its next parallel region
+// waits for them forever. So a process forked after kernels ran on several threads uses one
+// (as PyTorch does); a fork before that (or from a one-thread process) keeps the count.
+std::atomic<bool> g_used_threads{false};
+std::atomic<bool> g_forked_after_threads{false};
+const int g_at_fork = pthread_atfork(nullptr, nullptr, [] {
+  if (g_used_threads.load()) g_forked_after_threads.store(true);
+});
+}  // namespace
 
 void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("thread count must be >= 1");
   g_threads.store(n);
 }
 
-int num_threads() { return g_threads.load(std::memory_order_relaxed); }
-int thread_count() { return t_threads > 0 ? t_threads : num_threads(); }
+int num_threads() { return single_threaded_after_fork() ? 1 : g_threads.load(std::memory_order_relaxed); }
+
+int thread_count() {
+  if (single_threaded_after_fork()) return 1;
+  const int n = t_threads > 0 ? t_threads : g_threads.load(std::memory_order_relaxed);
+  if (n > 1 && !g_used_threads.load(std::memory_order_relaxed)) g_used_threads.store(true);
+  return n;
+}
+
+bool single_threaded_after_fork() { return g_forked_after_threads.load(std::memory_order_relaxed); }
 
 ThreadCountOverride::ThreadCountOverride(int n) : saved_(t_threads) {
   if (n < 1) throw std::invalid_argument("thread count must be >= 1");

@@ -27,7 +27,10 @@ void set_isa(const std::string& name);        // throws std::invalid_argument
 std::string amx_status();                     // "available", or "unavailable: <reason>"
 
 void set_num_threads(int n);                  // throws std::invalid_argument for n < 1
-int num_threads();
+int num_threads();                            // 1 where single_threaded_after_fork()
+// Whether this process was forked after kernels ran on several threads: it then runs them on
+// one, whatever the counts set (OpenMP's threads do not survive such a fork).
+bool single_threaded_after_fork();
 
 // For its lifetime, kernels called from this thread use n threads (n >= 1) instead of the
 // process-wide count: an Engine's own thread count, without touching other engines'.

@@ -37,7 +37,9 @@ class Engine:
     chose int16 the amx path runs bf16 if the head dim is a multiple of 32 (decided at each
     call, as the path may change): on AMX tiles it is faster, at the same held-out F1
     (bench/results/held_out_attention_amx.md, speed_attention_amx.md).
-    Thread-safe: several threads may call answer() on one Engine.
+    Thread-safe: several threads may call answer() on one Engine. Fork-safe: a process forked
+    after an engine ran on several threads runs on one (OpenMP's threads do not survive that
+    fork); to use more, fork before the first call, or start processes with "spawn".
     """
 
     def __init__(self, path: str | Path | None = None, threads: int | None = None,
@@ -230,7 +232,7 @@ class Engine:
     def info(self) -> dict:
         return {"path": str(self.path), "architecture": self.architecture,
                 "quantization": self.meta.get("quantization"), "isa": _C.isa(), "amx": _C.amx_status(),
-                "threads": self.threads or _C.num_threads(),
+                "threads": 1 if _C.single_threaded_after_fork() else self.threads or _C.num_threads(),
                 "tokenizer": "tokenizers" + (" + native WordPiece (csrc/wordpiece.h)" if self._native_tokenizer else ""),
                 "length_config": self.length_config, "attention": self.attention, "default_config": self.meta.get("default_config"),
                 "frontier": self.frontier, "provenance": self.meta.get("provenance"),

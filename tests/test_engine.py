@@ -246,3 +246,29 @@ def test_a_model_with_no_room_for_a_question_and_a_context_is_refused(tmp_path):
     syn.write_random_model(path, TEXT, calibrate=False, config={"max_position": 6})
     with pytest.raises(ModelFileError, match="max_position 6"):
         Engine(path)
+
+
+def test_an_engine_used_before_a_fork_answers_in_the_forked_child(model_path):
+    """GNU OpenMP cannot start threads in a child forked after the parent ran a parallel region
+    (the child waited forever): such a child runs the kernels on one thread."""
+    import os
+    import select
+    eng = Engine(model_path, threads=2)
+    question, context = QUESTIONS[0], " ".join([TEXT] * 8)  # regions large enough to use both threads
+    expected = eng.answer(question, context)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer, report, leave without running the parent's test teardown
+        try:
+            os.write(write_end, repr(eng.answer(question, context)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    ready, _, _ = select.select([read_end], [], [], 30)
+    if not ready:
+        os.kill(pid, 9)
+    got = os.read(read_end, 1 << 16).decode() if ready else None
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert got == repr(expected), "the forked child did not answer within 30 s" if got is None else got
+    assert eng.answer(question, context) == expected  # and the parent still does
