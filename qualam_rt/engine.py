@@ -39,8 +39,15 @@ class Engine:
     (bench/results/held_out_attention_amx.md, speed_attention_amx.md).
     Thread-safe: several threads may call answer() on one Engine. Fork-safe: a process forked
     after an engine ran on several threads runs on one (OpenMP's threads do not survive that
-    fork); to use more, fork before the first call, or start processes with "spawn".
+    fork); to use more, fork before the first call, or start processes with "spawn" (an Engine
+    pickles as its path and settings).
     """
+
+    def __reduce__(self):
+        """Pickled as its file's path and its settings: unpickling (in a spawned process, say)
+        opens the file again, which must be there."""
+        length_config = "full" if self.length_config is None else self.length_config
+        return (Engine, (self.path, self.threads, length_config, None, None, self._attention))
 
     def __init__(self, path: str | Path | None = None, threads: int | None = None,
                  length_config="default", max_macs: float | None = None, max_latency_ms: float | None = None,

@@ -272,3 +272,22 @@ def test_an_engine_used_before_a_fork_answers_in_the_forked_child(model_path):
     os.waitpid(pid, 0)
     assert got == repr(expected), "the forked child did not answer within 30 s" if got is None else got
     assert eng.answer(question, context) == expected  # and the parent still does
+
+
+def _answer_in_worker(args):
+    engine, question, context = args
+    return engine.answer(question, context)
+
+
+def test_an_engine_pickles_as_its_file_and_settings_and_answers_in_a_spawned_process(model_path):
+    import multiprocessing
+    import pickle
+    context = " ".join([TEXT] * 3)
+    for eng in (Engine(model_path, threads=1, length_config=(0.5, 0.5, 0.25), attention="fp32"),
+                Engine(model_path, length_config="full"), Engine(model_path, length_config={"tokens": (40, 30, 20)})):
+        copy = pickle.loads(pickle.dumps(eng))
+        assert (copy.path, copy.threads, copy.length_config, copy.attention) == (
+            eng.path, eng.threads, eng.length_config, eng.attention)
+        assert copy.answer(QUESTIONS[0], context) == eng.answer(QUESTIONS[0], context)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.map(_answer_in_worker, [(eng, QUESTIONS[1], context)]) == [eng.answer(QUESTIONS[1], context)]
