@@ -5,7 +5,10 @@ machine at the same time: this host's speed drifts by tens of percent within min
 swings of +-15% last seconds. Build each version into its own folder; this script keeps one
 worker process per build, set up and warmed up once, and lets them run in turn, a few calls
 each (the other one waits, idle), flipping the order every round. It reports the per-round
-ratio B / A and its median. Run A against itself first to see the noise floor.
+ratio B / A and its median. Run A against itself first to see the noise floor. With --gap-ms,
+each turn starts after that much idle time: on a 2-core AMD EPYC Zen 4 without it, the build
+running second in a round was up to 1.8x slower at n=128 batch 1 (the other's threads still
+busy), in whichever order.
 
     git worktree add /tmp/qrt_base <commit>
     pip install --no-deps --no-build-isolation --target /tmp/qrt_a /tmp/qrt_base
@@ -32,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 WORKER = "--worker"
@@ -114,6 +118,8 @@ def main() -> None:
     ap.add_argument("--gemm", nargs=4, default=[], metavar=("M", "K", "N", "EPILOGUE"),
                     help="time one GEMM instead of the encoder; EPILOGUE: bias, gelu, gelu_u8, residual or int32")
     ap.add_argument("--out", action="store_true", help="with --gemm: into one preallocated output array")
+    ap.add_argument("--gap-ms", type=float, default=0.0,
+                    help="idle time before each turn (lets the other build's OpenMP threads stop spinning)")
     ap.add_argument("--labels", nargs=2, default=None, metavar=("A_LABEL", "B_LABEL"),
                     help="what each build is (e.g. the commits they were built from), for the results file")
     ap.add_argument("--name", default=None, help="write bench/results/<name>.{md,json}")
@@ -123,7 +129,10 @@ def main() -> None:
     rows = []
     for r in range(args.rounds):
         order = ("a", "b") if r % 2 == 0 else ("b", "a")
-        ms = {label: builds[label].time() for label in order}
+        ms = {}
+        for label in order:
+            time.sleep(args.gap_ms / 1e3)
+            ms[label] = builds[label].time()
         rows.append({"round": r, "a_ms": ms["a"], "b_ms": ms["b"], "ratio": ms["b"] / ms["a"]})
         print(f"round {r}: A {ms['a']:.2f}  B {ms['b']:.2f} ms  B/A {rows[-1]['ratio']:.3f}", flush=True)
     for b in builds.values():
