@@ -7,8 +7,8 @@ worker process per build, set up and warmed up once, and lets them run in turn, 
 each (the other one waits, idle), flipping the order every round. It reports the per-round
 ratio B / A and its median. Run A against itself first to see the noise floor. With --gap-ms,
 each turn starts after that much idle time: on a 2-core AMD EPYC Zen 4 without it, the build
-running second in a round was up to 1.8x slower at n=128 batch 1 (the other's threads still
-busy), in whichever order.
+running second in a round was up to 1.8x slower at n=128 batch 1, in whichever order (the
+other's OpenMP threads spinning, presumably); --gap-ms 200 removed that pattern.
 
     git worktree add /tmp/qrt_base <commit>
     pip install --no-deps --no-build-isolation --target /tmp/qrt_a /tmp/qrt_base
