@@ -1,7 +1,6 @@
 """Fuzzer: Engine.answer / answer_batch on arbitrary strings and arguments: an answer whose
-offsets lie inside the context and match its text, or a QualamError other than ModelFileError;
-nothing else. See
-harness.py for how to run it."""
+offsets lie inside the context and match its text, or a QualamError other than
+ModelFileError (the models are valid); nothing else. See harness.py for how to run it."""
 import sys
 from pathlib import Path
 
