@@ -67,6 +67,10 @@ class Engine:
             # token it lacks, say): find out now, not at the first question.
             self._tokenizer.encode("a", "b")
             self._native_tokenizer = wordpiece.NativeWordPiece.of(self._tokenizer)
+            largest_id = max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+            if largest_id >= self.architecture["vocab_size"]:
+                raise ValueError(f"the tokenizer has token id {largest_id}, but the embeddings only "
+                                 f"{self.architecture['vocab_size']} rows")
         except BaseException as e:  # the encoder raises ValueError, tokenizers an Exception or a panic
             if not featurize.is_tokenizer_error(e):
                 raise

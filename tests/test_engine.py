@@ -291,3 +291,17 @@ def test_an_engine_pickles_as_its_file_and_settings_and_answers_in_a_spawned_pro
         assert copy.answer(QUESTIONS[0], context) == eng.answer(QUESTIONS[0], context)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         assert pool.map(_answer_in_worker, [(eng, QUESTIONS[1], context)]) == [eng.answer(QUESTIONS[1], context)]
+
+
+def test_a_tokenizer_with_ids_past_the_embeddings_is_refused_at_load(tmp_path):
+    """Its ids would reach the encoder only with a question that uses them: find it at load."""
+    import json
+    source, broken = tmp_path / "source.qrt", tmp_path / "broken.qrt"
+    syn.write_random_model(source, TEXT)
+    meta, tensors = read_model(source)
+    tokenizer = json.loads(meta["tokenizer"])
+    tokenizer["model"]["vocab"]["ada"] = meta["architecture"]["vocab_size"]  # one past the last row
+    write_model(broken, tensors, meta | {"tokenizer": json.dumps(tokenizer)})
+    with pytest.raises(ModelFileError, match=f"token id {meta['architecture']['vocab_size']}"):
+        Engine(broken)
+    Engine(source)  # the largest id of a valid one is the last row
