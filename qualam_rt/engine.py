@@ -64,13 +64,17 @@ class Engine:
             self._encoder = _C.Encoder(self.architecture, engine_tensors(tensors))
             self._tokenizer = Tokenizer.from_str(self.meta["tokenizer"])
             # A tokenizer can load and still fail on every pair (its template naming a special
-            # token it lacks, say): find out now, not at the first question.
-            self._tokenizer.encode("a", "b")
+            # token it lacks, say), or make ids the encoder refuses: find out now, not at the
+            # first question.
+            pair = self._tokenizer.encode("a", "b")
             self._native_tokenizer = wordpiece.NativeWordPiece.of(self._tokenizer)
             largest_id = max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
             if largest_id >= self.architecture["vocab_size"]:
                 raise ValueError(f"the tokenizer has token id {largest_id}, but the embeddings only "
                                  f"{self.architecture['vocab_size']} rows")
+            if max(pair.type_ids) >= self.architecture["type_vocab_size"]:
+                raise ValueError(f"the tokenizer makes token type {max(pair.type_ids)}, but the model has "
+                                 f"{self.architecture['type_vocab_size']} token type(s)")
         except BaseException as e:  # the encoder raises ValueError, tokenizers an Exception or a panic
             if not featurize.is_tokenizer_error(e):
                 raise

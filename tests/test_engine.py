@@ -305,3 +305,11 @@ def test_a_tokenizer_with_ids_past_the_embeddings_is_refused_at_load(tmp_path):
     with pytest.raises(ModelFileError, match=f"token id {meta['architecture']['vocab_size']}"):
         Engine(broken)
     Engine(source)  # the largest id of a valid one is the last row
+
+
+def test_a_model_with_one_token_type_is_refused_at_load(tmp_path):
+    """The context's tokens are of type 1: every question would fail in the encoder."""
+    path = tmp_path / "one_type.qrt"
+    syn.write_random_model(path, TEXT, calibrate=False, config={"type_vocab_size": 1})
+    with pytest.raises(ModelFileError, match="token type 1, but the model has 1"):
+        Engine(path)
