@@ -67,6 +67,7 @@ class Engine:
             # token it lacks, say), or make ids the encoder refuses: find out now, not at the
             # first question.
             pair = self._tokenizer.encode("a", "b")
+            special_tokens = sum(pair.special_tokens_mask)
             self._native_tokenizer = wordpiece.NativeWordPiece.of(self._tokenizer)
             largest_id = max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
             if largest_id >= self.architecture["vocab_size"]:
@@ -84,7 +85,7 @@ class Engine:
             raise ValueError("threads must be a positive integer")
         self.threads = threads
         self.max_seq_len, self._doc_stride, self._max_query_len = featurize.window_limits(
-            int(self.architecture["max_position"]))
+            int(self.architecture["max_position"]), special_tokens)
         if self._max_query_len < 1:
             raise ModelFileError(f"{self.path}: max_position {self.architecture['max_position']} leaves no room "
                                  "for both a question and a context")

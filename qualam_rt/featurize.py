@@ -24,14 +24,15 @@ class Window:
     char_spans: np.ndarray       # int64 [n, 2]: context character span of each token, (-1, -1) outside the context
 
 
-def window_limits(max_position: int) -> tuple[int, int, int]:
-    """(max_seq_len, doc_stride, max_query_len) for a model of max_position positions: the
-    usual 384 / 128 / 64 where they fit; for a shorter model, small enough that a question cut
-    to max_query_len leaves the context more tokens than the stride ([CLS] and two [SEP] take
-    3), which `tokenizers` requires. max_query_len < 1: no window fits a question and context."""
+def window_limits(max_position: int, special_tokens: int = 3) -> tuple[int, int, int]:
+    """(max_seq_len, doc_stride, max_query_len) for a model of max_position positions whose
+    pairs carry `special_tokens` ([CLS] and two [SEP]: 3): the usual 384 / 128 / 64 where they
+    fit; for a shorter model, small enough that a question cut to max_query_len leaves the
+    context more tokens than the stride, which `tokenizers` requires. max_query_len < 1: no
+    window fits a question and a context."""
     max_seq_len = min(MAX_SEQ_LEN, max_position)
     doc_stride = min(DOC_STRIDE, max_seq_len // 3)
-    return max_seq_len, doc_stride, min(MAX_QUERY_LEN, max_seq_len - 3 - doc_stride - 1)
+    return max_seq_len, doc_stride, min(MAX_QUERY_LEN, max_seq_len - special_tokens - doc_stride - 1)
 
 
 def truncate_question(tokenizer, question: str, max_query_len: int = MAX_QUERY_LEN) -> str:

@@ -227,12 +227,21 @@ def test_a_tokenizer_that_fails_on_every_pair_is_refused_at_load(tmp_path):
         Engine(broken)
 
 
-@pytest.mark.parametrize("max_position", [7, 16, 40, 70])
-def test_a_model_with_few_positions_answers_long_questions_about_long_contexts(tmp_path, max_position):
+@pytest.mark.parametrize("max_position", [8, 16, 40, 70])
+@pytest.mark.parametrize("specials", [3, 4])
+def test_a_model_with_few_positions_answers_long_questions_about_long_contexts(tmp_path, max_position, specials):
     """The question is cut so that the context keeps more tokens than the stride (tokenizers
-    panics otherwise): 64-token questions fit from max_position 101 on."""
+    panics otherwise): 64-token questions fit from max_position 101 on, with [CLS] A [SEP] B
+    [SEP]; with a fourth special token ([CLS] A [SEP] [SEP] B [SEP]) from 103 on."""
+    import json
     path = tmp_path / "short.qrt"
     syn.write_random_model(path, TEXT, calibrate=False, config={"max_position": max_position})
+    if specials == 4:
+        meta, tensors = read_model(path)
+        tokenizer = json.loads(meta["tokenizer"])
+        pair = tokenizer["post_processor"]["pair"]
+        tokenizer["post_processor"]["pair"] = pair[:3] + [pair[2]] + pair[3:]
+        write_model(path, tensors, meta | {"tokenizer": json.dumps(tokenizer)})
     eng = Engine(path)
     long_question, long_context = " ".join(QUESTIONS * 10), " ".join([TEXT] * 4)
     for question, context in [(long_question, TEXT), (long_question, long_context), (QUESTIONS[0], long_context)]:
