@@ -76,6 +76,18 @@ def test_question_over_the_limit_but_inside_a_window_is_truncated_in_a_batch(tok
     assert [(first[i].token_type_ids == 0).sum() for i in range(3)] == [10, min(10, 2 + len(tok.encode(QUESTION, add_special_tokens=False).ids)), 10]
 
 
+@given(st.integers(1, 1000), st.integers(2, 6))
+def test_window_limits_leave_the_context_more_than_the_stride(max_position, specials):
+    """What `tokenizers` needs of any window: a question cut to max_query_len, the special
+    tokens and more than doc_stride context tokens fit max_seq_len <= max_position."""
+    max_seq_len, doc_stride, max_query_len = featurize.window_limits(max_position, specials)
+    assert max_seq_len <= max_position and max_query_len <= featurize.MAX_QUERY_LEN
+    if max_query_len >= 1:
+        assert max_seq_len - specials - max_query_len > doc_stride >= 0
+    if max_position >= 384:
+        assert (max_seq_len, doc_stride, max_query_len) == (384, 128, 64)  # the usual windows, unchanged
+
+
 def test_span_inside_one_window(tok):
     windows = featurize.make_windows(tok, [(QUESTION, CONTEXT)], max_seq_len=24, doc_stride=6)
     start = CONTEXT.index("Ada")
