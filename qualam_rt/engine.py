@@ -1,7 +1,9 @@
 """Engine: load a .qrt file once, answer questions about contexts."""
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from importlib import resources
 from pathlib import Path
 
@@ -15,6 +17,19 @@ from qualam_rt.model_file import ARCH_KEYS, engine_tensors, read_model
 
 
 ATTENTION_PATHS = ("fp32", "int16", "int8", "bf16")
+
+
+# The engines of this process: a child forked while another thread tokenized must not
+# inherit that engine's lock held (no thread of the child would ever release it).
+_ENGINES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    for engine in list(_ENGINES):
+        engine._tokenize_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 def default_model_path() -> Path:
@@ -81,6 +96,7 @@ class Engine:
                 raise
             raise ModelFileError(f"{self.path}: {type(e).__name__}: {e}") from e
         self._tokenize_lock = threading.Lock()
+        _ENGINES.add(self)
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
             raise ValueError("threads must be a positive integer")
         self.threads = threads

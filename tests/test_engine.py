@@ -257,14 +257,10 @@ def test_a_model_with_no_room_for_a_question_and_a_context_is_refused(tmp_path):
         Engine(path)
 
 
-def test_an_engine_used_before_a_fork_answers_in_the_forked_child(model_path):
-    """GNU OpenMP cannot start threads in a child forked after the parent ran a parallel region
-    (the child waited forever): such a child runs the kernels on one thread."""
+def _answer_in_a_forked_child(eng, question, context, seconds=30):
+    """The answer a child forked now computes, or None if it has none within `seconds`."""
     import os
     import select
-    eng = Engine(model_path, threads=2)
-    question, context = QUESTIONS[0], " ".join([TEXT] * 8)  # regions large enough to use both threads
-    expected = eng.answer(question, context)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: answer, report, leave without running the parent's test teardown
@@ -273,14 +269,32 @@ def test_an_engine_used_before_a_fork_answers_in_the_forked_child(model_path):
         finally:
             os._exit(0)
     os.close(write_end)
-    ready, _, _ = select.select([read_end], [], [], 30)
+    ready, _, _ = select.select([read_end], [], [], seconds)
     if not ready:
         os.kill(pid, 9)
     got = os.read(read_end, 1 << 16).decode() if ready else None
     os.close(read_end)
     os.waitpid(pid, 0)
-    assert got == repr(expected), "the forked child did not answer within 30 s" if got is None else got
+    return got
+
+
+def test_an_engine_used_before_a_fork_answers_in_the_forked_child(model_path):
+    """GNU OpenMP cannot start threads in a child forked after the parent ran a parallel region
+    (the child waited forever): such a child runs the kernels on one thread."""
+    eng = Engine(model_path, threads=2)
+    question, context = QUESTIONS[0], " ".join([TEXT] * 8)  # regions large enough to use both threads
+    expected = eng.answer(question, context)
+    assert _answer_in_a_forked_child(eng, question, context) == repr(expected)
     assert eng.answer(question, context) == expected  # and the parent still does
+
+
+def test_a_child_forked_while_another_thread_tokenizes_answers(model_path):
+    """The tokenizer lock, held by a thread of the parent at the fork, is a new one in the child."""
+    eng = Engine(model_path, threads=1)
+    expected = eng.answer(QUESTIONS[0], TEXT)
+    with eng._tokenize_lock:  # as a thread in the middle of windows() holds it
+        got = _answer_in_a_forked_child(eng, QUESTIONS[0], TEXT, seconds=10)
+    assert got == repr(expected)
 
 
 def _answer_in_worker(args):
