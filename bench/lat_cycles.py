@@ -19,8 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, header, write_results  # noqa: E402
 from lat_probes import training_seconds  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.train import PROBES  # noqa: E402  (the paper's two budget configurations, as the runs probe them)
 
 PAPER = {"qualam": PROBES["qualam_tokens"], "la_minilm": PROBES["la_minilm_tokens"]}

@@ -313,7 +313,11 @@ def test_an_engine_pickles_as_its_file_and_settings_and_answers_in_a_spawned_pro
             eng.path, eng.threads, eng.length_config, eng.attention)
         assert copy.answer(QUESTIONS[0], context) == eng.answer(QUESTIONS[0], context)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        assert pool.map(_answer_in_worker, [(eng, QUESTIONS[1], context)]) == [eng.answer(QUESTIONS[1], context)]
+        # A worker that cannot unpickle its task dies and the pool waits forever: bound the wait
+        # (a spawned child imports from the parent's sys.path, where a source tree's qualam_rt,
+        # without its extension, once came first).
+        answers = pool.map_async(_answer_in_worker, [(eng, QUESTIONS[1], context)]).get(timeout=120)
+    assert answers == [eng.answer(QUESTIONS[1], context)]
 
 
 def test_a_tokenizer_with_ids_past_the_embeddings_is_refused_at_load(tmp_path):
