@@ -61,3 +61,30 @@ def test_unknown_path_in_environment_fails_on_import_with_a_message():
     out = run_with_isa("sse9")
     assert out.returncode != 0
     assert "unknown ISA" in out.stderr
+
+
+def test_a_container_cpu_quota_bounds_the_default_thread_count(tmp_path):
+    """cgroup v2 cpu.max and v1 cfs quota / period, in whole CPUs; no quota, or one we cannot
+    read, leaves OpenMP's count; OMP_NUM_THREADS always decides."""
+    from qualam_rt import cpus
+
+    def tree(name, files):
+        root = tmp_path / name
+        for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        return root
+
+    assert cpus.cgroup_cpu_quota(tree("v2", {"cpu.max": "250000 100000\n"})) == 2
+    assert cpus.cgroup_cpu_quota(tree("v2_small", {"cpu.max": "50000 100000"})) == 1
+    assert cpus.cgroup_cpu_quota(tree("v2_none", {"cpu.max": "max 100000"})) is None
+    assert cpus.cgroup_cpu_quota(tree("v1", {"cpu/cpu.cfs_quota_us": "400000", "cpu/cpu.cfs_period_us": "100000"})) == 4
+    assert cpus.cgroup_cpu_quota(tree("v1_joint", {"cpu,cpuacct/cpu.cfs_quota_us": "300000",
+                                                   "cpu,cpuacct/cpu.cfs_period_us": "100000"})) == 3
+    assert cpus.cgroup_cpu_quota(tree("v1_none", {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"})) is None
+    assert cpus.cgroup_cpu_quota(tree("garbled", {"cpu.max": "lots of cpus"})) is None
+    assert cpus.cgroup_cpu_quota(tmp_path / "nothing") is None
+    assert cpus.default_thread_count(64, environ={}, quota=2) == 2
+    assert cpus.default_thread_count(2, environ={}, quota=8) == 2
+    assert cpus.default_thread_count(64, environ={"OMP_NUM_THREADS": "64"}, quota=2) == 64
+    assert cpus.default_thread_count(64, environ={}, quota=None) == 64
