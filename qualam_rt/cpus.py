@@ -18,7 +18,8 @@ def _read(path: Path) -> str | None:
 def cgroup_cpu_quota(root: str | Path = "/sys/fs/cgroup") -> int | None:
     """Whole CPUs of this process's cgroup CPU quota (at least 1), or None without a quota.
     cgroup v2 `cpu.max` ("max 100000" or "200000 100000"), else v1 `cpu.cfs_quota_us` (-1: none)
-    over `cpu.cfs_period_us`."""
+    over `cpu.cfs_period_us`, at the root of the hierarchy: where a container sees its own
+    cgroup (a quota on a cgroup deeper in the host's tree is not looked for)."""
     root = Path(root)
     fields = (_read(root / "cpu.max") or "").split()
     if len(fields) != 2:
