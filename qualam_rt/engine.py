@@ -82,19 +82,19 @@ class Engine:
             # token it lacks, say), or make ids the encoder refuses: find out now, not at the
             # first question.
             pair = self._tokenizer.encode("a", "b")
-            special_tokens = sum(pair.special_tokens_mask)
             self._native_tokenizer = wordpiece.NativeWordPiece.of(self._tokenizer)
             largest_id = max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
-            if largest_id >= self.architecture["vocab_size"]:
-                raise ValueError(f"the tokenizer has token id {largest_id}, but the embeddings only "
-                                 f"{self.architecture['vocab_size']} rows")
-            if max(pair.type_ids) >= self.architecture["type_vocab_size"]:
-                raise ValueError(f"the tokenizer makes token type {max(pair.type_ids)}, but the model has "
-                                 f"{self.architecture['type_vocab_size']} token type(s)")
         except BaseException as e:  # the encoder raises ValueError, tokenizers an Exception or a panic
             if not featurize.is_tokenizer_error(e):
                 raise
             raise ModelFileError(f"{self.path}: {type(e).__name__}: {e}") from e
+        if largest_id >= self.architecture["vocab_size"]:
+            raise ModelFileError(f"{self.path}: the tokenizer has token id {largest_id}, but the embeddings "
+                                 f"only {self.architecture['vocab_size']} rows")
+        if max(pair.type_ids, default=0) >= self.architecture["type_vocab_size"]:
+            raise ModelFileError(f"{self.path}: the tokenizer makes token type {max(pair.type_ids)}, but the "
+                                 f"model has {self.architecture['type_vocab_size']} token type(s)")
+        special_tokens = sum(pair.special_tokens_mask)
         self._tokenize_lock = threading.Lock()
         _ENGINES.add(self)
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
