@@ -87,6 +87,12 @@ def make_windows(tokenizer, pairs: list[tuple[str, str]], max_seq_len: int = MAX
 def _tokenizers_windows(tokenizer, pairs, max_seq_len: int, doc_stride: int, max_query_len: int) -> list[list]:
     """make_windows with `tokenizers`: [(input_ids, token_type_ids, char_spans)] per pair."""
     tokenizer.no_padding()
+    # A question of more bytes than max_query_len may have more tokens (a token covers at least
+    # a byte): cut those first. A question too long for its window makes `tokenizers` panic,
+    # which is caught below, but it prints the panic (a backtrace, with RUST_BACKTRACE=1) first.
+    tokenizer.no_truncation()
+    pairs = [(truncate_question(tokenizer, q, max_query_len) if len(q.encode("utf-8", "surrogatepass")) > max_query_len
+              else q, c) for q, c in pairs]
     tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
     encodings = _encode_pairs(tokenizer, pairs)
     # Questions over max_query_len tokens are cut and encoded again; checking after the
