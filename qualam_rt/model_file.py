@@ -71,7 +71,8 @@ def read_model(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, n
     """(metadata, tensors) of a .qrt file; tensors are read-only views of a memory map."""
     path = Path(path)
     if not path.is_file():
-        raise ModelNotFoundError(f"model file not found: {path}")
+        what = "is a directory, not a model file" if path.is_dir() else "is not a regular file" if path.exists() else ""
+        raise ModelNotFoundError(f"model file not found: {path}" + (f" ({what})" if what else ""))
     size = path.stat().st_size
     hint = f"{path} is not a valid .qrt model file"
     if size < 8:

@@ -1,5 +1,6 @@
 """The .qrt container: round trip and every kind of damage giving a specific exception."""
 import json
+import os
 import struct
 
 import numpy as np
@@ -46,9 +47,14 @@ def test_int8_embeddings_expand_to_float32():
     np.testing.assert_allclose(out["embeddings.word"], w, atol=np.abs(w).max() / 127)
 
 
-def test_missing_file():
-    with pytest.raises(ModelNotFoundError, match="not found"):
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelNotFoundError, match=r"not found: /nonexistent/model.qrt$"):
         Engine("/nonexistent/model.qrt")
+    with pytest.raises(ModelNotFoundError, match="is a directory, not a model file"):
+        Engine(tmp_path)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ModelNotFoundError, match="is not a regular file"):
+        Engine(tmp_path / "fifo")
 
 
 def test_not_a_model_file(tmp_path):
