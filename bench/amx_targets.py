@@ -18,11 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PAPER_LABEL, RESULTS, header, write_results  # noqa: E402
-
-OPENVINO = "OpenVINO INT8 (NNCF PTQ)"
-FULL = "qualam_rt INT8 full"
-PAPER = f"qualam_rt INT8 paper config {PAPER_LABEL}/384"  # as keep ratios, e2e.py's label
+from common import RESULTS, header, write_results  # noqa: E402
+from e2e import OPENVINO_INT8, QUALAM_FULL, QUALAM_PAPER  # noqa: E402  (the system names of its rows)
 
 
 def load(name: str | None) -> dict | None:
@@ -68,7 +65,7 @@ def gemm_targets(gemm: dict | None, name: str) -> list[dict]:
 def e2e_targets(e2e: dict | None, name: str) -> list[dict]:
     """Against OpenVINO INT8, ms per sample from the same interleaved run."""
     by_system = {r["system"]: r for r in e2e["rows"]} if e2e else {}
-    full, paper, ov = by_system.get(FULL), by_system.get(PAPER), by_system.get(OPENVINO)
+    full, paper, ov = by_system.get(QUALAM_FULL), by_system.get(QUALAM_PAPER), by_system.get(OPENVINO_INT8)
     mix = next((k for k in (ov or {}) if k.startswith("SQuAD dev mix")), None)
     measured_amx = e2e is not None and e2e["meta"].get("isa") == "amx"
 
@@ -77,11 +74,11 @@ def e2e_targets(e2e: dict | None, name: str) -> list[dict]:
             return None
         return ov[setting] / row[setting]
 
-    out = [target(f"full length over OpenVINO INT8, {s}", req, ratio(full, s), f"{name}: {FULL}, {s}")
+    out = [target(f"full length over OpenVINO INT8, {s}", req, ratio(full, s), f"{name}: {QUALAM_FULL}, {s}")
            for s, req in (("n=384 bs=1", 2.0), ("n=384 bs=32", 2.0), ("n=128 bs=1", 1.5))]
-    out.append(target("full length over OpenVINO INT8, dev mix", 1.5, ratio(full, mix), f"{name}: {FULL}, {mix}"))
+    out.append(target("full length over OpenVINO INT8, dev mix", 1.5, ratio(full, mix), f"{name}: {QUALAM_FULL}, {mix}"))
     out.append(target("paper configuration over OpenVINO INT8 (full length), n384 bs32", 3.5, ratio(paper, "n=384 bs=32"),
-                      f"{name}: {PAPER}, n=384 bs=32"))
+                      f"{name}: {QUALAM_PAPER}, n=384 bs=32"))
     return out
 
 

@@ -35,6 +35,10 @@ import qualam_rt  # noqa: E402
 from qualam_rt import decode, squad  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "dev-v1.1.json"
+# System names of the results rows that other scripts read (bench/amx_targets.py).
+QUALAM_FULL = "qualam_rt INT8 full"
+QUALAM_PAPER = f"qualam_rt INT8 paper config {PAPER_LABEL}/384"  # the paper's configuration as keep ratios
+OPENVINO_INT8 = "OpenVINO INT8 (NNCF PTQ)"
 
 
 # ---- models -------------------------------------------------------------------------------
@@ -92,7 +96,7 @@ class System:
 def qualam_systems(engine, frontier, other_attention=None):
     """The engine at full length and at each frontier point; with other_attention (an Engine
     of the same model on another attention path) also that one at full length."""
-    out = [System("qualam_rt INT8 full", lambda ws: engine.logits(ws, "full"))]
+    out = [System(QUALAM_FULL, lambda ws: engine.logits(ws, "full"))]
     if other_attention is not None and other_attention.attention != engine.attention:
         out.append(System(f"qualam_rt INT8 full, {other_attention.attention} attention",
                           lambda ws: other_attention.logits(ws, "full")))
@@ -193,7 +197,7 @@ def openvino_systems(onnx_path, threads, calib_windows):
         data = [dict(zip(("input_ids", "token_type_ids", "attention_mask"), padded([w]))) for w in calib_windows]
         qmodel = nncf.quantize(core.read_model(str(onnx_path)), nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER,
                                subset_size=len(data))
-        systems.append(System("OpenVINO INT8 (NNCF PTQ)", runner(qmodel)))
+        systems.append(System(OPENVINO_INT8, runner(qmodel)))
     except ImportError:
         print("nncf not installed: skipping OpenVINO INT8")
     return systems
@@ -255,7 +259,7 @@ def main() -> None:
     default = engine.meta.get("default_config")
     for p in frontier:
         p["default"] = default is not None and list(p["ratios"]) == list(default)
-    paper = {"ratios": PAPER, "label": f"paper config {PAPER_LABEL}/384"}
+    paper = {"ratios": PAPER, "label": QUALAM_PAPER.removeprefix("qualam_rt INT8 ")}
 
     fp32_attention = qualam_rt.Engine(qrt, threads=args.threads, length_config="full", attention="fp32")
     systems = qualam_systems(engine, frontier or ([paper] if args.random else []), fp32_attention)

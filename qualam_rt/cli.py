@@ -112,7 +112,7 @@ def cmd_eval(args) -> dict:
     report = squad.evaluate(examples, preds) | {
         "seconds": time.perf_counter() - t0, "model": str(engine.path), "length_config": engine.length_config,
         "data": str(args.data), "command": " ".join(["qualam-rt"] + sys.argv[1:]), "isa": _C.isa(),
-        "attention": engine.attention, "threads": engine.threads or _C.num_threads(), "cpu": cpu_model(),
+        "attention": engine.attention, "threads": engine.kernel_threads, "cpu": cpu_model(),
         "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
         "provenance": engine.meta.get("provenance"), "ray_workers": args.ray or None}
     if args.out:

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from qualam_rt import _C, decode, featurize, wordpiece
 from qualam_rt.cost import encoder_macs
-from qualam_rt.errors import InputError, LengthConfigError, ModelFileError, ModelNotFoundError, QualamError
+from qualam_rt.errors import InputError, LengthConfigError, ModelFileError, ModelNotFoundError
 from qualam_rt.model_file import ARCH_KEYS, engine_tensors, read_model
 
 
@@ -206,7 +206,7 @@ class Engine:
                                               doc_stride=self._doc_stride, max_query_len=self._max_query_len,
                                               native=self._native_tokenizer)
             except BaseException as e:  # a tokenizer panic is a BaseException: make it an error
-                if not featurize.is_tokenizer_error(e) or isinstance(e, QualamError):
+                if not featurize.is_tokenizer_error(e):
                     raise
                 raise ModelFileError(f"{self.path}: the model's tokenizer failed on this input: "
                                      f"{type(e).__name__}: {e}") from e
@@ -263,10 +263,16 @@ class Engine:
         self._validate(question, context)
         return self.answer_batch([(question, context)], top_k=top_k, max_answer_len=max_answer_len)[0]
 
+    @property
+    def kernel_threads(self) -> int:
+        """The threads this engine's kernels run on: its own count, else the process-wide one;
+        1 in a child forked after kernels ran on several threads."""
+        return 1 if _C.single_threaded_after_fork() else self.threads or _C.num_threads()
+
     def info(self) -> dict:
         return {"path": str(self.path), "architecture": self.architecture,
                 "quantization": self.meta.get("quantization"), "isa": _C.isa(), "amx": _C.amx_status(),
-                "threads": 1 if _C.single_threaded_after_fork() else self.threads or _C.num_threads(),
+                "threads": self.kernel_threads,
                 "tokenizer": "tokenizers" + (" + native WordPiece (csrc/wordpiece.h)" if self._native_tokenizer else ""),
                 "length_config": self.length_config, "attention": self.attention, "default_config": self.meta.get("default_config"),
                 "frontier": self.frontier, "provenance": self.meta.get("provenance"),

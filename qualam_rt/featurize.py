@@ -95,8 +95,8 @@ def _tokenizers_windows(tokenizer, pairs, max_seq_len: int, doc_stride: int, max
               else q, c) for q, c in pairs]
     tokenizer.enable_truncation(max_length=max_seq_len, stride=doc_stride, strategy="only_second")
     encodings = _encode_pairs(tokenizer, pairs)
-    # Questions over max_query_len tokens are cut and encoded again; checking after the
-    # encoding costs nothing for the usual short question (no separate question encoding).
+    # Left over max_query_len tokens (or refused) only where a token covers less than a byte (a
+    # normalizer that expands characters): cut and encoded again.
     for i, enc in enumerate(encodings):
         if enc is None or enc.sequence_ids.count(0) > max_query_len:
             tokenizer.no_truncation()

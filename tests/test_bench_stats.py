@@ -71,7 +71,8 @@ def test_a_results_header_records_a_command_that_splits_back_into_its_arguments(
 
 
 def test_amx_targets_judges_each_target_from_its_file_and_only_on_the_amx_path():
-    from amx_targets import FULL, OPENVINO, PAPER, check
+    from amx_targets import check
+    from e2e import OPENVINO_INT8 as OPENVINO, QUALAM_FULL as FULL, QUALAM_PAPER as PAPER
     isa = {"meta": {"paths": ["avx512vnni", "amx"]},
            "rows": [{"setting": "n=384 bs=32", "config": "full", "avx512vnni_speedup": 1.0, "amx_speedup": 2.6},
                     {"setting": "n=384 bs=1", "config": "full", "avx512vnni_speedup": 1.0, "amx_speedup": 1.0}]}
