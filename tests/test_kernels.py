@@ -221,6 +221,23 @@ def test_a_rows_result_does_not_depend_on_the_kernel_that_made_it(isa, K, epilog
     np.testing.assert_array_equal(run(rolled), run(np.arange(M))[rolled])
 
 
+@pytest.mark.parametrize("K", [385, 447, 449, 769, 1153, 1553])
+def test_gemm_exact_across_the_tile_paths_k_chunks(isa, K):
+    """The tile paths sum K past 384 in chunks (the accumulators stored and reloaded between
+    them): K just past one chunk, chunks ending inside the last 64 k and the partial last
+    group, 33 rows (two tiles and a vector row), two panels."""
+    rng = np.random.default_rng(K)
+    M, N = 33, 100
+    A, W, w_scale = random_problem(rng, M, K, N)
+    zp = rng.integers(0, 256, M, dtype=np.int32)
+    pw = _C.PackedWeight(W, w_scale)
+    np.testing.assert_array_equal(_C.gemm(A, np.ones(M, np.float32), zp, pw, out_dtype="int32"), ref.gemm_s32(A, zp, W))
+    kw = dict(out_dtype="uint8", out_scale=0.05, out_zp=128)  # the tile epilogue's own correction
+    got = _C.gemm(A, np.full(M, 1e-3, np.float32), zp, pw, **kw).astype(int)
+    diff = np.abs(got - ref.gemm(A, np.full(M, 1e-3, np.float32), zp, W, w_scale, **kw))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # rounding ties only
+
+
 def test_gemm_results_do_not_depend_on_thread_count(isa, set_threads):
     rng = np.random.default_rng(3)
     A, W, w_scale = random_problem(rng, 300, 384, 1152)

@@ -5,30 +5,49 @@
 //
 // A task is (rows, weight panel of 64 columns). Its rows go in blocks of 32 (two A tiles) or
 // 16; each block makes its 64 columns in two halves of 32 (two B tiles), so four
-// accumulator tiles take 4 TDPBUSD per 2 A and 2 B tile loads. B tiles are read straight
-// from the packed panel (a k-group row is 256 bytes); the last partial 64 k come from a
-// zero-padded copy of A's bytes, and B's rows past the end then multiply zeros (PackedWeight
-// leaves kPackedSlackBytes readable after the last panel). Rows past the last multiple of
-// 16 go through the vector tile kernel.
+// accumulator tiles take 4 TDPBUSD per 2 A and 2 B tile loads: 1 KB of loads per TDPBUSD,
+// more than the L2 cache delivers, so the loads must mostly hit L1. A block's rows and
+// panel fit L1 at K = 384 (12 + 24 KB), not at K = 1536 (48 + 96 KB), where both halves
+// read all of A from L2: so K runs in chunks of at most kTileChunkK, both halves of a chunk
+// before the next (the second half reads the chunk's A from L1; the accumulators go through
+// the acc buffer between chunks). B tiles are read straight from the packed panel (a k-group
+// row is 256 bytes); the last partial 64 k come from a zero-padded copy of A's bytes, and B's
+// rows past the end then multiply zeros (PackedWeight leaves kPackedSlackBytes readable after
+// the last panel). Rows past the last multiple of 16 go through the vector tile kernel.
 static_assert(kActShift == 0, "the tile path feeds activations unshifted");
 
 constexpr int64_t kTileBlockRows = 32;
 // Below this many rows, the vector kernel is as fast (bench/gemm_bench.py --paths).
 constexpr int64_t kTileMinRows = 16;
+// The longest K chunk: a 32-row block's A (12 KB) and the panel's B (24 KB) at K = 384 fit
+// L1 (48 KB) beside the accumulators.
+constexpr int64_t kTileChunkK = 384;
 
 // Rows [m, m + 16 * ROW_TILES) x columns [32 * half, 32 * half + 32) of a panel, summed over
-// all K, into acc (kPanel int32 per row). between() runs after each k step's products are
-// issued: vector work placed there overlaps the tile unit's (gemm_tiles.h tile_rows).
+// k in [k0, k1) (k0 a multiple of 64; k1 = K or a multiple of 64) into acc (kPanel int32 per
+// row), added to what acc holds unless k0 = 0. between() runs after each k step's products
+// are issued: vector work placed there overlaps the tile unit's (tile_rows).
 template <int ROW_TILES, class Between>
-static void tile_block(const GemmArgs& a, int64_t m, const int8_t* panel, int half, int32_t* acc, Between&& between) {
-  const int64_t K = a.W.K, kfull = K / 64 * 64, lda = a.lda;
+static void tile_block(const GemmArgs& a, int64_t m, const int8_t* panel, int half, int64_t k0, int64_t k1,
+                       int32_t* acc, Between&& between) {
+  const int64_t K = a.W.K, kfull = K / 64 * 64, kend = k1 < kfull ? k1 : kfull, lda = a.lda;
   const uint8_t* A = a.A + m * lda;
   const int8_t* B = panel + half * 32 * 4;
-  Tiles::zero<0>();
-  Tiles::zero<1>();
-  if constexpr (ROW_TILES == 2) {
-    Tiles::zero<2>();
-    Tiles::zero<3>();
+  int32_t* c = acc + half * 32;
+  if (k0 == 0) {
+    Tiles::zero<0>();
+    Tiles::zero<1>();
+    if constexpr (ROW_TILES == 2) {
+      Tiles::zero<2>();
+      Tiles::zero<3>();
+    }
+  } else {
+    Tiles::load<0>(c, kPanel * 4);
+    Tiles::load<1>(c + 16, kPanel * 4);
+    if constexpr (ROW_TILES == 2) {
+      Tiles::load<2>(c + 16 * kPanel, kPanel * 4);
+      Tiles::load<3>(c + 16 * kPanel + 16, kPanel * 4);
+    }
   }
   auto step = [&](const uint8_t* a0, int64_t stride, const int8_t* b) __attribute__((always_inline)) {
     Tiles::load<4>(a0, stride);
@@ -42,22 +61,39 @@ static void tile_block(const GemmArgs& a, int64_t m, const int8_t* panel, int ha
       Tiles::dpbusd<3, 5, 7>();
     }
   };
-  for (int64_t k = 0; k < kfull; k += 64) {
+  for (int64_t k = k0; k < kend; k += 64) {
     step(A + k, lda, B + k / 4 * 256);
     between();
   }
-  if (kfull < K) {
+  if (k1 == K && kfull < K) {
     alignas(64) uint8_t tail[kTileBlockRows * 64] = {};
     for (int r = 0; r < 16 * ROW_TILES; ++r) std::memcpy(tail + r * 64, A + r * lda + kfull, K - kfull);
     step(tail, 64, B + kfull / 4 * 256);
     between();
   }
-  int32_t* c = acc + half * 32;
   Tiles::store<0>(c, kPanel * 4);
   Tiles::store<1>(c + 16, kPanel * 4);
   if constexpr (ROW_TILES == 2) {
     Tiles::store<2>(c + 16 * kPanel, kPanel * 4);
     Tiles::store<3>(c + 16 * kPanel + 16, kPanel * 4);
+  }
+}
+
+// The K chunk of a GEMM: K in the fewest chunks of at most kTileChunkK, as equal as whole 64 k
+// steps allow (K = 1553: 4 x 320 + 273, not 4 x 384 + 17).
+static int64_t tile_chunk_k(int64_t K) {
+  const int64_t chunks = (K + kTileChunkK - 1) / kTileChunkK;
+  return ((K + chunks - 1) / chunks + 63) / 64 * 64;
+}
+
+// The int32 sums of rows [m, m + 16 * ROW_TILES) and `halves` halves of a panel into acc:
+// K in chunks, both halves of each chunk before the next.
+template <int ROW_TILES, class Between>
+static void tile_sums(const GemmArgs& a, int64_t m, const int8_t* panel, int halves, int32_t* acc, Between&& between) {
+  const int64_t K = a.W.K, chunk = tile_chunk_k(K);
+  for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+    const int64_t k1 = k0 + chunk < K ? k0 + chunk : K;
+    for (int h = 0; h < halves; ++h) tile_block<ROW_TILES>(a, m, panel, h, k0, k1, acc, between);
   }
 }
 
@@ -108,10 +144,8 @@ static void tile_rows(const GemmArgs& a, int64_t m, int64_t m_end, int64_t p, Ep
     const int rows = m + 32 <= m_end ? 32 : 16;
     int64_t step = 0;
     auto between = [&] { finish((int)(prev.rows * ++step / ksteps)); };
-    for (int h = 0; h < halves; ++h) {
-      if (rows == 32) tile_block<2>(a, m, panel, h, acc[cur], between);
-      else tile_block<1>(a, m, panel, h, acc[cur], between);
-    }
+    if (rows == 32) tile_sums<2>(a, m, panel, halves, acc[cur], between);
+    else tile_sums<1>(a, m, panel, halves, acc[cur], between);
     finish(prev.rows);
     prev = Pending{acc[cur], m, rows, 0};
     cur ^= 1;
@@ -143,12 +177,11 @@ inline int64_t tile_peak_loop(int64_t iters) {
   return iters * 4 * 16 * 16 * 64;
 }
 
-// tile_block on cache-resident rows and one panel: the tile GEMM's ceiling (int8_tile_macs_per_s).
+// tile_sums on cache-resident rows and one panel: the tile GEMM's ceiling (int8_tile_macs_per_s).
 inline void tile_ceiling_call(const uint8_t* A, int64_t K, const int8_t* panel, int32_t* acc) {
   GemmArgs a;
   a.A = A;
   a.lda = K;
   a.W.K = K;
-  tile_block<2>(a, 0, panel, 0, acc, [] {});
-  tile_block<2>(a, 0, panel, 1, acc, [] {});
+  tile_sums<2>(a, 0, panel, 2, acc, [] {});
 }
