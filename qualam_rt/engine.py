@@ -42,7 +42,7 @@ class Engine:
 
     path: a .qrt file (None: the bundled default model). threads: kernel threads of this
     engine's calls (None: the process-wide count, qualam_rt.set_num_threads: by default the
-    CPUs the process may use, at most a container's CPU quota). length_config: "default" (the
+    CPUs the process may use, at most a cgroup's CPU quota). length_config: "default" (the
     model's), "full" (no token dropping), or a tuple of per-layer keep ratios.
     max_macs / max_macs_share / max_latency_ms: instead, the most accurate configuration of the
     model's frontier within that budget (encoder MACs at n=384;

@@ -84,7 +84,40 @@ def test_a_container_cpu_quota_bounds_the_default_thread_count(tmp_path):
     assert cpus.cgroup_cpu_quota(tree("v1_none", {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"})) is None
     assert cpus.cgroup_cpu_quota(tree("garbled", {"cpu.max": "lots of cpus"})) is None
     assert cpus.cgroup_cpu_quota(tmp_path / "nothing") is None
+    assert cpus.cgroup_cpu_quota(tree("v1_garbled", {"cpu/cpu.cfs_quota_us": "400000"})) is None
     assert cpus.default_thread_count(64, environ={}, quota=2) == 2
     assert cpus.default_thread_count(2, environ={}, quota=8) == 2
     assert cpus.default_thread_count(64, environ={"OMP_NUM_THREADS": "64"}, quota=2) == 64
     assert cpus.default_thread_count(64, environ={}, quota=None) == 64
+
+
+def test_a_quota_on_the_process_cgroup_or_above_it_bounds_the_thread_count(tmp_path):
+    """A systemd service's CPUQuota sits on the service's own cgroup, below the hierarchy's
+    root: the process's cgroup (/proc/self/cgroup) and each one above it are read, and the
+    tightest quota counts; quotas on other branches of the tree do not."""
+    from qualam_rt import cpus
+
+    def files(root, contents):
+        for rel, text in contents.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        return root
+
+    v2 = files(tmp_path / "v2", {"cpu.max": "max 100000", "system.slice/cpu.max": "800000 100000",
+                                 "system.slice/qa.service/cpu.max": "300000 100000",
+                                 "system.slice/other.service/cpu.max": "100000 100000"})
+    proc = files(tmp_path / "proc", {"v2": "0::/system.slice/qa.service\n", "v2_slice": "0::/system.slice\n",
+                                     "v1": "5:memory:/a\n3:cpu,cpuacct:/system.slice/qa.service\n2:cpuacct:/b\n",
+                                     "escape": "0::/../../etc\n", "host_path": "0::/docker/abc\n"})
+    assert cpus.cgroup_cpu_quota(v2, proc / "v2") == 3
+    assert cpus.cgroup_cpu_quota(v2, proc / "v2_slice") == 8
+    files(v2, {"system.slice/cpu.max": "200000 100000"})  # the slice is tighter than the service
+    assert cpus.cgroup_cpu_quota(v2, proc / "v2") == 2
+    # Paths that name no directory here (a host path seen from a container, "..") leave the root.
+    assert cpus.cgroup_cpu_quota(files(tmp_path / "c", {"cpu.max": "400000 100000"}), proc / "host_path") == 4
+    assert cpus.cgroup_cpu_quota(files(tmp_path / "d", {"cpu.max": "400000 100000"}), proc / "escape") == 4
+    v1 = files(tmp_path / "v1", {"cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000",
+                                 "cpu,cpuacct/system.slice/qa.service/cpu.cfs_quota_us": "150000",
+                                 "cpu,cpuacct/system.slice/qa.service/cpu.cfs_period_us": "100000"})
+    assert cpus.cgroup_cpu_quota(v1, proc / "v1") == 1
+    assert cpus.cgroup_cpu_quota(v1, proc / "v2") is None  # a v2 path does not name the v1 cgroup
