@@ -155,7 +155,8 @@ py::object encoder_forward(const Encoder& e, const py::array& ids, const py::arr
                            const std::string& attention, int threads, std::optional<std::vector<int64_t>> tokens,
                            int64_t chunk_tokens) {
   if (chunk_tokens < 0) throw py::value_error("chunk_tokens must be >= 1, or 0 for the default");
-  if (threads < 0) throw py::value_error("threads must be >= 1, or 0 for the process-wide count");
+  if (threads < 0 || threads > max_threads())
+    throw py::value_error("threads must be in [1, " + std::to_string(max_threads()) + "], or 0 for the process-wide count");
   AttentionPrecision precision;
   if (attention == "fp32") precision = AttentionPrecision::F32;
   else if (attention == "int16") precision = AttentionPrecision::Int16;
@@ -319,6 +320,7 @@ static void bind_dispatch(py::module_& m) {
   m.def("outputs_allocated", [] { return g_outputs_allocated.load(); },
         "How many output arrays the bindings have allocated so far (a call with out= allocates none).");
   m.def("num_threads", &num_threads, "The process-wide kernel thread count (1 in a child forked after threads ran).");
+  m.def("max_threads", &max_threads, "The most kernel threads a count may name: max(256, 4 x the CPUs OpenMP sees).");
   m.def("int8_peak_macs_per_s", [](double seconds) {
     py::gil_scoped_release nogil;
     return kernels().int8_peak_macs_per_s(seconds);

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
@@ -117,8 +118,15 @@ void set_isa(const std::string& name) {
 
 std::string amx_status() { return amx_refusal().empty() ? "available" : "unavailable: " + amx_refusal(); }
 
+// More threads than this made GNU OpenMP crash the process, not fail: its team start
+// allocates per-thread records on the calling thread's stack (100,000 threads: a segfault
+// here), and a thread it cannot create ends the process. Past a few threads per CPU,
+// threads only wait for each other anyway.
+int max_threads() { return std::max(kMinThreadLimit, kThreadsPerCpuLimit * omp_get_num_procs()); }
+
 namespace {
-std::atomic<int> g_threads{omp_get_max_threads()};
+// OMP_NUM_THREADS sets the starting count: within the limit (it cannot be refused at import).
+std::atomic<int> g_threads{std::min(omp_get_max_threads(), max_threads())};
 thread_local int t_threads = 0;  // a ThreadCountOverride's count on this thread; 0 = none
 
 // GNU OpenMP keeps the threads of a parallel region for the next one; a child forked after
@@ -132,8 +140,15 @@ const int g_at_fork = pthread_atfork(nullptr, nullptr, [] {
 });
 }  // namespace
 
+static void check_thread_count(int n) {
+  if (n < 1 || n > max_threads())
+    throw std::invalid_argument("thread count must be in [1, " + std::to_string(max_threads()) + "] (" +
+                                std::to_string(kThreadsPerCpuLimit) + " per CPU, or " +
+                                std::to_string(kMinThreadLimit) + "), got " + std::to_string(n));
+}
+
 void set_num_threads(int n) {
-  if (n < 1) throw std::invalid_argument("thread count must be >= 1");
+  check_thread_count(n);
   g_threads.store(n);
 }
 
@@ -149,7 +164,7 @@ int thread_count() {
 bool single_threaded_after_fork() { return g_forked_after_threads.load(std::memory_order_relaxed); }
 
 ThreadCountOverride::ThreadCountOverride(int n) : saved_(t_threads) {
-  if (n < 1) throw std::invalid_argument("thread count must be >= 1");
+  check_thread_count(n);
   t_threads = n;
 }
 ThreadCountOverride::~ThreadCountOverride() { t_threads = saved_; }

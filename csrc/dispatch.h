@@ -26,13 +26,17 @@ std::vector<std::string> supported_isas();    // best last
 void set_isa(const std::string& name);        // throws std::invalid_argument
 std::string amx_status();                     // "available", or "unavailable: <reason>"
 
-void set_num_threads(int n);                  // throws std::invalid_argument for n < 1
+// Thread counts lie in [1, max_threads()]: max(kMinThreadLimit, kThreadsPerCpuLimit x the CPUs
+// OpenMP sees).
+constexpr int kMinThreadLimit = 256, kThreadsPerCpuLimit = 4;
+int max_threads();
+void set_num_threads(int n);                  // throws std::invalid_argument outside [1, max_threads()]
 int num_threads();                            // 1 where single_threaded_after_fork()
 // Whether this process was forked after kernels ran on several threads: it then runs them on
 // one, whatever the counts set (OpenMP's threads do not survive such a fork).
 bool single_threaded_after_fork();
 
-// For its lifetime, kernels called from this thread use n threads (n >= 1) instead of the
+// For its lifetime, kernels called from this thread use n threads (as set_num_threads checks) instead of the
 // process-wide count: an Engine's own thread count, without touching other engines'.
 class ThreadCountOverride {
  public:

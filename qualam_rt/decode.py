@@ -24,7 +24,9 @@ def best_spans(context: str, windows: list[Window], logits: list[np.ndarray], to
     start and end candidates of each window, spans inside the context with start <= end,
     at most max_answer_len tokens; score = start logit + end logit (a span found in several
     overlapping windows keeps its best score). Returns the top_k distinct spans, best first."""
-    found = [c for c in (_C.span_candidates(np.ascontiguousarray(lg, np.float32), w.char_spans, n_best, max_answer_len)
+    # No span is longer than its window: a larger max_answer_len (past the native int) is that.
+    found = [c for c in (_C.span_candidates(np.ascontiguousarray(lg, np.float32), w.char_spans, n_best,
+                                            min(max_answer_len, len(lg)))
                          for w, lg in zip(windows, logits)) if len(c[2])]
     if not found:
         return []

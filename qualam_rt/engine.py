@@ -1,6 +1,7 @@
 """Engine: load a .qrt file once, answer questions about contexts."""
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import weakref
@@ -37,6 +38,11 @@ def default_model_path() -> Path:
     return Path(str(resources.files("qualam_rt") / "models" / "default.qrt"))
 
 
+def _is_int(value) -> bool:
+    """An integer, Python's or numpy's (a count read from an array), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 class Engine:
     """Extractive QA with a length-adaptive INT8 model.
 
@@ -69,6 +75,8 @@ class Engine:
     def __init__(self, path: str | Path | None = None, threads: int | None = None,
                  length_config="default", max_macs: float | None = None, max_latency_ms: float | None = None,
                  attention: str | None = None, max_macs_share: float | None = None):
+        if threads is not None and not (_is_int(threads) and 1 <= threads <= _C.max_threads()):
+            raise ValueError(f"threads must be an integer in [1, {_C.max_threads()}], got {threads!r:.40}")
         if path is None:
             path = default_model_path()
             if not path.is_file():
@@ -99,9 +107,7 @@ class Engine:
         special_tokens = sum(pair.special_tokens_mask)
         self._tokenize_lock = threading.Lock()
         _ENGINES.add(self)
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise ValueError("threads must be a positive integer")
-        self.threads = threads
+        self.threads = None if threads is None else int(threads)
         self.max_seq_len, self._doc_stride, self._max_query_len = featurize.window_limits(
             int(self.architecture["max_position"]), special_tokens)
         if self._max_query_len < 1:
@@ -214,9 +220,9 @@ class Engine:
     def answer_batch(self, pairs, batch_size: int = 32, top_k: int = 1, max_answer_len: int = 30):
         """answer() for each (question, context) pair; windows run `batch_size` at a time."""
         pairs = self.checked_pairs(pairs, top_k, max_answer_len)
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        return self._answer_checked(pairs, batch_size, top_k, max_answer_len)
+        if not (_is_int(batch_size) and batch_size >= 1):
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r:.40}")
+        return self._answer_checked(pairs, int(batch_size), int(top_k), int(max_answer_len))
 
     def _answer_checked(self, pairs, batch_size: int, top_k: int, max_answer_len: int):
         """answer_batch() of pairs checked_pairs() already accepted."""
@@ -236,7 +242,7 @@ class Engine:
                 raise InputError(f"each pair must be (question, context), got {p!r:.80}")
             self._validate(*p)
         for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not (_is_int(value) and value >= 1):
                 raise InputError(f"{name} must be a positive integer, got {value!r:.40}")
         return [(q, c) for q, c in pairs]
 

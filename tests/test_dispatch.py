@@ -3,9 +3,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import qualam_rt
+from qualam_rt import _C
+from qualam_rt import synthetic as syn
 
 
 def run_with_isa(value):
@@ -121,3 +124,27 @@ def test_a_quota_on_the_process_cgroup_or_above_it_bounds_the_thread_count(tmp_p
                                  "cpu,cpuacct/system.slice/qa.service/cpu.cfs_period_us": "100000"})
     assert cpus.cgroup_cpu_quota(v1, proc / "v1") == 1
     assert cpus.cgroup_cpu_quota(v1, proc / "v2") is None  # a v2 path does not name the v1 cgroup
+
+
+def test_thread_counts_past_the_limit_are_refused_not_crashed_on():
+    """100,000 threads crashed the process at the next kernel (GNU OpenMP puts a record per
+    thread on the caller's stack). Counts past max_threads() are refused wherever they are
+    given; OMP_NUM_THREADS past it starts the process at the limit."""
+    limit = _C.max_threads()
+    assert limit >= max(256, os.cpu_count() or 1)
+    before = _C.num_threads()
+    for bad in (0, limit + 1, 100_000):
+        with pytest.raises(ValueError, match=r"thread count must be in \[1, "):
+            _C.set_num_threads(bad)
+    assert _C.num_threads() == before
+    cfg = dict(hidden=64, heads=4, intermediate=96, layers=1, vocab_size=20, max_position=16, type_vocab_size=2)
+    encoder = _C.Encoder(cfg, syn.random_tensors(cfg))
+    with pytest.raises(ValueError, match="threads must be in"):
+        encoder.forward(np.ones(5, np.int32), np.zeros(5, np.int32), np.array([0, 5], np.int64), threads=limit + 1)
+    code = ("import numpy as np, qualam_rt; from qualam_rt import _C; "
+            "pw = _C.PackedWeight(np.ones((384, 384), np.int8), np.ones(384, np.float32)); "
+            "_C.gemm(np.ones((512, 384), np.uint8), 1.0, 0, pw); print(qualam_rt.num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, OMP_NUM_THREADS="100000"),
+                         capture_output=True, text=True, cwd="/", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) == limit

@@ -140,9 +140,26 @@ def test_bad_questions_and_contexts(engine):
         engine.answer(QUESTIONS[0], TEXT, top_k=0)
 
 
+def test_counts_may_be_numpy_integers_and_as_large_as_python_allows(engine, model_path):
+    """A count read from an array is a numpy integer; a max_answer_len past the native int
+    (no limit, in effect) raised a TypeError from the span search: a span is no longer than
+    its window, so that is the same answer as the window's length."""
+    windows = engine.windows([(QUESTIONS[0], TEXT)])
+    whole = max(len(w.input_ids) for w in windows)
+    want = engine.answer(QUESTIONS[0], TEXT, top_k=3, max_answer_len=whole)
+    assert engine.answer(QUESTIONS[0], TEXT, top_k=np.int64(3), max_answer_len=np.int32(whole)) == want
+    assert engine.answer(QUESTIONS[0], TEXT, top_k=3, max_answer_len=10**30) == want
+    assert engine.answer_batch([(QUESTIONS[0], TEXT)], batch_size=np.int64(2), top_k=3, max_answer_len=whole) == [want]
+    assert len(engine.answer(QUESTIONS[0], TEXT, top_k=10**30)) >= 3
+    assert Engine(model_path, threads=np.int64(1)).info()["threads"] == 1
+    for bad in (np.float64(2.0), np.bool_(True), 0, "3"):
+        with pytest.raises(InputError, match="top_k must be a positive integer"):
+            engine.answer(QUESTIONS[0], TEXT, top_k=bad)
+
+
 def test_bad_thread_count(model_path):
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError):
+    for bad in (0, -1, 1.5, True, qualam_rt._C.max_threads() + 1, 10**6):
+        with pytest.raises(ValueError, match="threads must be an integer in"):
             Engine(model_path, threads=bad)
 
 
