@@ -36,8 +36,9 @@ int num_threads();                            // 1 where single_threaded_after_f
 // one, whatever the counts set (OpenMP's threads do not survive such a fork).
 bool single_threaded_after_fork();
 
-// For its lifetime, kernels called from this thread use n threads (as set_num_threads checks) instead of the
-// process-wide count: an Engine's own thread count, without touching other engines'.
+// For its lifetime, kernels called from this thread use n threads (checked as set_num_threads
+// checks) instead of the process-wide count: an Engine's own thread count, without touching
+// other engines'.
 class ThreadCountOverride {
  public:
   explicit ThreadCountOverride(int n);

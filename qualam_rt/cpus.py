@@ -1,8 +1,8 @@
 """How many kernel threads a process should start with. OpenMP counts the CPUs the process may
 run on, but not a cgroup's CPU quota (`docker run --cpus=2` on a 64-core host, systemd's
-`CPUQuota=200%`): 64
-threads on 2 CPUs' worth of time get throttled in turn, and every parallel region waits for
-the slowest. So the default is the quota's whole CPUs, unless OMP_NUM_THREADS says otherwise."""
+`CPUQuota=200%`): 64 threads on 2 CPUs' worth of time get throttled in turn, and every
+parallel region waits for the slowest. So the default is the quota's whole CPUs, unless
+OMP_NUM_THREADS says otherwise."""
 from __future__ import annotations
 
 import os
