@@ -376,5 +376,9 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, access_log:
     """Runs the server until SIGINT/SIGTERM; uvicorn finishes the requests in flight first.
     access_log: a line per request on stderr (off by default: it cost ~0.03 ms of the ~0.1 ms
     HTTP round trip of a request on loopback; /metrics counts requests)."""
+    # Checked here: a port past 65535 was taken modulo 2^16 by the resolver while uvicorn's
+    # log named the one asked for.
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer in [0, 65535], got {port!r}")
     import uvicorn
     uvicorn.run(create_app(engine, **options), host=host, port=port, log_level="info", access_log=access_log)

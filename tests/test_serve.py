@@ -144,3 +144,12 @@ def test_bad_server_options_raise(engine):
     for kwargs in ({"max_batch_windows": 0}, {"max_queue": -1}, {"max_wait_ms": -1.0}):
         with pytest.raises(ValueError):
             create_app(engine, **kwargs)
+
+
+def test_a_port_outside_the_tcp_range_is_refused_before_serving(engine):
+    """Port 99999 was taken modulo 2^16 by the resolver (the server listened on 34463) while
+    uvicorn's log said 99999."""
+    from qualam_rt.serve import serve
+    for port in (-1, 65536, 99999, True, "8000"):
+        with pytest.raises(ValueError, match=r"port must be an integer in \[0, 65535\]"):
+            serve(engine, port=port)
