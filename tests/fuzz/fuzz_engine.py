@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import atheris
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from qualam_rt import Engine
@@ -27,6 +28,18 @@ def value(fdp):
     return [None, 7, b"bytes", 3.5][choice - 6]
 
 
+def count(fdp, usual: int):
+    """A count argument: the usual one, a small one, a numpy integer, or one past any native int."""
+    choice = fdp.ConsumeIntInRange(0, 3)
+    if choice == 0:
+        return usual
+    if choice == 1:
+        return fdp.ConsumeIntInRange(-1, 40)
+    if choice == 2:
+        return np.int64(fdp.ConsumeIntInRange(-1, 40))
+    return fdp.PickValueInList([2**31, 2**63, 10**30, -2**63])
+
+
 def check(result, context):
     for r in result if isinstance(result, list) else [result]:
         assert 0 <= r["start"] <= r["end"] <= len(context) and context[r["start"]:r["end"]] == r["answer"]
@@ -36,14 +49,13 @@ def TestOneInput(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     engine = ENGINES[fdp.ConsumeIntInRange(0, len(ENGINES) - 1)]
     question, context = value(fdp), value(fdp)
-    top_k = fdp.ConsumeIntInRange(-1, 4) if fdp.ConsumeBool() else 1
-    max_len = fdp.ConsumeIntInRange(-1, 40) if fdp.ConsumeBool() else 30
+    top_k, max_len = count(fdp, 1), count(fdp, 30)
     try:
         if fdp.ConsumeBool():
             check(engine.answer(question, context, top_k=top_k, max_answer_len=max_len), context)
         else:
             pairs = [(question, context)] * fdp.ConsumeIntInRange(0, 3)
-            for r in engine.answer_batch(pairs, batch_size=fdp.ConsumeIntInRange(-1, 8), top_k=top_k,
+            for r in engine.answer_batch(pairs, batch_size=count(fdp, 32), top_k=top_k,
                                          max_answer_len=max_len):
                 check(r, context)
     except ModelFileError:
