@@ -48,6 +48,8 @@ def _engine(args) -> Engine:
 def cmd_answer(args) -> dict:
     if args.question == "-":
         blob = json.loads(sys.stdin.read())
+        if not isinstance(blob, dict):
+            raise QualamError('stdin must hold a JSON object {"question": ..., "context": ...}')
         question, context = blob.get("question"), blob.get("context")
     else:
         question = args.question
@@ -90,6 +92,11 @@ def cmd_eval(args) -> dict:
     examples = squad.load_examples(args.data)
     if args.limit:
         examples = examples[:args.limit]
+    unanswered = [e.id for e in examples if not e.answers]
+    if unanswered:  # checked before the model runs: EM/F1 need a reference answer
+        raise QualamError(f"{len(unanswered)} question(s) of {args.data} have no answers (the first: "
+                          f"{unanswered[0]!r}); eval scores SQuAD v1.1 files, where every question has one "
+                          "(SQuAD v2's unanswerable questions are not supported)")
     preds, t0 = {}, time.perf_counter()
     if args.ray:
         try:

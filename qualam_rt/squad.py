@@ -8,6 +8,8 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qualam_rt.errors import InputError
+
 @dataclass
 class Example:
     id: str
@@ -19,17 +21,28 @@ class Example:
 
 
 def load_examples(path: str | Path, articles: slice | None = None) -> list[Example]:
-    """Examples of a SQuAD v1.1 json file, optionally of a slice of its articles."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
-    if articles is not None:
-        data = data[articles]
+    """Examples of a SQuAD v1.1 json file, optionally of a slice of its articles; InputError for
+    a file of another shape (the json's own errors are ValueErrors)."""
+    blob = json.loads(Path(path).read_text(encoding="utf-8"))
     out = []
-    for article in data:
-        for para in article["paragraphs"]:
-            for qa in para["qas"]:
-                out.append(Example(qa["id"], qa["question"], para["context"],
-                                   [a["text"] for a in qa["answers"]],
-                                   [a["answer_start"] for a in qa["answers"]], article.get("title", "")))
+    try:
+        if not isinstance(blob, dict):
+            raise TypeError(f"its top level must be an object holding 'data', not {type(blob).__name__}")
+        data = blob["data"]
+        if not isinstance(data, list):
+            raise TypeError(f"'data' must be a list of articles, not {type(data).__name__}")
+        for article in data if articles is None else data[articles]:
+            for para in article["paragraphs"]:
+                for qa in para["qas"]:
+                    if not all(isinstance(x, str) for x in (qa["question"], para["context"])):
+                        raise TypeError(f"question {qa.get('id')!r}: its question and context must be strings")
+                    out.append(Example(qa["id"], qa["question"], para["context"],
+                                       [a["text"] for a in qa["answers"]],
+                                       [a["answer_start"] for a in qa["answers"]], article.get("title", "")))
+    except KeyError as e:
+        raise InputError(f"{path} is not a SQuAD v1.1 json file: no {e} where one is expected") from None
+    except (TypeError, AttributeError) as e:
+        raise InputError(f"{path} is not a SQuAD v1.1 json file: {e}") from None
     return out
 
 

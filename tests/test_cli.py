@@ -88,6 +88,34 @@ def test_errors_exit_with_a_message(capsys, model, tmp_path):
     assert code == 2 and "question is empty" in err
 
 
+@pytest.mark.parametrize("blob, message", [
+    ([], "its top level must be an object holding 'data', not list"),
+    ({"data": 5}, "'data' must be a list of articles, not int"),
+    ({"version": "1.1"}, "no 'data' where one is expected"),
+    ({"data": [{"paragraphs": [{"context": TEXT, "qas": [{"question": "Who?", "answers": []}]}]}]},
+     "no 'id' where one is expected"),
+    ({"data": [{"paragraphs": [{"context": 5, "qas": [{"id": "x", "question": "Who?", "answers": []}]}]}]},
+     "question 'x': its question and context must be strings"),
+    ({"data": [{"paragraphs": [{"context": TEXT, "qas": [{"id": "x", "question": "Who?", "answers": [7]}]}]}]},
+     "not a SQuAD v1.1 json file"),
+    ({"data": [{"paragraphs": [{"context": TEXT, "qas": [{"id": "x", "question": "Who?", "answers": []}]}]}]},
+     "1 question(s) of"),  # SQuAD v2's unanswerable questions: refused before the model runs
+])
+def test_eval_of_a_file_not_in_squad_v1_form_says_what_is_wrong(capsys, model, tmp_path, blob, message):
+    """Such files ended in a TypeError or AttributeError traceback, or after the whole run in
+    "max() arg is an empty sequence"."""
+    (tmp_path / "d.json").write_text(json.dumps(blob))
+    code, out, err = run(capsys, "eval", model, str(tmp_path / "d.json"))
+    assert code == 2 and out == "" and err.startswith("qualam-rt: error: ") and message in err, err
+
+
+def test_answer_from_stdin_needs_a_json_object(capsys, model, monkeypatch):
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("[1, 2]"))
+    code, out, err = run(capsys, "answer", "--model", model, "-")
+    assert code == 2 and "stdin must hold a JSON object" in err, err
+
+
 def test_token_budgets_and_value_errors_reach_the_user_as_messages(capsys, model):
     code, out, _ = run(capsys, "answer", "--model", model, "--length-config", "tokens:9,5,2", "Who wrote it?", TEXT)
     assert code == 0 and set(json.loads(out)) == {"answer", "score", "start", "end"}
@@ -95,7 +123,7 @@ def test_token_budgets_and_value_errors_reach_the_user_as_messages(capsys, model
     assert json.loads(out)["length_config"] == {"tokens": [9, 5, 2]}
     for argv, message in ((("--length-config", "tokens:9,x,2"), "--length-config"),
                           (("--length-config", "tokens:9,10,2"), "non-increasing"),
-                          (("--threads", "0"), "threads must be a positive integer")):
+                          (("--threads", "0"), "threads must be an integer in [1, ")):
         code, out, err = run(capsys, "answer", "--model", model, *argv, "Who wrote it?", TEXT)
         assert code == 2 and out == "" and err.startswith("qualam-rt: error: ") and message in err, err
         assert "Traceback" not in err
