@@ -47,7 +47,10 @@ def _engine(args) -> Engine:
 
 def cmd_answer(args) -> dict:
     if args.question == "-":
-        blob = json.loads(sys.stdin.read())
+        try:
+            blob = json.loads(sys.stdin.read())
+        except RecursionError:  # json's decoder recurses per nesting level
+            raise QualamError("stdin's JSON is nested too deeply") from None
         if not isinstance(blob, dict):
             raise QualamError('stdin must hold a JSON object {"question": ..., "context": ...}')
         question, context = blob.get("question"), blob.get("context")

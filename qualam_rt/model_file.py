@@ -86,7 +86,7 @@ def read_model(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, n
             if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
                 raise ValueError("the header is not a JSON object with a __metadata__ object")
             meta = json.loads(header.pop("__metadata__")["qualam_rt"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:  # json recurses per nesting level
             raise ModelFileError(f"{hint}: unreadable header or metadata ({e}); re-export the model") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{hint}: it was not written by qualam_rt")

@@ -105,6 +105,8 @@ async def json_body(request, max_body_bytes: int) -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPError(400, f"malformed JSON: {e}") from None
+    except RecursionError:  # json's decoder recurses per nesting level ([[[[...: a 500 before)
+        raise HTTPError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise HTTPError(400, "the body must be a JSON object")
     return body

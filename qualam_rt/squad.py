@@ -23,7 +23,10 @@ class Example:
 def load_examples(path: str | Path, articles: slice | None = None) -> list[Example]:
     """Examples of a SQuAD v1.1 json file, optionally of a slice of its articles; InputError for
     a file of another shape (the json's own errors are ValueErrors)."""
-    blob = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        blob = json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise InputError(f"{path} is not a SQuAD v1.1 json file: nested too deeply") from None
     out = []
     try:
         if not isinstance(blob, dict):

@@ -90,6 +90,7 @@ def test_errors_exit_with_a_message(capsys, model, tmp_path):
 
 @pytest.mark.parametrize("blob, message", [
     ([], "its top level must be an object holding 'data', not list"),
+    ("[" * 5000 + "]" * 5000, "nested too deeply"),  # written as it is (json.dumps would nest it)
     ({"data": 5}, "'data' must be a list of articles, not int"),
     ({"version": "1.1"}, "no 'data' where one is expected"),
     ({"data": [{"paragraphs": [{"context": TEXT, "qas": [{"question": "Who?", "answers": []}]}]}]},
@@ -104,16 +105,17 @@ def test_errors_exit_with_a_message(capsys, model, tmp_path):
 def test_eval_of_a_file_not_in_squad_v1_form_says_what_is_wrong(capsys, model, tmp_path, blob, message):
     """Such files ended in a TypeError or AttributeError traceback, or after the whole run in
     "max() arg is an empty sequence"."""
-    (tmp_path / "d.json").write_text(json.dumps(blob))
+    (tmp_path / "d.json").write_text(blob if isinstance(blob, str) else json.dumps(blob))
     code, out, err = run(capsys, "eval", model, str(tmp_path / "d.json"))
     assert code == 2 and out == "" and err.startswith("qualam-rt: error: ") and message in err, err
 
 
 def test_answer_from_stdin_needs_a_json_object(capsys, model, monkeypatch):
     import io
-    monkeypatch.setattr("sys.stdin", io.StringIO("[1, 2]"))
-    code, out, err = run(capsys, "answer", "--model", model, "-")
-    assert code == 2 and "stdin must hold a JSON object" in err, err
+    for text, message in (("[1, 2]", "stdin must hold a JSON object"), ("[" * 5000 + "]" * 5000, "nested too deeply")):
+        monkeypatch.setattr("sys.stdin", io.StringIO(text))
+        code, out, err = run(capsys, "answer", "--model", model, "-")
+        assert code == 2 and message in err, err
 
 
 def test_token_budgets_and_value_errors_reach_the_user_as_messages(capsys, model):

@@ -100,9 +100,12 @@ def rewrite_metadata(model_path, tmp_path, change):
 
 
 @pytest.mark.parametrize("header", [b"5", b'"x"', b"null", b"[]", b'{"__metadata__": 3}', b'{"__metadata__": []}',
-                                    b'{"__metadata__": {"qualam_rt": "[1]"}}', b'{"t": 5, "__metadata__": {}}'])
+                                    b'{"__metadata__": {"qualam_rt": "[1]"}}', b'{"t": 5, "__metadata__": {}}',
+                                    b"[" * 5000 + b"]" * 5000,
+                                    b'{"__metadata__": {"qualam_rt": "' + b"[" * 5000 + b"]" * 5000 + b'"}}'])
 def test_a_header_that_is_json_but_not_a_model_header(tmp_path, header):
-    """Valid JSON of the wrong shape raised AttributeError/TypeError instead of ModelFileError."""
+    """Valid JSON of the wrong shape raised AttributeError/TypeError instead of ModelFileError;
+    JSON nested 5,000 deep, RecursionError (json's decoder recurses per level)."""
     p = tmp_path / "odd.qrt"
     p.write_bytes(struct.pack("<Q", len(header)) + header)
     with pytest.raises(ModelFileError):

@@ -86,6 +86,7 @@ def test_concurrent_clients_get_engine_answers(server, engine):
     (b'{"question": "Who?", "context": "text", "top_k": "3"}', 400, "top_k"),
     (b'{"question": "Who?", "context": "text", "max_answer_len": true}', 400, "max_answer_len"),
     (b'{"question": "Who?", "context": "' + b"x " * 3000 + b'"}', 413, "over 4096 bytes"),
+    (b"[" * 2000 + b"]" * 2000, 400, "nested too deeply"),  # json's RecursionError: a 500 before
 ])
 def test_bad_answer_requests_get_their_status(server, body, status, message):
     r = httpx.post(server.url + "/answer", content=body, headers={"content-type": "application/json"})
