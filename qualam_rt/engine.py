@@ -18,6 +18,7 @@ from qualam_rt.model_file import ARCH_KEYS, engine_tensors, read_model
 
 
 ATTENTION_PATHS = ("fp32", "int16", "int8", "bf16")
+TILE_PATHS = ("amx", "amx_emulated")  # the kernel paths that run bf16 attention
 
 
 # The engines of this process: a child forked while another thread tokenized must not
@@ -59,7 +60,8 @@ class Engine:
     paths, amx and amx_emulated, only); None: the model's choice, except that where the model
     chose int16 the amx path runs bf16 if the head dim is a multiple of 32 (decided at each
     call, as the path may change): on AMX tiles it is faster, at the same held-out F1
-    (bench/results/held_out_attention_amx.md, speed_attention_amx.md).
+    (bench/results/held_out_attention_amx.md, speed_attention_amx.md); and where the model
+    chose bf16, a path without tiles runs int16.
     Thread-safe: several threads may call answer() on one Engine. Fork-safe: a process forked
     after an engine ran on several threads runs on one (OpenMP's threads do not survive that
     fork); to use more, fork before the first call, or start processes with "spawn" (an Engine
@@ -118,6 +120,9 @@ class Engine:
                                                            "latency_ms": max_latency_ms})
         if attention is not None and attention not in ATTENTION_PATHS:
             raise ValueError(f"attention must be one of {ATTENTION_PATHS}, not {attention!r}")
+        if attention == "bf16" and not self._bf16_attention_runs():
+            raise ValueError(f"bf16 attention runs on the tile paths {TILE_PATHS} with head dims that are "
+                             f"multiples of 32; this process runs {_C.isa()!r}, head dim {self._head_dim()}")
         self._attention = attention  # None: the model's choice (see attention)
         self._model_attention = self.meta.get("attention", "int16")
         if self._model_attention not in ATTENTION_PATHS:
@@ -129,10 +134,18 @@ class Engine:
         """The attention path the next call runs."""
         if self._attention is not None:
             return self._attention
-        head_dim = self.architecture["hidden"] // self.architecture["heads"]
-        if self._model_attention == "int16" and _C.isa() == "amx" and head_dim % 32 == 0:
-            return "bf16"  # the tiles take head dims of whole tiles
+        if self._model_attention == "int16" and _C.isa() == "amx" and self._bf16_attention_runs():
+            return "bf16"
+        if self._model_attention == "bf16" and not self._bf16_attention_runs():
+            return "int16"  # a model exported for AMX still answers elsewhere
         return self._model_attention
+
+    def _head_dim(self) -> int:
+        return self.architecture["hidden"] // self.architecture["heads"]
+
+    def _bf16_attention_runs(self) -> bool:
+        """Whether bf16 attention runs here: on the tiles, in head dims of whole tiles."""
+        return _C.isa() in TILE_PATHS and self._head_dim() % 32 == 0
 
     # ---- configuration -----------------------------------------------------------------
     def _resolve(self, length_config, budgets: dict | None = None):

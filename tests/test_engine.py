@@ -221,6 +221,30 @@ def test_the_amx_path_runs_bf16_attention_where_the_model_chose_int16(tmp_path):
             qualam_rt.set_isa(before)
 
 
+def test_a_model_exported_for_bf16_attention_answers_on_every_path(tmp_path):
+    """`export --attention bf16` wrote a model whose every answer failed (ValueError) on a CPU
+    without AMX: a path without tiles now runs int16 for it. Asking for bf16 where it cannot
+    run is refused when the engine is made, not at every call."""
+    source, bf16 = tmp_path / "source.qrt", tmp_path / "bf16.qrt"
+    syn.write_random_model(source, TEXT, config=dict(hidden=64, heads=2))  # head dim 32
+    meta, tensors = read_model(source)
+    write_model(bf16, tensors, meta | {"attention": "bf16"})
+    eng, before = Engine(bf16), qualam_rt.isa()
+    try:
+        for isa in qualam_rt.supported_isas():
+            qualam_rt.set_isa(isa)
+            tiles = isa in ("amx", "amx_emulated")
+            assert eng.attention == ("bf16" if tiles else "int16")
+            assert eng.answer(QUESTIONS[0], TEXT)["answer"] in TEXT
+            if tiles:
+                assert Engine(bf16, attention="bf16").attention == "bf16"
+            else:
+                with pytest.raises(ValueError, match="bf16 attention runs on the tile paths"):
+                    Engine(bf16, attention="bf16")
+    finally:
+        qualam_rt.set_isa(before)
+
+
 def test_a_model_file_naming_an_unknown_attention_path_is_refused(tmp_path):
     source, odd = tmp_path / "source.qrt", tmp_path / "odd.qrt"
     syn.write_random_model(source, TEXT)
