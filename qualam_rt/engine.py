@@ -39,6 +39,14 @@ def default_model_path() -> Path:
     return Path(str(resources.files("qualam_rt") / "models" / "default.qrt"))
 
 
+def _as_list(items) -> list | None:
+    """A list of the items of an iterable (a generator is read once); None for a str, bytes or
+    anything not iterable."""
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        return None
+    return items if isinstance(items, list) else list(items)
+
+
 def _is_int(value) -> bool:
     """An integer, Python's or numpy's (a count read from an array), but not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -210,6 +218,9 @@ class Engine:
 
     def logits(self, windows: list[featurize.Window], length_config="same") -> list[np.ndarray]:
         """Start/end logits [n, 2] of each window (one packed native call)."""
+        windows = _as_list(windows)
+        if windows is None or not all(isinstance(w, featurize.Window) for w in windows):
+            raise InputError("windows must be a list of the featurize.Window objects Engine.windows makes")
         ratios = self.length_config if length_config == "same" else self._resolve(length_config)
         ids, types, offsets = featurize.pack(windows)
         tokens = list(ratios["tokens"]) if isinstance(ratios, dict) else None
@@ -219,6 +230,12 @@ class Engine:
         return [out[offsets[i]:offsets[i + 1]] for i in range(len(windows))]
 
     def windows(self, pairs: list[tuple[str, str]]) -> list[featurize.Window]:
+        """The windows of (question, context) pairs of str, as checked_pairs returns them (a
+        tokenizer failure on such pairs is the model's: ModelFileError)."""
+        pairs = _as_list(pairs)
+        if pairs is None or not all(
+                isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs):
+            raise InputError("pairs must be (question, context) pairs of str; checked_pairs says what is wrong")
         with self._tokenize_lock:
             try:
                 return featurize.make_windows(self._tokenizer, pairs, max_seq_len=self.max_seq_len,
@@ -247,9 +264,9 @@ class Engine:
 
     def checked_pairs(self, pairs, top_k: int = 1, max_answer_len: int = 30) -> list[tuple[str, str]]:
         """The pairs as a list of (question, context) tuples; InputError for anything else."""
-        if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+        pairs = _as_list(pairs)
+        if pairs is None:
             raise InputError("pairs must be a list of (question, context) tuples")
-        pairs = list(pairs)
         for p in pairs:
             if not isinstance(p, (tuple, list)) or len(p) != 2:
                 raise InputError(f"each pair must be (question, context), got {p!r:.80}")

@@ -138,6 +138,15 @@ def test_bad_questions_and_contexts(engine):
         engine.answer_batch([("only one",)])
     with pytest.raises(InputError):
         engine.answer(QUESTIONS[0], TEXT, top_k=0)
+    # The lower-level calls: wrong types were AttributeErrors, or a ModelFileError blaming the
+    # model's tokenizer for an int.
+    for bad in (5, "abc", None, [("q",)], [("q", 5)], [1]):
+        with pytest.raises(InputError, match="pairs must be"):
+            engine.windows(bad)
+        with pytest.raises(InputError, match="windows must be"):
+            engine.logits(bad)
+    windows = engine.windows(iter([(QUESTIONS[0], TEXT)]))  # any iterable, read once
+    assert len(engine.logits(iter(windows))) == len(windows) > 0
 
 
 def test_counts_may_be_numpy_integers_and_as_large_as_python_allows(engine, model_path):
