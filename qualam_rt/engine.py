@@ -162,6 +162,9 @@ class Engine:
             raise LengthConfigError("give at most one of max_macs, max_macs_share and max_latency_ms")
         if budgets:
             (key, budget), = budgets.items()
+            if not isinstance(budget, numbers.Real) or isinstance(budget, bool) or not budget > 0:
+                name = {"macs": "max_macs", "real_macs_share": "max_macs_share", "latency_ms": "max_latency_ms"}[key]
+                raise LengthConfigError(f"{name} must be a positive number, got {budget!r:.40}")
             fits = [p for p in self.frontier if p.get(key) is not None and p[key] <= budget]
             if not fits:
                 raise LengthConfigError(f"no configuration of this model's frontier has {key} <= {budget}; "

@@ -100,6 +100,10 @@ def test_length_configuration_choices(model_path):
         Engine(model_path, max_macs_share=0.4)
     with pytest.raises(LengthConfigError, match="frontier"):
         Engine(model_path, max_macs=10)
+    for kw in ({"max_macs": "big"}, {"max_latency_ms": -1.0}, {"max_macs_share": float("nan")}, {"max_macs": True}):
+        with pytest.raises(LengthConfigError, match=f"{next(iter(kw))} must be a positive number"):
+            Engine(model_path, **kw)  # "big": a TypeError from the comparison before
+    assert Engine(model_path, max_macs=np.float32(2e6)).length_config == (0.6, 0.4, 0.2)
     assert Engine(model_path, length_config={"ratios": [0.9, 0.7, 0.5]}).length_config == (0.9, 0.7, 0.5)
     assert Engine(model_path, length_config={"tokens": [300, 100, 9]}).length_config == {"tokens": (300, 100, 9)}
     for bad, msg in [((0.5, 0.6, 0.1), "non-increasing"), ((0.5, 0.4), "layers"), ((1.2, 1.0, 0.5), r"\(0, 1\]"),
