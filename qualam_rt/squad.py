@@ -10,6 +10,7 @@ from pathlib import Path
 
 from qualam_rt.errors import InputError
 
+
 @dataclass
 class Example:
     id: str
