@@ -206,17 +206,17 @@ void input_args(const QLinear& lin, const U8Output& q, int64_t rows, int64_t col
 // Quantizes x [rows, cols] for `lin`'s GEMM into u8 (per-row scale and zero point into
 // row_scale, row_zp when the layer has no static input quantization) and fills the activation
 // part of `a`.
-void quantize_input(const QLinear& lin, const float* x, int64_t rows, int64_t cols, uint8_t* u8,
+void quantize_input(const KernelTable& K, const QLinear& lin, const float* x, int64_t rows, int64_t cols, uint8_t* u8,
                     float* row_scale, int32_t* row_zp, GemmArgs& a) {
   const U8Output q = input_quantization(lin, u8, row_scale, row_zp);
-  if (q.per_row) kernels().quantize_u8_per_row(x, rows, cols, u8, row_scale, row_zp);
-  else kernels().quantize_u8(x, rows, cols, q.scale, q.zp, u8);
+  if (q.per_row) K.quantize_u8_per_row(x, rows, cols, u8, row_scale, row_zp);
+  else K.quantize_u8(x, rows, cols, q.scale, q.zp, u8);
   input_args(lin, q, rows, cols, a);
 }
 
 // out = LayerNorm(GEMM a + residual), which closes both halves of a layer (timed as `op`);
 // with `next`, also out quantized as the next GEMM's input (made while each row is in L1).
-void gemm_residual_layernorm(GemmArgs& a, const float* residual, float* out, const std::vector<float>& gamma,
+void gemm_residual_layernorm(const KernelTable& K, GemmArgs& a, const float* residual, float* out, const std::vector<float>& gamma,
                              const std::vector<float>& beta, float eps, Op op, Timer& timer,
                              const U8Output* next = nullptr) {
   const int64_t N = a.W.N;
@@ -225,9 +225,9 @@ void gemm_residual_layernorm(GemmArgs& a, const float* residual, float* out, con
   a.out_kind = OutKind::F32;
   a.out = out;
   a.ldo = N;
-  kernels().gemm_u8s8(a);
+  K.gemm_u8s8(a);
   timer.lap(op);
-  kernels().layernorm(out, nullptr, gamma.data(), beta.data(), eps, a.M, N, out, next);
+  K.layernorm(out, nullptr, gamma.data(), beta.data(), eps, a.M, N, out, next);
   timer.lap(kLayerNorm);
 }
 
@@ -236,9 +236,8 @@ void gemm_residual_layernorm(GemmArgs& a, const float* residual, float* out, con
 // uint8 when the second GEMM's input quantization is static), residual + LayerNorm into
 // ws.nxt, and quantized for the next layer's QKV GEMM (`next`) into ws.in_u8. Each buffer is
 // used from row r0, so chunks of rows can run on different threads.
-void layer_tail(const EncoderLayer& L, const QLinear* next, const EncoderConfig& c, const float* ctx,
+void layer_tail(const KernelTable& K, const EncoderLayer& L, const QLinear* next, const EncoderConfig& c, const float* ctx,
                 const float* resid, int64_t rows, Workspace& ws, int64_t r0, Timer& timer) {
-  const KernelTable& K = kernels();
   const int64_t H = c.hidden, I = c.intermediate;
   uint8_t* u8 = ws.a_u8.data() + r0 * std::max(H, I);
   float* row_scale = ws.a_scale.data() + r0;
@@ -247,12 +246,12 @@ void layer_tail(const EncoderLayer& L, const QLinear* next, const EncoderConfig&
   float* out = ws.nxt.data() + r0 * H;
 
   GemmArgs a;
-  quantize_input(L.out, ctx, rows, H, u8, row_scale, row_zp, a);
+  quantize_input(K, L.out, ctx, rows, H, u8, row_scale, row_zp, a);
   timer.lap(kQuantize);
   // The O-projection's LayerNorm also quantizes its output for FFN1 (into the buffers the
   // O-projection has finished reading).
   const U8Output ffn1_in = input_quantization(L.ffn1, u8, row_scale, row_zp);
-  gemm_residual_layernorm(a, resid, h1, L.ln1_g, L.ln1_b, c.layer_norm_eps, kOProj, timer, &ffn1_in);
+  gemm_residual_layernorm(K, a, resid, h1, L.ln1_g, L.ln1_b, c.layer_norm_eps, kOProj, timer, &ffn1_in);
 
   input_args(L.ffn1, ffn1_in, rows, H, a);
   a.residual = nullptr;
@@ -274,12 +273,12 @@ void layer_tail(const EncoderLayer& L, const QLinear* next, const EncoderConfig&
     a.out = ffn;
     K.gemm_u8s8(a);
     timer.lap(kFFN1);
-    quantize_input(L.ffn2, ffn, rows, I, u8, row_scale, row_zp, f2);
+    quantize_input(K, L.ffn2, ffn, rows, I, u8, row_scale, row_zp, f2);
     timer.lap(kQuantize);
   }
   const U8Output next_in = next ? input_quantization(*next, ws.in_u8.data() + r0 * H, ws.in_scale.data() + r0,
                                                      ws.in_zp.data() + r0) : U8Output{};
-  gemm_residual_layernorm(f2, h1, out, L.ln2_g, L.ln2_b, c.layer_norm_eps, kFFN2, timer, next ? &next_in : nullptr);
+  gemm_residual_layernorm(K, f2, h1, out, L.ln2_g, L.ln2_b, c.layer_norm_eps, kFFN2, timer, next ? &next_in : nullptr);
 }
 
 }  // namespace
@@ -287,15 +286,15 @@ void layer_tail(const EncoderLayer& L, const QLinear* next, const EncoderConfig&
 namespace {
 
 // Every argument of a forward call checked before any work; returns the longest sequence.
-int64_t check_forward(const EncoderConfig& c, const int32_t* ids, const int32_t* types, const int64_t* offsets,
+int64_t check_forward(const KernelTable& K, const EncoderConfig& c, const int32_t* ids, const int32_t* types, const int64_t* offsets,
                       int64_t B, const std::vector<float>& ratios, const std::vector<int64_t>& tokens,
                       AttentionPrecision attention) {
   const int64_t d = c.hidden / c.heads;
   check_keep_ratios(ratios, c.layers);
   check_keep_tokens(tokens, c.layers);
   if (!ratios.empty() && !tokens.empty()) throw std::invalid_argument("give keep ratios or token budgets, not both");
-  if (attention == AttentionPrecision::BF16 && !kernels().tiles)
-    throw std::invalid_argument(std::string("bf16 attention runs on the tile paths (amx, amx_emulated), not on ") + kernels().name);
+  if (attention == AttentionPrecision::BF16 && !K.tiles)
+    throw std::invalid_argument(std::string("bf16 attention runs on the tile paths (amx, amx_emulated), not on ") + K.name);
   if (attention == AttentionPrecision::BF16 && d % 32 != 0)
     throw std::invalid_argument("bf16 attention needs a head dim that is a multiple of 32");
   if (attention == AttentionPrecision::Int16 && d > kMaxInt16HeadDim)
@@ -353,9 +352,8 @@ void fit_workspace(Workspace& ws, const EncoderConfig& c, int64_t T, int64_t B, 
 // row; bf16 for bf16 attention) are read by its attention while they are still in the cache
 // the projection wrote them to; projecting all rows first sent them through memory (tens of
 // MB at batch 32).
-void attend(const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B, int64_t max_len, int workers,
-            AttentionPrecision attention, bool need_significance, Workspace& ws, Timer& timer) {
-  const KernelTable& K = kernels();
+void attend(const KernelTable& K, const EncoderLayer& L, const EncoderConfig& c, int64_t Tc, int64_t B, int64_t max_len,
+            int workers, AttentionPrecision attention, bool need_significance, Workspace& ws, Timer& timer) {
   const int64_t H = c.hidden, d = H / c.heads;
   const U8Output in = input_quantization(L.qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data());
   // Head-major output ([3 * heads][rows][head_dim]) when a head is whole vectors: each
@@ -461,7 +459,7 @@ int64_t select_kept(const std::vector<std::vector<int64_t>>& target, int64_t l, 
 // of rows, one chunk per thread at a time, and each chunk's intermediate results stay in that
 // core's cache instead of making a round trip through memory between the GEMMs. `drops`: the
 // kept rows must be gathered first (else the layer reads ctx and cur in place).
-void layer_rows(const EncoderLayer& L, const QLinear* next, const EncoderConfig& c, int64_t Tk, bool drops,
+void layer_rows(const KernelTable& K, const EncoderLayer& L, const QLinear* next, const EncoderConfig& c, int64_t Tk, bool drops,
                 int workers, bool profile, std::vector<double>& chunk_secs, Workspace& ws) {
   const int64_t H = c.hidden;
   const float* ctx_in = drops ? ws.ctx_k.data() : ws.ctx.data();
@@ -479,7 +477,7 @@ void layer_rows(const EncoderLayer& L, const QLinear* next, const EncoderConfig&
       std::memcpy(ws.resid_k.data() + k * H, ws.cur.data() + (int64_t)ws.kept_src[k] * H, sizeof(float) * H);
     }
     t.lap(kSelect);
-    layer_tail(L, next, c, ctx_in + r0 * H, resid_in + r0 * H, rows, ws, r0, t);
+    layer_tail(K, L, next, c, ctx_in + r0 * H, resid_in + r0 * H, rows, ws, r0, t);
   }
 }
 
@@ -488,7 +486,7 @@ void layer_rows(const EncoderLayer& L, const QLinear* next, const EncoderConfig&
 struct Embeddings {
   const float *word, *position, *token_type, *ln_g, *ln_b;
 };
-void embed(const Embeddings& e, const QLinear& first_qkv, const EncoderConfig& c, const int32_t* ids,
+void embed(const KernelTable& K, const Embeddings& e, const QLinear& first_qkv, const EncoderConfig& c, const int32_t* ids,
            const int32_t* types, const int64_t* offsets, int64_t B, int workers, Workspace& ws) {
   const int64_t H = c.hidden, T = offsets[B];
 #pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && T > 64)
@@ -501,7 +499,7 @@ void embed(const Embeddings& e, const QLinear& first_qkv, const EncoderConfig& c
     for (int64_t h = 0; h < H; ++h) o[h] = w[h] + p[h] + y[h];
   }
   const U8Output qkv_in = input_quantization(first_qkv, ws.in_u8.data(), ws.in_scale.data(), ws.in_zp.data());
-  kernels().layernorm(ws.cur.data(), nullptr, e.ln_g, e.ln_b, c.layer_norm_eps, T, H, ws.cur.data(), &qkv_in);
+  K.layernorm(ws.cur.data(), nullptr, e.ln_g, e.ln_b, c.layer_norm_eps, T, H, ws.cur.data(), &qkv_in);
   for (int64_t t = 0; t < T; ++t) ws.pos_cur[t] = (int32_t)t;
   std::copy(offsets, offsets + B + 1, ws.off_cur.begin());
 }
@@ -539,7 +537,10 @@ void restore_and_head(const float* qa_w, const float* qa_b, int64_t H, int64_t T
 void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
                       const std::vector<float>& ratios, bool record_kept, bool profile, ForwardResult& res,
                       AttentionPrecision attention, const std::vector<int64_t>& tokens, int64_t chunk_tokens) const {
-  const int64_t max_len = check_forward(cfg_, ids, types, offsets, B, ratios, tokens, attention);
+  // One kernel path for the whole call: set_isa from another thread must not switch it
+  // between ops (bf16 attention's operands, made by a tile path, read by a vector one).
+  const KernelTable& K = kernels();
+  const int64_t max_len = check_forward(K, cfg_, ids, types, offsets, B, ratios, tokens, attention);
   if (chunk_tokens <= 0) chunk_tokens = kChunkTokens;
   const int64_t T = offsets[B];
   res.logits.assign(T * 2, 0.f);
@@ -553,7 +554,7 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
     const int64_t t0 = offsets[s0];
     rebased.resize(s1 - s0 + 1);
     for (int64_t s = s0; s <= s1; ++s) rebased[s - s0] = offsets[s] - t0;
-    forward_chunk(ids + t0, types + t0, rebased.data(), s1 - s0, max_len, ratios, record_kept, profile, part,
+    forward_chunk(K, ids + t0, types + t0, rebased.data(), s1 - s0, max_len, ratios, record_kept, profile, part,
                   attention, tokens);
     std::copy(part.logits.begin(), part.logits.end(), res.logits.begin() + 2 * t0);
     for (int op = 0; op < kNumOps; ++op) res.op_seconds[op] += part.op_seconds[op];
@@ -566,7 +567,7 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
 }
 
 // The forward pass of one chunk, step by step as docs/design.md describes it.
-void Encoder::forward_chunk(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
+void Encoder::forward_chunk(const KernelTable& K, const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
                             int64_t max_len, const std::vector<float>& ratios, bool record_kept, bool profile,
                             ForwardResult& res, AttentionPrecision attention, const std::vector<int64_t>& tokens) const {
   const EncoderConfig& c = cfg_;
@@ -581,7 +582,7 @@ void Encoder::forward_chunk(const int32_t* ids, const int32_t* types, const int6
   const int workers = thread_count();
   fit_workspace(ws, c, T, B, max_len, workers);
   Timer timer(profile, res.op_seconds);
-  embed({word_.data(), position_.data(), token_type_.data(), emb_ln_g_.data(), emb_ln_b_.data()}, layers_[0].qkv, c, ids,
+  embed(K, {word_.data(), position_.data(), token_type_.data(), emb_ln_g_.data(), emb_ln_b_.data()}, layers_[0].qkv, c, ids,
         types, offsets, B, workers, ws);
   timer.lap(kEmbed);
 
@@ -597,14 +598,14 @@ void Encoder::forward_chunk(const int32_t* ids, const int32_t* types, const int6
   for (int64_t l = 0; l < c.layers; ++l) {
     bool drops = false;
     for (int64_t s = 0; s < B && !drops; ++s) drops = target[s][l] < ws.off_cur[s + 1] - ws.off_cur[s];
-    attend(layers_[l], c, Tc, B, max_len, workers, attention, drops, ws, timer);
+    attend(K, layers_[l], c, Tc, B, max_len, workers, attention, drops, ws, timer);
     const int64_t Tk = select_kept(target, l, B, c.hidden, workers, ws);
     if (record_kept) {
       res.kept.emplace_back(ws.pos_nxt.begin(), ws.pos_nxt.begin() + Tk);
       res.kept_offsets.emplace_back(ws.off_nxt.begin(), ws.off_nxt.begin() + B + 1);
     }
     timer.lap(kSelect);
-    layer_rows(layers_[l], l + 1 < c.layers ? &layers_[l + 1].qkv : nullptr, c, Tk, Tk < Tc, workers, profile,
+    layer_rows(K, layers_[l], l + 1 < c.layers ? &layers_[l + 1].qkv : nullptr, c, Tk, Tk < Tc, workers, profile,
                chunk_secs, ws);
     timer.split(chunk_secs);
     std::swap(ws.cur, ws.nxt);

@@ -11,6 +11,8 @@
 
 namespace qrt {
 
+struct KernelTable;  // dispatch.h
+
 struct EncoderConfig {
   int64_t hidden = 384, heads = 12, intermediate = 1536, layers = 6;
   int64_t vocab_size = 30522, max_position = 512, type_vocab_size = 2;
@@ -74,7 +76,7 @@ class Encoder {
                const std::vector<int64_t>& keep_tokens = {}, int64_t chunk_tokens = 0) const;
 
  private:
-  void forward_chunk(const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t num_seqs,
+  void forward_chunk(const KernelTable& kernels, const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t num_seqs,
                      int64_t max_len, const std::vector<float>& keep_ratios, bool record_kept, bool profile,
                      ForwardResult& result, AttentionPrecision attention, const std::vector<int64_t>& keep_tokens) const;
 

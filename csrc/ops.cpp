@@ -33,6 +33,7 @@ void expect_zp(int32_t zp) {
 }  // namespace
 
 void gemm(const GemmCall& c) {
+  const KernelTable& path = kernels();  // one path for the check and the call (set_isa may run beside)
   if (c.a_shape.size() != 2) throw std::invalid_argument("A must be 2-D [M, K], got " + shape_string(c.a_shape));
   const int64_t M = c.a_shape[0], K = c.a_shape[1], N = c.W->N();
   if (K != c.W->K())
@@ -47,9 +48,9 @@ void gemm(const GemmCall& c) {
   if (c.residual) expect(c.residual_shape, {M, N}, "residual");
   expect(c.out_shape, {M, N}, "output");
   if (c.out_kind == OutKind::U8) { expect_scale(c.out_scale, "output scale"); expect_zp(c.out_zp); }
-  if (c.out_kind == OutKind::BF16 && !kernels().tiles)
+  if (c.out_kind == OutKind::BF16 && !path.tiles)
     throw std::invalid_argument(std::string("bfloat16 output runs on the tile paths (amx, amx_emulated), not on ") +
-                                kernels().name);
+                                path.name);
   if (c.out_kind == OutKind::S32 && (c.bias || c.residual || c.gelu))
     throw std::invalid_argument("int32 output is the raw accumulator: no bias, GELU or residual");
   if (M == 0) return;
@@ -60,7 +61,7 @@ void gemm(const GemmCall& c) {
   a.bias = c.bias; a.gelu = c.gelu; a.residual = c.residual; a.ldr = N;
   a.out_kind = c.out_kind; a.out = c.out; a.ldo = N;
   a.out_scale = c.out_scale; a.out_zp = c.out_zp;
-  kernels().gemm_u8s8(a);
+  path.gemm_u8s8(a);
 }
 
 void quantize(const float* x, const Shape& shape, float scale, int32_t zp, uint8_t* out) {

@@ -394,3 +394,38 @@ def test_a_model_with_one_token_type_is_refused_at_load(tmp_path):
     syn.write_random_model(path, TEXT, calibrate=False, config={"type_vocab_size": 1})
     with pytest.raises(ModelFileError, match="token type 1, but the model has 1"):
         Engine(path)
+
+
+def test_switching_the_kernel_path_during_calls_does_not_crash(tmp_path):
+    """set_isa from one thread while others answer: a forward read the path anew at each op, so
+    bf16 attention's operands, made on a tile path, were read by a vector path (a segfault).
+    Each call now runs on the path it started on; one that starts where bf16 cannot run gets
+    the ValueError. In a child process, so a crash fails only this test."""
+    import subprocess
+    import sys
+    path = tmp_path / "d32.qrt"
+    syn.write_random_model(path, TEXT, config=dict(hidden=64, heads=2))  # head dim 32: bf16 runs on tiles
+    code = f"""
+import threading, time, qualam_rt
+from qualam_rt import Engine
+qualam_rt.set_isa("amx_emulated")
+engine = Engine({str(path)!r}, attention="bf16")
+question, context = {QUESTIONS[0]!r}, {TEXT!r} * 3
+want = engine.answer(question, context)
+stop, bad = False, []
+def flip():
+    i = 0
+    while not stop:
+        qualam_rt.set_isa(("amx_emulated", "ref")[i % 2]); i += 1; time.sleep(0.0002)
+def ask():
+    for _ in range(60):
+        try:
+            if engine.answer(question, context) != want: bad.append("answer")
+        except ValueError as e:
+            if "bf16 attention runs on the tile paths" not in str(e): bad.append(repr(e))
+threads = [threading.Thread(target=flip)] + [threading.Thread(target=ask) for _ in range(2)]
+[t.start() for t in threads]; [t.join() for t in threads[1:]]; stop = True; threads[0].join()
+print("bad", bad)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd="/")
+    assert run.returncode == 0 and "bad []" in run.stdout, (run.returncode, run.stdout[-500:], run.stderr[-2000:])
