@@ -1,13 +1,13 @@
 // Throughput probes: the int8 instruction's peak and the GEMM tile kernel's ceiling. Part of kernels_impl.h (included by it, inside namespace qrt::cpu::QRT_ISA_NS,
 // after the shared helpers), compiled once per ISA like the rest.
 
-// Multiply-accumulates per second summed over all threads, each running its own
+// Multiply-accumulates per second summed over `threads` threads, each running its own
 // make_run(thread)(count) (which does `count` units of work and returns their MACs) at once:
 // one warm-up call (clock ramp, caches), then calls of doubling counts for `seconds`.
 template <class MakeRun>
-static double all_threads_macs_per_s(double seconds, int64_t first_count, MakeRun make_run) {
+static double all_threads_macs_per_s(int threads, double seconds, int64_t first_count, MakeRun make_run) {
   double total = 0.0;
-#pragma omp parallel num_threads(thread_count()) reduction(+ : total)
+#pragma omp parallel num_threads(threads) reduction(+ : total)
   {
     auto run = make_run(omp_get_thread_num());
     int64_t count = first_count, macs = 0;
@@ -27,9 +27,9 @@ static double all_threads_macs_per_s(double seconds, int64_t first_count, MakeRu
 // running the register-only loop at once.
 double int8_peak_macs_per_s(double seconds) {
 #ifdef QRT_TILES
-  return all_threads_macs_per_s(seconds, 1 << 8, [](int) { return tile_peak_loop; });
+  return all_threads_macs_per_s(thread_count(), seconds, 1 << 8, [](int) { return tile_peak_loop; });
 #else
-  return all_threads_macs_per_s(seconds, 1 << 12, [](int) { return int8_peak_loop; });
+  return all_threads_macs_per_s(thread_count(), seconds, 1 << 12, [](int) { return int8_peak_loop; });
 #endif
 }
 
@@ -67,10 +67,12 @@ double int8_tile_macs_per_s(int64_t K, double seconds) {
   const int64_t rows = kTileRows, slack = 0;
 #endif
   const int64_t a_bytes = (rows * K + 63) / 64 * 64, w_bytes = (K + 3) / 4 * 4 * kPanel + slack;  // per thread
-  // Allocated here, not in the parallel region, where a failure could not be reported.
-  auto* buffers = static_cast<uint8_t*>(std::aligned_alloc(64, thread_count() * (a_bytes + w_bytes)));
+  // Allocated here, not in the parallel region, where a failure could not be reported; for the
+  // count read once (set_num_threads may run beside).
+  const int threads = thread_count();
+  auto* buffers = static_cast<uint8_t*>(std::aligned_alloc(64, threads * (a_bytes + w_bytes)));
   if (!buffers) throw std::bad_alloc();
-  const double rate = all_threads_macs_per_s(seconds, 16, [&](int thread) {
+  const double rate = all_threads_macs_per_s(threads, seconds, 16, [&](int thread) {
     uint8_t* A = buffers + thread * (a_bytes + w_bytes);
     auto* Wp = reinterpret_cast<int8_t*>(A + a_bytes);
     std::memset(A, 3, rows * K);
