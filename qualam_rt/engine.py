@@ -96,7 +96,11 @@ class Engine:
         self.meta, tensors = read_model(self.path)
         self.architecture = {k: self.meta["architecture"][k] for k in ARCH_KEYS}
         try:
-            self._encoder = _C.Encoder(self.architecture, engine_tensors(tensors))
+            tensors = engine_tensors(tensors)
+        except ModelFileError as e:
+            raise ModelFileError(f"{self.path}: {e}") from None
+        try:
+            self._encoder = _C.Encoder(self.architecture, tensors)
             self._tokenizer = Tokenizer.from_str(self.meta["tokenizer"])
             # A tokenizer can load and still fail on every pair (its template naming a special
             # token it lacks, say), or make ids the encoder refuses: find out now, not at the

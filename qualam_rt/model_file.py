@@ -123,7 +123,7 @@ def read_model(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, n
 
 def engine_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Tensors as the native Encoder takes them: compact embeddings (int8 rows with
-    `<name>.scale`, or float16) expanded to float32."""
+    `<name>.scale`, or float16) expanded to float32; ModelFileError for non-finite values."""
     out = {}
     for name, a in tensors.items():
         if name.endswith(".scale") and name[:-6] in tensors and name.startswith("embeddings."):
@@ -137,4 +137,9 @@ def engine_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             out[name] = a.astype(np.float32)
         else:
             out[name] = a
+        # A NaN or infinity (a diverged training run, say) passes the checksum, then turns
+        # answers into garbage with NaN scores: refused here (~7 ms for the bundled model).
+        if out[name].dtype.kind == "f" and not np.isfinite(out[name]).all():
+            raise ModelFileError(f"tensor '{name}' holds NaN or infinite values: the model is broken "
+                                 "(export it again from a finite checkpoint)")
     return out

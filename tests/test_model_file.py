@@ -1,6 +1,7 @@
 """The .qrt container: round trip and every kind of damage giving a specific exception."""
 import json
 import os
+import re
 import struct
 
 import numpy as np
@@ -139,6 +140,20 @@ def test_tensor_shape_and_dtype_mismatch(model_path, tmp_path):
         write_model(p, t, meta)
         with pytest.raises(ModelFileError, match=name.replace(".", r"\.")):
             Engine(p)
+
+
+@pytest.mark.parametrize("name, value", [("embeddings.ln.bias", np.nan), ("layers.1.ffn1.bias", np.inf),
+                                         ("layers.0.qkv.scale", -np.inf), ("embeddings.position", np.nan)])
+def test_a_model_with_nan_or_infinite_values_is_refused(model_path, tmp_path, name, value):
+    """Such a file passes the checksum (it was written that way: a diverged training run), and
+    answered with NaN scores or garbage."""
+    meta, tensors = read_model(model_path)
+    t = {k: np.array(v) for k, v in tensors.items()}
+    t[name].flat[t[name].size // 2] = value
+    p = tmp_path / "nan.qrt"
+    write_model(p, t, meta)
+    with pytest.raises(ModelFileError, match=f"tensor '{re.escape(name)}' holds NaN or infinite values"):
+        Engine(p)
 
 
 def test_architecture_mismatch(model_path, tmp_path):
