@@ -138,7 +138,7 @@ def engine_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         else:
             out[name] = a
         # A NaN or infinity (a diverged training run, say) passes the checksum, then turns
-        # answers into garbage with NaN scores: refused here (~7 ms for the bundled model).
+        # answers into garbage with NaN scores: refused here (one pass over the float tensors).
         if out[name].dtype.kind == "f" and not np.isfinite(out[name]).all():
             raise ModelFileError(f"tensor '{name}' holds NaN or infinite values: the model is broken "
                                  "(export it again from a finite checkpoint)")
