@@ -206,8 +206,8 @@ void input_args(const QLinear& lin, const U8Output& q, int64_t rows, int64_t col
 // Quantizes x [rows, cols] for `lin`'s GEMM into u8 (per-row scale and zero point into
 // row_scale, row_zp when the layer has no static input quantization) and fills the activation
 // part of `a`.
-void quantize_input(const KernelTable& K, const QLinear& lin, const float* x, int64_t rows, int64_t cols, uint8_t* u8,
-                    float* row_scale, int32_t* row_zp, GemmArgs& a) {
+void quantize_input(const KernelTable& K, const QLinear& lin, const float* x, int64_t rows, int64_t cols,
+                    uint8_t* u8, float* row_scale, int32_t* row_zp, GemmArgs& a) {
   const U8Output q = input_quantization(lin, u8, row_scale, row_zp);
   if (q.per_row) K.quantize_u8_per_row(x, rows, cols, u8, row_scale, row_zp);
   else K.quantize_u8(x, rows, cols, q.scale, q.zp, u8);
@@ -216,9 +216,9 @@ void quantize_input(const KernelTable& K, const QLinear& lin, const float* x, in
 
 // out = LayerNorm(GEMM a + residual), which closes both halves of a layer (timed as `op`);
 // with `next`, also out quantized as the next GEMM's input (made while each row is in L1).
-void gemm_residual_layernorm(const KernelTable& K, GemmArgs& a, const float* residual, float* out, const std::vector<float>& gamma,
-                             const std::vector<float>& beta, float eps, Op op, Timer& timer,
-                             const U8Output* next = nullptr) {
+void gemm_residual_layernorm(const KernelTable& K, GemmArgs& a, const float* residual, float* out,
+                             const std::vector<float>& gamma, const std::vector<float>& beta, float eps, Op op,
+                             Timer& timer, const U8Output* next = nullptr) {
   const int64_t N = a.W.N;
   a.residual = residual;
   a.ldr = N;
@@ -236,8 +236,8 @@ void gemm_residual_layernorm(const KernelTable& K, GemmArgs& a, const float* res
 // uint8 when the second GEMM's input quantization is static), residual + LayerNorm into
 // ws.nxt, and quantized for the next layer's QKV GEMM (`next`) into ws.in_u8. Each buffer is
 // used from row r0, so chunks of rows can run on different threads.
-void layer_tail(const KernelTable& K, const EncoderLayer& L, const QLinear* next, const EncoderConfig& c, const float* ctx,
-                const float* resid, int64_t rows, Workspace& ws, int64_t r0, Timer& timer) {
+void layer_tail(const KernelTable& K, const EncoderLayer& L, const QLinear* next, const EncoderConfig& c,
+                const float* ctx, const float* resid, int64_t rows, Workspace& ws, int64_t r0, Timer& timer) {
   const int64_t H = c.hidden, I = c.intermediate;
   uint8_t* u8 = ws.a_u8.data() + r0 * std::max(H, I);
   float* row_scale = ws.a_scale.data() + r0;
@@ -286,9 +286,9 @@ void layer_tail(const KernelTable& K, const EncoderLayer& L, const QLinear* next
 namespace {
 
 // Every argument of a forward call checked before any work; returns the longest sequence.
-int64_t check_forward(const KernelTable& K, const EncoderConfig& c, const int32_t* ids, const int32_t* types, const int64_t* offsets,
-                      int64_t B, const std::vector<float>& ratios, const std::vector<int64_t>& tokens,
-                      AttentionPrecision attention) {
+int64_t check_forward(const KernelTable& K, const EncoderConfig& c, const int32_t* ids, const int32_t* types,
+                      const int64_t* offsets, int64_t B, const std::vector<float>& ratios,
+                      const std::vector<int64_t>& tokens, AttentionPrecision attention) {
   const int64_t d = c.hidden / c.heads;
   check_keep_ratios(ratios, c.layers);
   check_keep_tokens(tokens, c.layers);
@@ -459,8 +459,8 @@ int64_t select_kept(const std::vector<std::vector<int64_t>>& target, int64_t l, 
 // of rows, one chunk per thread at a time, and each chunk's intermediate results stay in that
 // core's cache instead of making a round trip through memory between the GEMMs. `drops`: the
 // kept rows must be gathered first (else the layer reads ctx and cur in place).
-void layer_rows(const KernelTable& K, const EncoderLayer& L, const QLinear* next, const EncoderConfig& c, int64_t Tk, bool drops,
-                int workers, bool profile, std::vector<double>& chunk_secs, Workspace& ws) {
+void layer_rows(const KernelTable& K, const EncoderLayer& L, const QLinear* next, const EncoderConfig& c, int64_t Tk,
+                bool drops, int workers, bool profile, std::vector<double>& chunk_secs, Workspace& ws) {
   const int64_t H = c.hidden;
   const float* ctx_in = drops ? ws.ctx_k.data() : ws.ctx.data();
   const float* resid_in = drops ? ws.resid_k.data() : ws.cur.data();
@@ -486,8 +486,8 @@ void layer_rows(const KernelTable& K, const EncoderLayer& L, const QLinear* next
 struct Embeddings {
   const float *word, *position, *token_type, *ln_g, *ln_b;
 };
-void embed(const KernelTable& K, const Embeddings& e, const QLinear& first_qkv, const EncoderConfig& c, const int32_t* ids,
-           const int32_t* types, const int64_t* offsets, int64_t B, int workers, Workspace& ws) {
+void embed(const KernelTable& K, const Embeddings& e, const QLinear& first_qkv, const EncoderConfig& c,
+           const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B, int workers, Workspace& ws) {
   const int64_t H = c.hidden, T = offsets[B];
 #pragma omp parallel for schedule(static) num_threads(workers) if (workers > 1 && T > 64)
   for (int64_t t = 0; t < T; ++t) {
@@ -567,9 +567,10 @@ void Encoder::forward(const int32_t* ids, const int32_t* types, const int64_t* o
 }
 
 // The forward pass of one chunk, step by step as docs/design.md describes it.
-void Encoder::forward_chunk(const KernelTable& K, const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t B,
-                            int64_t max_len, const std::vector<float>& ratios, bool record_kept, bool profile,
-                            ForwardResult& res, AttentionPrecision attention, const std::vector<int64_t>& tokens) const {
+void Encoder::forward_chunk(const KernelTable& K, const int32_t* ids, const int32_t* types, const int64_t* offsets,
+                            int64_t B, int64_t max_len, const std::vector<float>& ratios, bool record_kept,
+                            bool profile, ForwardResult& res, AttentionPrecision attention,
+                            const std::vector<int64_t>& tokens) const {
   const EncoderConfig& c = cfg_;
   const int64_t T = offsets[B];
   res.logits.assign(T * 2, 0.f);
@@ -582,8 +583,8 @@ void Encoder::forward_chunk(const KernelTable& K, const int32_t* ids, const int3
   const int workers = thread_count();
   fit_workspace(ws, c, T, B, max_len, workers);
   Timer timer(profile, res.op_seconds);
-  embed(K, {word_.data(), position_.data(), token_type_.data(), emb_ln_g_.data(), emb_ln_b_.data()}, layers_[0].qkv, c, ids,
-        types, offsets, B, workers, ws);
+  embed(K, {word_.data(), position_.data(), token_type_.data(), emb_ln_g_.data(), emb_ln_b_.data()}, layers_[0].qkv, c,
+        ids, types, offsets, B, workers, ws);
   timer.lap(kEmbed);
 
   // Per-sequence target lengths of every layer.

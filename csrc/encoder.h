@@ -76,9 +76,11 @@ class Encoder {
                const std::vector<int64_t>& keep_tokens = {}, int64_t chunk_tokens = 0) const;
 
  private:
-  void forward_chunk(const KernelTable& kernels, const int32_t* ids, const int32_t* types, const int64_t* offsets, int64_t num_seqs,
-                     int64_t max_len, const std::vector<float>& keep_ratios, bool record_kept, bool profile,
-                     ForwardResult& result, AttentionPrecision attention, const std::vector<int64_t>& keep_tokens) const;
+  // `kernels`: the path of the whole call (forward reads it once).
+  void forward_chunk(const KernelTable& kernels, const int32_t* ids, const int32_t* types, const int64_t* offsets,
+                     int64_t num_seqs, int64_t max_len, const std::vector<float>& keep_ratios, bool record_kept,
+                     bool profile, ForwardResult& result, AttentionPrecision attention,
+                     const std::vector<int64_t>& keep_tokens) const;
 
   EncoderConfig cfg_;
   std::vector<float> word_, position_, token_type_, emb_ln_g_, emb_ln_b_;
