@@ -24,6 +24,26 @@ from qualam_rt.errors import LengthConfigError, QualamError
 from qualam_rt.timing import cpu_model, time_call
 
 
+def _int_at_least(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a batch of 0 divided by zero; a negative length)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (--limit -5 dropped the last 5 questions)."""
+    return _int_at_least(text, 0)
+
+
 def parse_length_config(s: str | None):
     """default | full | r1,r2,... (keep ratios) | tokens:b1,b2,... (token budgets)."""
     if s is None or s in ("default", "full"):
@@ -179,12 +199,12 @@ def main(argv=None) -> int:
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--out", help="write the report and predictions here (JSON)")
-    p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--limit", type=non_negative_int, default=0, help="the first N questions (0: all)")
+    p.add_argument("--batch", type=positive_int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--length-config", default=None)
     p.add_argument("--attention", choices=ATTENTION_PATHS, default=None)
-    p.add_argument("--ray", type=int, default=0, metavar="WORKERS",
+    p.add_argument("--ray", type=non_negative_int, default=0, metavar="WORKERS",
                    help="answer through Ray Data with this many engine actors of --threads threads each")
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("serve", help="HTTP server with dynamic batching (pip install 'qualam_rt[serve]')")
@@ -198,9 +218,9 @@ def main(argv=None) -> int:
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("bench", help="latency per length configuration")
     common(p, model_positional=True)
-    p.add_argument("--lengths", type=int, nargs="+", default=[128, 384])
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=[128, 384])
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--repeats", type=positive_int, default=10)
     p.set_defaults(fn=cmd_bench)
     args = ap.parse_args(argv)
     try:

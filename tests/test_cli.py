@@ -118,6 +118,19 @@ def test_answer_from_stdin_needs_a_json_object(capsys, model, monkeypatch):
         assert code == 2 and message in err, err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (("bench", "--batch", "0"), "argument --batch: must be at least 1, got 0"),  # ZeroDivisionError before
+    (("bench", "--lengths", "-5"), "argument --lengths: must be at least 1, got -5"),
+    (("bench", "--repeats", "x"), "argument --repeats: invalid int value: 'x'"),
+    (("eval", "m.qrt", "d.json", "--limit", "-5"), "argument --limit: must be at least 0"),  # dropped 5 before
+    (("eval", "m.qrt", "d.json", "--batch", "0"), "argument --batch: must be at least 1"),
+])
+def test_counts_on_the_command_line_are_checked(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(argv))
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_token_budgets_and_value_errors_reach_the_user_as_messages(capsys, model):
     code, out, _ = run(capsys, "answer", "--model", model, "--length-config", "tokens:9,5,2", "Who wrote it?", TEXT)
     assert code == 0 and set(json.loads(out)) == {"answer", "score", "start", "end"}
