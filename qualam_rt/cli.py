@@ -155,9 +155,12 @@ def cmd_bench(args) -> dict:
     engine = _engine(args)
     rng = np.random.default_rng(0)
     vocab = engine.architecture["vocab_size"]
-    configs = [("full", None)] + [(f"frontier {i}", tuple(p["ratios"])) for i, p in enumerate(engine.frontier)]
+    def config(c):  # keep ratios as a tuple, token budgets as {"tokens": tuple}
+        return {"tokens": tuple(c["tokens"])} if isinstance(c, dict) else tuple(c)
+    configs = [("full", None)] + [(f"frontier {i}", config(p if "tokens" in p else p["ratios"]))
+                                  for i, p in enumerate(engine.frontier)]
     if engine.meta.get("default_config"):
-        configs.append(("default", tuple(engine.meta["default_config"])))
+        configs.append(("default", config(engine.meta["default_config"])))
     out = []
     for n in args.lengths:
         windows = [featurize.Window(0, rng.integers(min(1000, vocab - 1), vocab, n, dtype=np.int32), np.zeros(n, np.int32),

@@ -127,7 +127,7 @@ class Engine:
         if self._max_query_len < 1:
             raise ModelFileError(f"{self.path}: max_position {self.architecture['max_position']} leaves no room "
                                  "for both a question and a context")
-        self.frontier = list(self.meta.get("frontier", []))
+        self.frontier = self._checked_frontier(self.meta.get("frontier", []))
         self.length_config = self._resolve(length_config, {"macs": max_macs, "real_macs_share": max_macs_share,
                                                            "latency_ms": max_latency_ms})
         if attention is not None and attention not in ATTENTION_PATHS:
@@ -180,10 +180,33 @@ class Engine:
                 return None
             if length_config == "default":
                 d = self.meta.get("default_config")
-                return None if d is None else self._check(d)
+                try:
+                    return None if d is None else self._check(d)
+                except LengthConfigError as e:  # the file's fault, not the caller's
+                    raise ModelFileError(f"{self.path}: the model's default_config: {e}") from None
             raise LengthConfigError(f"length_config must be 'default', 'full', a tuple of keep ratios, "
                                     f"{{'ratios': [...]}} or {{'tokens': [...]}}, not {length_config!r}")
         return self._check(length_config)
+
+    FRONTIER_NUMBERS = ("macs", "f1", "latency_ms", "real_macs_share")
+
+    def _checked_frontier(self, frontier) -> list[dict]:
+        """The model's frontier: a list of {"ratios": [...]} or {"tokens": [...]} with numbers
+        (FRONTIER_NUMBERS); ModelFileError else (it broke budget choices and `bench` later)."""
+        if not isinstance(frontier, list):
+            raise ModelFileError(f"{self.path}: the model's frontier is a {type(frontier).__name__}, not a list")
+        for i, point in enumerate(frontier):
+            if not isinstance(point, dict) or ("ratios" in point) == ("tokens" in point):
+                raise ModelFileError(f"{self.path}: frontier entry {i} needs 'ratios' or 'tokens', got {point!r:.60}")
+            try:
+                self._check({"tokens": point["tokens"]} if "tokens" in point else point["ratios"])
+            except LengthConfigError as e:
+                raise ModelFileError(f"{self.path}: frontier entry {i}: {e}") from None
+            for key in self.FRONTIER_NUMBERS:
+                v = point.get(key)
+                if v is not None and not (isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)):
+                    raise ModelFileError(f"{self.path}: frontier entry {i}: {key} must be a number, got {v!r:.40}")
+        return list(frontier)
 
     def _check(self, config):
         """A tuple of keep ratios, or {"tokens": tuple of budgets} (the paper's form)."""

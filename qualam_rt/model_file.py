@@ -14,6 +14,7 @@ parser is fuzzed (tests/fuzz/fuzz_model_file.py) and runs under ASan/UBSan (tool
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -118,6 +119,14 @@ def read_model(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, n
     arch = meta.get("architecture")
     if not isinstance(arch, dict) or any(k not in arch for k in ARCH_KEYS):
         raise ModelFileError(f"{hint}: metadata lacks the architecture ({', '.join(ARCH_KEYS)})")
+    for k in ARCH_KEYS:  # a bool is an int to Python: layers = true ran a one-layer model
+        v = arch[k]
+        if k == "layer_norm_eps":
+            ok, want = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0, "a positive number"
+        else:
+            ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
+        if not ok:
+            raise ModelFileError(f"{hint}: architecture[{k!r}] must be {want}, got {v!r:.40}")
     return meta, tensors
 
 

@@ -162,6 +162,34 @@ def test_architecture_mismatch(model_path, tmp_path):
         Engine(p)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"layers": True}, "architecture['layers'] must be an integer, got True"),  # ran one layer of three
+    ({"hidden": 32.0}, "architecture['hidden'] must be an integer"),  # a pybind cast message before
+    ({"layer_norm_eps": "x"}, "architecture['layer_norm_eps'] must be a positive number"),
+    ({"layer_norm_eps": float("inf")}, "must be a positive number, got inf"),
+])
+def test_architecture_values_of_the_wrong_type(model_path, tmp_path, change, message):
+    p = rewrite_metadata(model_path, tmp_path, lambda m: m | {"architecture": m["architecture"] | change})
+    with pytest.raises(ModelFileError, match=re.escape(message)):
+        Engine(p)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"frontier": "x"}, "the model's frontier is a str, not a list"),
+    ({"frontier": ["x"]}, "frontier entry 0 needs 'ratios' or 'tokens'"),
+    ({"frontier": [{"macs": 1.0}]}, "frontier entry 0 needs 'ratios' or 'tokens'"),  # KeyError before
+    ({"frontier": [{"ratios": [1, 1, 1], "macs": "big"}]}, "frontier entry 0: macs must be a number"),  # TypeError
+    ({"frontier": [{"ratios": [0.5, 0.9, 0.1]}]}, "frontier entry 0: keep ratios must be non-increasing"),
+    ({"default_config": "abc"}, "the model's default_config: a length configuration is a sequence"),
+])
+def test_a_frontier_or_default_configuration_that_is_not_one_is_refused(model_path, tmp_path, change, message):
+    """They loaded, then a budget (max_macs=...) or `qualam-rt bench` failed with AttributeError,
+    KeyError or TypeError; a bad default configuration was the caller's LengthConfigError."""
+    p = rewrite_metadata(model_path, tmp_path, lambda m: m | change)
+    with pytest.raises(ModelFileError, match=re.escape(message)):
+        Engine(p)
+
+
 def test_bad_tokenizer(model_path, tmp_path):
     p = rewrite_metadata(model_path, tmp_path, lambda m: m | {"tokenizer": json.dumps({"not": "a tokenizer"})})
     with pytest.raises(ModelFileError):
