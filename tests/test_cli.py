@@ -44,6 +44,19 @@ def test_info_and_bench(capsys, model):
     assert code == 0 and {r["config"] for r in res} == {"full", "frontier 0"}
 
 
+def test_bench_runs_token_budget_configurations(capsys, tmp_path):
+    """A frontier and a default in token budgets (the search's `genes: tokens`): bench took the
+    frontier's and the default's keys for keep ratios (KeyError, LengthConfigError)."""
+    path = tmp_path / "tokens.qrt"
+    syn.write_random_model(path, TEXT, frontier=[{"tokens": [12, 8, 4], "macs": 1.0, "f1": 1.0}],
+                           default_config={"tokens": [12, 8, 4]})
+    code, out, err = run(capsys, "bench", str(path), "--lengths", "16", "--repeats", "1")
+    assert code == 0, err
+    res = json.loads(out)["results"]
+    assert [r["config"] for r in res] == ["full", "frontier 0", "default"]
+    assert res[1]["ratios"] == res[2]["ratios"] == {"tokens": [12, 8, 4]}
+
+
 def test_eval_reports_em_f1(capsys, model, tmp_path):
     data = {"data": [{"title": "t", "paragraphs": [{"context": TEXT, "qas": [
         {"id": "a", "question": "Who wrote it?", "answers": [{"text": "Ada Lovelace", "answer_start": 0}]},
