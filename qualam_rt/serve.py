@@ -334,6 +334,7 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
             t0 = time.perf_counter()
             metrics.begin()
             arrival = Arrival(state["batcher"])  # it leaves once the request's windows are made
+            response = None
             try:
                 pairs, top_k, max_answer_len = request_pairs(route, await json_body(request, max_body_bytes))
                 try:
@@ -344,9 +345,11 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
                 response = JSONResponse(result[0] if route == "/answer" else result)
             except HTTPError as e:
                 response = error(e.status, e.message, e.headers)
-            finally:
+            except Exception as e:  # an engine failure: a 500 with its message, counted like any answer
+                response = error(500, f"internal error: {type(e).__name__}: {e}")
+            finally:  # every request begun ends here; one cancelled before its response as 499
                 arrival.leave()
-            metrics.request(route, response.status_code, time.perf_counter() - t0)
+                metrics.request(route, 499 if response is None else response.status_code, time.perf_counter() - t0)
             return response
         return endpoint
 

@@ -154,3 +154,27 @@ def test_a_port_outside_the_tcp_range_is_refused_before_serving(engine):
     for port in (-1, 65536, 99999, True, "8000"):
         with pytest.raises(ValueError, match=r"port must be an integer in \[0, 65535\]"):
             serve(engine, port=port)
+
+
+def test_an_engine_failure_is_a_500_that_the_metrics_count(tmp_path):
+    """An exception from the engine (a model whose tokenizer fails on some input, say) reached
+    the app's handler as a 500 without passing the request's metrics: the in-flight gauge kept
+    it forever and the error counter missed it."""
+    path = tmp_path / "m.qrt"
+    syn.write_sample_model(path)
+    broken = Engine(path)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the engine broke")
+    broken.logits = fail
+    s = Server(create_app(broken, max_wait_ms=0))
+    try:
+        for _ in range(3):
+            r = httpx.post(s.url + "/answer", json={"question": QUESTIONS[0], "context": TEXT}, timeout=30)
+            assert r.status_code == 500 and "RuntimeError: the engine broke" in r.json()["error"]
+        metrics = httpx.get(s.url + "/metrics").text
+        assert "qualam_requests_in_flight 0" in metrics
+        assert 'qualam_requests_total{path="/answer",status="500"} 3' in metrics
+        assert "qualam_errors_total 3" in metrics
+    finally:
+        s.stop()
