@@ -108,6 +108,9 @@ def test_ray_serve_answers_as_the_engine_does(runtime, model):
             assert r.status_code == status and message in r.json()["error"], (body, r.text)
         r = httpx.post(url + "/answer", content=b"{not json", headers={"content-type": "application/json"}, timeout=30)
         assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+        r = httpx.post(url + "/answer", content=b"[" * 5000 + b"]" * 5000, headers={"content-type": "application/json"},
+                       timeout=30)  # json's RecursionError: Ray Serve's 500 before
+        assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
         assert httpx.get(url + "/nothing", timeout=30).status_code == 404
         assert ask(jobs[0])[0] == 200  # still answering
     finally:
