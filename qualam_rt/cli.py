@@ -155,6 +155,7 @@ def cmd_bench(args) -> dict:
     engine = _engine(args)
     rng = np.random.default_rng(0)
     vocab = engine.architecture["vocab_size"]
+
     def config(c):  # keep ratios as a tuple, token budgets as {"tokens": tuple}
         return {"tokens": tuple(c["tokens"])} if isinstance(c, dict) else tuple(c)
     configs = [("full", None)] + [(f"frontier {i}", config(p if "tokens" in p else p["ratios"]))

@@ -121,10 +121,11 @@ def read_model(path: str | Path, verify: bool = True) -> tuple[dict, dict[str, n
         raise ModelFileError(f"{hint}: metadata lacks the architecture ({', '.join(ARCH_KEYS)})")
     for k in ARCH_KEYS:  # a bool is an int to Python: layers = true ran a one-layer model
         v = arch[k]
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
         if k == "layer_norm_eps":
-            ok, want = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0, "a positive number"
+            ok, want = number and math.isfinite(v) and v > 0, "a positive number"
         else:
-            ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
+            ok, want = number and isinstance(v, int), "an integer"
         if not ok:
             raise ModelFileError(f"{hint}: architecture[{k!r}] must be {want}, got {v!r:.40}")
     return meta, tensors
