@@ -36,8 +36,9 @@ from qualam_rt import decode, squad  # noqa: E402
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "dev-v1.1.json"
 # System names of the results rows that other scripts read (bench/amx_targets.py).
+PAPER_CONFIG = f"paper config {PAPER_LABEL}/384"  # the paper's configuration as keep ratios
 QUALAM_FULL = "qualam_rt INT8 full"
-QUALAM_PAPER = f"qualam_rt INT8 paper config {PAPER_LABEL}/384"  # the paper's configuration as keep ratios
+QUALAM_PAPER = f"qualam_rt INT8 {PAPER_CONFIG}"
 OPENVINO_INT8 = "OpenVINO INT8 (NNCF PTQ)"
 
 
@@ -259,7 +260,7 @@ def main() -> None:
     default = engine.meta.get("default_config")
     for p in frontier:
         p["default"] = default is not None and list(p["ratios"]) == list(default)
-    paper = {"ratios": PAPER, "label": QUALAM_PAPER.removeprefix("qualam_rt INT8 ")}
+    paper = {"ratios": PAPER, "label": PAPER_CONFIG}
 
     fp32_attention = qualam_rt.Engine(qrt, threads=args.threads, length_config="full", attention="fp32")
     systems = qualam_systems(engine, frontier or ([paper] if args.random else []), fp32_attention)

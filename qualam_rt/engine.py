@@ -19,6 +19,8 @@ from qualam_rt.model_file import ARCH_KEYS, engine_tensors, read_model
 
 ATTENTION_PATHS = ("fp32", "int16", "int8", "bf16")
 TILE_PATHS = ("amx", "amx_emulated")  # the kernel paths that run bf16 attention
+# Engine's budget arguments and the frontier field each one bounds.
+BUDGETS = {"max_macs": "macs", "max_macs_share": "real_macs_share", "max_latency_ms": "latency_ms"}
 
 
 # The engines of this process: a child forked while another thread tokenized must not
@@ -50,6 +52,11 @@ def _as_list(items) -> list | None:
 def _is_int(value) -> bool:
     """An integer, Python's or numpy's (a count read from an array), but not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    """A real number, Python's or numpy's, but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class Engine:
@@ -128,8 +135,8 @@ class Engine:
             raise ModelFileError(f"{self.path}: max_position {self.architecture['max_position']} leaves no room "
                                  "for both a question and a context")
         self.frontier = self._checked_frontier(self.meta.get("frontier", []))
-        self.length_config = self._resolve(length_config, {"macs": max_macs, "real_macs_share": max_macs_share,
-                                                           "latency_ms": max_latency_ms})
+        self.length_config = self._resolve(length_config, {"max_macs": max_macs, "max_macs_share": max_macs_share,
+                                                           "max_latency_ms": max_latency_ms})
         if attention is not None and attention not in ATTENTION_PATHS:
             raise ValueError(f"attention must be one of {ATTENTION_PATHS}, not {attention!r}")
         if attention == "bf16" and not self._bf16_attention_runs():
@@ -161,14 +168,15 @@ class Engine:
 
     # ---- configuration -----------------------------------------------------------------
     def _resolve(self, length_config, budgets: dict | None = None):
+        """The length configuration; budgets: {argument of BUDGETS: value or None}."""
         budgets = {k: v for k, v in (budgets or {}).items() if v is not None}
         if len(budgets) > 1:
-            raise LengthConfigError("give at most one of max_macs, max_macs_share and max_latency_ms")
+            raise LengthConfigError(f"give at most one of {', '.join(BUDGETS)}")
         if budgets:
-            (key, budget), = budgets.items()
-            if not isinstance(budget, numbers.Real) or isinstance(budget, bool) or not budget > 0:
-                name = {"macs": "max_macs", "real_macs_share": "max_macs_share", "latency_ms": "max_latency_ms"}[key]
+            (name, budget), = budgets.items()
+            if not (_is_real(budget) and budget > 0):  # inf: no bound
                 raise LengthConfigError(f"{name} must be a positive number, got {budget!r:.40}")
+            key = BUDGETS[name]
             fits = [p for p in self.frontier if p.get(key) is not None and p[key] <= budget]
             if not fits:
                 raise LengthConfigError(f"no configuration of this model's frontier has {key} <= {budget}; "
@@ -188,7 +196,7 @@ class Engine:
                                     f"{{'ratios': [...]}} or {{'tokens': [...]}}, not {length_config!r}")
         return self._check(length_config)
 
-    FRONTIER_NUMBERS = ("macs", "f1", "latency_ms", "real_macs_share")
+    FRONTIER_NUMBERS = ("f1", *BUDGETS.values())
 
     def _checked_frontier(self, frontier) -> list[dict]:
         """The model's frontier: a list of {"ratios": [...]} or {"tokens": [...]} with numbers
@@ -204,7 +212,7 @@ class Engine:
                 raise ModelFileError(f"{self.path}: frontier entry {i}: {e}") from None
             for key in self.FRONTIER_NUMBERS:
                 v = point.get(key)
-                if v is not None and not (isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)):
+                if v is not None and not (_is_real(v) and np.isfinite(v)):
                     raise ModelFileError(f"{self.path}: frontier entry {i}: {key} must be a number, got {v!r:.40}")
         return list(frontier)
 

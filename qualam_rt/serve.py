@@ -329,6 +329,9 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
     def error(status: int, message: str, headers=None) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
+    def internal_error(e: Exception) -> JSONResponse:  # a bug of ours: a message, not a traceback
+        return error(500, f"internal error: {type(e).__name__}: {e}")
+
     def answering(route: str):
         async def endpoint(request: Request):
             t0 = time.perf_counter()
@@ -345,8 +348,8 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
                 response = JSONResponse(result[0] if route == "/answer" else result)
             except HTTPError as e:
                 response = error(e.status, e.message, e.headers)
-            except Exception as e:  # an engine failure: a 500 with its message, counted like any answer
-                response = error(500, f"internal error: {type(e).__name__}: {e}")
+            except Exception as e:  # an engine failure: counted like any answer
+                response = internal_error(e)
             finally:  # every request begun ends here; one cancelled before its response as 499
                 arrival.leave()
                 metrics.request(route, 499 if response is None else response.status_code, time.perf_counter() - t0)
@@ -371,8 +374,8 @@ def create_app(engine: Engine, max_batch_windows: int = 32, max_wait_ms: float =
                                  media_type="text/plain; version=0.0.4")
 
     @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception):  # a bug of ours: a message, not a traceback
-        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+    async def internal(request: Request, exc: Exception):
+        return internal_error(exc)
 
     return app
 
